@@ -1,0 +1,1 @@
+"""HTTP only: routers, auth dependencies, error mapping."""

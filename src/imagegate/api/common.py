@@ -1,0 +1,88 @@
+"""Helpers for routers: reading JSON bodies, rendering jobs and their outputs."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import orjson
+from fastapi import Request
+
+from imagegate.errors import InvalidRequest
+from imagegate.gateway import Gateway
+from imagegate.store.tables import File, Job
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        body = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("The request body is not valid JSON.", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+def base_url(gateway: Gateway, request: Request) -> str:
+    return gateway.settings.public_url or str(request.base_url).rstrip("/")
+
+
+def signed_url(gateway: Gateway, request: Request, file: File) -> tuple[str, int]:
+    link = gateway.signer.sign(file.id, file.workspace_id, gateway.settings.url_ttl_seconds)
+    return f"{base_url(gateway, request)}/v1/files/{file.id}/content?{link.query()}", link.expires
+
+
+def output_object(gateway: Gateway, request: Request, file: File) -> dict[str, Any]:
+    url, expires = signed_url(gateway, request, file)
+    return {
+        "file_id": file.id,
+        "url": url,
+        "url_expires_at": expires,
+        "width": file.width,
+        "height": file.height,
+        "content_type": file.content_type,
+        "bytes": file.bytes,
+    }
+
+
+async def images_data(
+    gateway: Gateway, request: Request, job: Job, files: list[File], response_format: str
+) -> list[dict[str, Any]]:
+    revised = (job.result or {}).get("revised_prompts") or []
+    data = []
+    for file in files:
+        item: dict[str, Any] = {}
+        if response_format == "b64_json":
+            item["b64_json"] = base64.b64encode(await gateway.blobs.read(file.blob_key)).decode()
+        else:
+            item["url"], _ = signed_url(gateway, request, file)
+        index = file.output_index or 0
+        if index < len(revised) and revised[index]:
+            item["revised_prompt"] = revised[index]
+        item.update(file_id=file.id, width=file.width, height=file.height, content_type=file.content_type)
+        data.append(item)
+    return data
+
+
+def job_object(job: Job) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": job.id,
+        "job_id": job.id,
+        "object": "job",
+        "model": job.model,
+        "status": job.status,
+        "created_at": int(job.created_at.timestamp()),
+        "started_at": int(job.started_at.timestamp()) if job.started_at else None,
+        "finished_at": int(job.finished_at.timestamp()) if job.finished_at else None,
+        "attempt": job.attempt,
+        "estimated_cost": job.estimated_cost / 1000,
+        "charged_amount": job.charged_amount / 1000 if job.charged_amount is not None else None,
+    }
+    if job.status == "failed":
+        body["error"] = {
+            "code": job.error_code,
+            "message": job.error_message,
+            "provider_reason": job.provider_reason,
+        }
+    return body

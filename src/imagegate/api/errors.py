@@ -1,0 +1,67 @@
+"""Every error leaves in one shape: ``{"error": {"message", "type", "param", "code"}}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from imagegate.api.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from imagegate.errors import ImagegateError
+
+log = logging.getLogger("imagegate.api")
+
+_HTTP_CODES = {
+    404: ("not_found", "invalid_request_error"),
+    405: ("method_not_allowed", "invalid_request_error"),
+    413: ("payload_too_large", "invalid_request_error"),
+}
+
+
+def error_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _param(loc: tuple[Any, ...]) -> str | None:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or None
+
+
+async def _imagegate_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ImagegateError)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    return error_response(exc.status_code, exc.to_body(), headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    param = _param(tuple(first.get("loc", ())))
+    message = f"Invalid value for {param!r}: {first.get('msg')}." if param else str(first.get("msg"))
+    if first.get("type") == "json_invalid":
+        message, param = "The request body is not valid JSON.", None
+    body = {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": "invalid_parameter"}}
+    return error_response(400, body)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code, kind = _HTTP_CODES.get(exc.status_code, ("http_error", "invalid_request_error"))
+    body = {"error": {"message": str(exc.detail), "type": kind, "param": None, "code": code}}
+    return error_response(exc.status_code, body, dict(exc.headers or {}))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    body = {"error": {"message": "Internal error.", "type": "server_error", "param": None, "code": "internal_error"}}
+    return error_response(500, body)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(ImagegateError, _imagegate_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,64 @@
+"""The app factory: ``create_app(settings)`` builds the gateway's HTTP app; nothing at import."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from imagegate.api.responses import JSONResponse
+
+from imagegate import __version__
+from imagegate.api import errors, files, images, jobs, models
+from imagegate.api.limits import BodySizeLimit
+from imagegate.config import Settings
+from imagegate.gateway import Gateway
+
+log = logging.getLogger("imagegate")
+
+
+def announce_first_key(key: str) -> None:
+    """Print the first admin key once; it is stored hashed and cannot be shown again."""
+    print(
+        "\n  imagegate created a workspace and its first admin API key.\n"
+        "  It is shown only this once; keep it somewhere safe:\n\n"
+        f"    {key}\n",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def create_app(settings: Settings | None = None, gateway: Gateway | None = None) -> FastAPI:
+    settings = settings or (gateway.settings if gateway else Settings())
+    gw = gateway or Gateway(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await gw.start()
+        if gw.first_admin_key is not None:
+            announce_first_key(gw.first_admin_key)
+        try:
+            yield
+        finally:
+            await gw.stop()
+
+    app = FastAPI(
+        title="imagegate",
+        version=__version__,
+        description="One API for every image model.",
+        lifespan=lifespan,
+        default_response_class=JSONResponse,
+    )
+    app.state.gateway = gw
+    errors.install(app)
+    for router in (models.router, images.router, jobs.router, files.router):
+        app.include_router(router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app

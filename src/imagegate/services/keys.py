@@ -1,0 +1,69 @@
+"""API keys: high entropy, shown once, stored as a SHA-256 hash, revocable."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from imagegate.errors import AuthenticationError
+from imagegate.ids import new_id
+from imagegate.store.tables import ApiKey, Member
+
+KEY_PREFIX = "ig_"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a member of one workspace, through one key."""
+
+    workspace_id: str
+    member_id: str
+    role: str
+    key_id: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+def hash_key(secret: str) -> str:
+    # Keys carry 240 random bits, so a fast hash is enough: there is nothing to brute-force.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def make_secret() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(30)
+
+
+async def create_key(session: AsyncSession, member: Member, name: str) -> tuple[ApiKey, str]:
+    secret = make_secret()
+    key = ApiKey(
+        id=new_id("key"),
+        workspace_id=member.workspace_id,
+        member_id=member.id,
+        name=name,
+        prefix=secret[:11],
+        secret_hash=hash_key(secret),
+    )
+    session.add(key)
+    await session.flush()
+    return key, secret
+
+
+async def authenticate(session: AsyncSession, secret: str) -> Principal:
+    if not secret.startswith(KEY_PREFIX):
+        raise AuthenticationError("Invalid API key. Keys start with 'ig_'.")
+    row = (
+        await session.execute(
+            select(ApiKey.id, ApiKey.workspace_id, ApiKey.member_id, Member.role)
+            .join(Member, Member.id == ApiKey.member_id)
+            .where(ApiKey.secret_hash == hash_key(secret), ApiKey.revoked_at.is_(None))
+        )
+    ).first()
+    if row is None:
+        raise AuthenticationError("Invalid or revoked API key.")
+    return Principal(workspace_id=row.workspace_id, member_id=row.member_id, role=row.role, key_id=row.id)

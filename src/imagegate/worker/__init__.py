@@ -1,0 +1,1 @@
+"""Running jobs: the runner does one attempt; a dispatcher decides when."""

@@ -1,0 +1,100 @@
+"""The embedded dispatcher: runs jobs inside the server process.
+
+It only decides *when* a job id is handed to the runner; the job's lifecycle lives in
+:mod:`imagegate.services.jobs`, so another dispatcher (a shared queue) can replace it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from imagegate.services import jobs
+from imagegate.store.db import Database
+from imagegate.worker.runner import JobRunner
+
+log = logging.getLogger("imagegate.dispatcher")
+
+
+class EmbeddedDispatcher:
+    def __init__(
+        self, db: Database, runner: JobRunner, *, concurrency: int, poll_interval: float = 1.0
+    ) -> None:
+        self.db = db
+        self.runner = runner
+        self.concurrency = concurrency
+        self.poll_interval = poll_interval
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._pending: set[str] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._waiters: dict[str, asyncio.Event] = {}
+        runner.on_finished = self.notify
+
+    def submit(self, job_id: str) -> None:
+        if job_id not in self._pending:
+            self._pending.add(job_id)
+            self._queue.put_nowait(job_id)
+
+    def notify(self, job_id: str) -> None:
+        event = self._waiters.get(job_id)
+        if event is not None:
+            event.set()
+
+    def watch(self, job_id: str) -> asyncio.Event:
+        """An event set whenever an attempt at ``job_id`` finishes in this process.
+
+        Take it before submitting, so a fast job cannot finish unseen.
+        """
+        return self._waiters.setdefault(job_id, asyncio.Event())
+
+    def unwatch(self, job_id: str) -> None:
+        self._waiters.pop(job_id, None)
+
+    async def start(self) -> None:
+        await self.recover()
+        self._tasks = [asyncio.create_task(self._work()) for _ in range(self.concurrency)]
+        self._tasks.append(asyncio.create_task(self._poll()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    async def recover(self) -> None:
+        """Requeue what a crashed process left running, and pick up everything due."""
+        for job_id in await jobs.recover_expired_leases(self.db):
+            log.info("recovered job %s from an expired lease", job_id)
+        for job_id in await jobs.due_queued(self.db):
+            self.submit(job_id)
+
+    async def drain(self) -> None:
+        """Burst mode: run every due job, including retries that fall due, then return."""
+        while True:
+            await self.recover()
+            if self._queue.empty():
+                return
+            while not self._queue.empty():
+                job_id = self._queue.get_nowait()
+                self._pending.discard(job_id)
+                await self.runner.run(job_id)
+
+    async def _work(self) -> None:
+        while True:
+            job_id = await self._queue.get()
+            self._pending.discard(job_id)
+            try:
+                await self.runner.run(job_id)
+            except Exception:
+                log.exception("job %s: runner crashed", job_id)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            try:
+                await self.recover()
+            except Exception:
+                log.exception("dispatcher poll failed")

@@ -1,0 +1,27 @@
+"""Small helpers the tests share."""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+import httpx
+from PIL import Image
+
+
+def decode_image(b64: str) -> Image.Image:
+    image = Image.open(io.BytesIO(base64.b64decode(b64)))
+    image.load()
+    return image
+
+
+def assert_error(response: httpx.Response, status: int, code: str, param: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    error: dict[str, Any] = response.json()["error"]
+    assert set(error) >= {"message", "type", "param", "code"}
+    assert error["code"] == code, error
+    if param is not None:
+        assert error["param"] == param, error
+    assert error["message"]
+    return error
