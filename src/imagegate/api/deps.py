@@ -45,7 +45,7 @@ async def current_member(request: Request, gateway: GatewayDep) -> Principal:
         raise AuthenticationError(
             "Missing API key. Send 'Authorization: Bearer <key>'.", code="missing_api_key"
         )
-    async with gateway.db.session() as session:
+    async with gateway.db.read_session() as session:
         return await authenticate(session, token)
 
 

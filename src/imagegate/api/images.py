@@ -50,7 +50,7 @@ async def create_image(request: Request, member: CurrentMember, gateway: Gateway
             return JSONResponse(job_object(job), status_code=202, headers=headers)
         timeout = wait if wait is not None else gateway.settings.sync_timeout_seconds
         job = await generation.wait_for_job(
-            gateway.db.sessions, event, member.workspace_id, job.id, timeout
+            gateway.db, event, member.workspace_id, job.id, timeout
         )
     finally:
         gateway.dispatcher.unwatch(job.id)

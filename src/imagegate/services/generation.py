@@ -18,6 +18,7 @@ from imagegate.errors import InvalidParameter, NotFound, PermissionDenied
 from imagegate.ids import new_id
 from imagegate.services import jobs
 from imagegate.services.keys import Principal
+from imagegate.store.db import Database
 from imagegate.store.tables import Job, Workspace, WorkspaceModel
 
 # OpenAI Images API fields, and what each becomes.
@@ -224,12 +225,12 @@ async def submit(
 
 
 async def wait_for_job(
-    sessions: Any, event: asyncio.Event, workspace_id: str, job_id: str, timeout: float
+    db: Database, event: asyncio.Event, workspace_id: str, job_id: str, timeout: float
 ) -> Job:
     """Wait until the job is terminal or ``timeout`` passes; the job as it then is."""
     deadline = time.monotonic() + timeout
     while True:
-        async with sessions() as session:
+        async with db.read_session() as session:
             job = await jobs.get_job(session, workspace_id, job_id)
         assert job is not None
         remaining = deadline - time.monotonic()

@@ -23,6 +23,20 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+    # Hand transaction control to the "begin" listeners below instead of the driver.
+    dbapi_connection.isolation_level = None
+
+
+def _sqlite_engine(url: str, begin: str) -> AsyncEngine:
+    # One writer at a time is SQLite's model; a small pool avoids lock churn.
+    engine = create_async_engine(url, pool_size=5, max_overflow=0, connect_args={"timeout": 30})
+    event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql(begin)
+
+    return engine
 
 
 class Database:
@@ -31,24 +45,32 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        kwargs: dict[str, Any] = {}
+        self.engine: AsyncEngine
+        self.read_engine: AsyncEngine
         if self.is_sqlite:
-            # One writer at a time is SQLite's model; a small pool avoids lock churn.
-            kwargs["pool_size"] = 5
-            kwargs["max_overflow"] = 0
-            kwargs["connect_args"] = {"timeout": 30}
+            self.engine = _sqlite_engine(url, "BEGIN IMMEDIATE")
+            self.read_engine = _sqlite_engine(url, "BEGIN")
         else:
-            kwargs["pool_size"] = 20
-            kwargs["max_overflow"] = 20
-            kwargs["pool_pre_ping"] = True
-        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
-        if self.is_sqlite:
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            self.engine = create_async_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+            self.read_engine = self.engine
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
+        """A read-write unit of work, committed on success.
+
+        On SQLite it takes the write lock up front (BEGIN IMMEDIATE): a transaction that
+        reads and then writes could otherwise fail at once with "database is locked"
+        when another writer commits in between.
+        """
         async with self.sessions() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def read_session(self) -> AsyncIterator[AsyncSession]:
+        """A read-only unit of work; on SQLite it does not wait for writers."""
+        async with self.read_sessions() as session, session.begin():
             yield session
 
     async def migrate(self) -> None:
@@ -61,6 +83,8 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
