@@ -27,7 +27,11 @@ def on_postgres() -> bool:
 async def _admin(sql: str) -> None:
     url = make_url(POSTGRES_URL)
     conn = await asyncpg.connect(
-        host=url.host, port=url.port or 5432, user=url.username, password=url.password, database=url.database
+        host=url.host,
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
+        database=url.database,
     )
     try:
         await conn.execute(sql)
@@ -78,7 +82,9 @@ async def client(gateway: Gateway, admin_key: str) -> AsyncIterator[httpx.AsyncC
     app = create_app(gateway.settings, gateway=gateway)
     transport = httpx.ASGITransport(app=app)
     headers = {"Authorization": f"Bearer {admin_key}"}
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver", headers=headers) as c:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", headers=headers
+    ) as c:
         yield c
 
 

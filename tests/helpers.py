@@ -16,7 +16,9 @@ def decode_image(b64: str) -> Image.Image:
     return image
 
 
-def assert_error(response: httpx.Response, status: int, code: str, param: str | None = None) -> dict[str, Any]:
+def assert_error(
+    response: httpx.Response, status: int, code: str, param: str | None = None
+) -> dict[str, Any]:
     assert response.status_code == status, response.text
     error: dict[str, Any] = response.json()["error"]
     assert set(error) >= {"message", "type", "param", "code"}

@@ -32,9 +32,12 @@ async def test_default_model_makes_a_1024_png(client: httpx.AsyncClient) -> None
 
 
 @pytest.mark.parametrize(
-    ("size", "expected"), [("256x256", (256, 256)), ("1536x1024", (1536, 1024)), ("1024x1792", (1024, 1792))]
+    ("size", "expected"),
+    [("256x256", (256, 256)), ("1536x1024", (1536, 1024)), ("1024x1792", (1024, 1792))],
 )
-async def test_size_is_honoured(client: httpx.AsyncClient, size: str, expected: tuple[int, int]) -> None:
+async def test_size_is_honoured(
+    client: httpx.AsyncClient, size: str, expected: tuple[int, int]
+) -> None:
     response = await client.post(GEN, json={"prompt": "p", "size": size, "model": "mock-image"})
     assert response.status_code == 200, response.text
     assert decode_image(response.json()["data"][0]["b64_json"]).size == expected
@@ -65,8 +68,12 @@ async def test_same_prompt_and_seed_give_the_same_bytes(client: httpx.AsyncClien
     assert first != other
 
 
-async def test_url_is_signed_and_fetchable_without_a_key(client: httpx.AsyncClient, gateway: Gateway) -> None:
-    response = await client.post(GEN, json={"prompt": "p", "response_format": "url", "size": "512x512"})
+async def test_url_is_signed_and_fetchable_without_a_key(
+    client: httpx.AsyncClient, gateway: Gateway
+) -> None:
+    response = await client.post(
+        GEN, json={"prompt": "p", "response_format": "url", "size": "512x512"}
+    )
     assert response.status_code == 200, response.text
     url = response.json()["data"][0]["url"]
     assert "b64_json" not in response.json()["data"][0]
@@ -78,7 +85,9 @@ async def test_url_is_signed_and_fetchable_without_a_key(client: httpx.AsyncClie
         assert Image.open(io.BytesIO(fetched.content)).size == (512, 512)
         tampered = url.replace("signature=", "signature=A")
         assert_error(await anonymous.get(tampered), 403, "invalid_signature")
-        other_file = await client.post(GEN, json={"prompt": "q", "response_format": "url", "size": "256x256"})
+        other_file = await client.post(
+            GEN, json={"prompt": "q", "response_format": "url", "size": "256x256"}
+        )
         other_id = other_file.json()["data"][0]["file_id"]
         first_id = response.json()["data"][0]["file_id"]
         assert_error(await anonymous.get(url.replace(first_id, other_id)), 403, "invalid_signature")
@@ -86,7 +95,9 @@ async def test_url_is_signed_and_fetchable_without_a_key(client: httpx.AsyncClie
 
 async def test_url_expires(client: httpx.AsyncClient, gateway: Gateway) -> None:
     gateway.settings.url_ttl_seconds = 1
-    response = await client.post(GEN, json={"prompt": "p", "response_format": "url", "size": "256x256"})
+    response = await client.post(
+        GEN, json={"prompt": "p", "response_format": "url", "size": "256x256"}
+    )
     url = response.json()["data"][0]["url"]
     assert (await client.get(url)).status_code == 200
     await asyncio.sleep(2.1)
@@ -104,7 +115,9 @@ async def test_vector_model_returns_svg(client: httpx.AsyncClient) -> None:
     assert "sandbox" in fetched.headers["content-security-policy"]
     assert fetched.headers["content-disposition"] == "attachment"
     assert fetched.content.startswith(b"<svg")
-    b64 = await client.post(GEN, json={"prompt": "a logo", "model": "mock-svg", "size": "1820x1024"})
+    b64 = await client.post(
+        GEN, json={"prompt": "a logo", "model": "mock-svg", "size": "1820x1024"}
+    )
     svg = base64.b64decode(b64.json()["data"][0]["b64_json"])
     assert b'width="1820" height="1024"' in svg
 
@@ -137,11 +150,23 @@ async def test_prefer_respond_async_returns_202_and_a_job(client: httpx.AsyncCli
 
 
 async def test_unknown_model_is_404(client: httpx.AsyncClient) -> None:
-    assert_error(await client.post(GEN, json={"prompt": "p", "model": "dall-e-9"}), 404, "model_not_found", "model")
+    assert_error(
+        await client.post(GEN, json={"prompt": "p", "model": "dall-e-9"}),
+        404,
+        "model_not_found",
+        "model",
+    )
 
 
-async def test_unsupported_size_names_size_and_lists_the_supported(client: httpx.AsyncClient) -> None:
-    error = assert_error(await client.post(GEN, json={"prompt": "p", "size": "13x7"}), 400, "invalid_parameter", "size")
+async def test_unsupported_size_names_size_and_lists_the_supported(
+    client: httpx.AsyncClient,
+) -> None:
+    error = assert_error(
+        await client.post(GEN, json={"prompt": "p", "size": "13x7"}),
+        400,
+        "invalid_parameter",
+        "size",
+    )
     assert "1024x1024" in error["message"]
     assert "1024x1024" in error["supported_sizes"]
 
@@ -178,12 +203,16 @@ async def test_bad_parameters_are_400_naming_the_param(
 
 
 async def test_n_above_the_maximum_says_what_is_allowed(client: httpx.AsyncClient) -> None:
-    error = assert_error(await client.post(GEN, json={"prompt": "p", "n": 11}), 400, "invalid_parameter", "n")
+    error = assert_error(
+        await client.post(GEN, json={"prompt": "p", "n": 11}), 400, "invalid_parameter", "n"
+    )
     assert "10" in error["message"]
 
 
 @pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b'"prompt"', b""])
-async def test_a_body_that_is_not_a_json_object_is_400(client: httpx.AsyncClient, raw: bytes) -> None:
+async def test_a_body_that_is_not_a_json_object_is_400(
+    client: httpx.AsyncClient, raw: bytes
+) -> None:
     response = await client.post(GEN, content=raw, headers={"content-type": "application/json"})
     assert_error(response, 400, "invalid_json")
 
@@ -193,7 +222,9 @@ async def test_an_oversized_body_is_413(client: httpx.AsyncClient, gateway: Gate
     assert_error(await client.post(GEN, content=big), 413, "payload_too_large")
 
 
-async def test_an_oversized_chunked_body_is_413(client: httpx.AsyncClient, gateway: Gateway) -> None:
+async def test_an_oversized_chunked_body_is_413(
+    client: httpx.AsyncClient, gateway: Gateway
+) -> None:
     async def chunks():  # type: ignore[no-untyped-def]
         yield b'{"prompt": "'
         for _ in range(gateway.settings.max_body_bytes // 65536 + 2):
@@ -205,15 +236,22 @@ async def test_an_oversized_chunked_body_is_413(client: httpx.AsyncClient, gatew
 
 async def test_a_model_that_is_not_enabled_is_403(client: httpx.AsyncClient) -> None:
     error = assert_error(
-        await client.post(GEN, json={"prompt": "p", "model": "flux_schnell"}), 403, "model_not_enabled", "model"
+        await client.post(GEN, json={"prompt": "p", "model": "flux_schnell"}),
+        403,
+        "model_not_enabled",
+        "model",
     )
     assert "mock-image" in error["enabled_models"]
 
 
 @pytest.mark.parametrize("header", [None, "Bearer ig_wrong", "Basic abc", "Bearer "])
-async def test_without_a_valid_key_every_endpoint_is_401(client: httpx.AsyncClient, header: str | None) -> None:
+async def test_without_a_valid_key_every_endpoint_is_401(
+    client: httpx.AsyncClient, header: str | None
+) -> None:
     headers = {"Authorization": header} if header is not None else {}
-    bare = httpx.AsyncClient(transport=client._transport, base_url="http://testserver", headers=headers)
+    bare = httpx.AsyncClient(
+        transport=client._transport, base_url="http://testserver", headers=headers
+    )
     async with bare:
         for method, path in [
             ("POST", GEN),
@@ -222,7 +260,9 @@ async def test_without_a_valid_key_every_endpoint_is_401(client: httpx.AsyncClie
             ("GET", "/v1/jobs/job_x"),
             ("GET", "/v1/files/file_x/content"),
         ]:
-            response = await bare.request(method, path, json={"prompt": "p"} if method == "POST" else None)
+            response = await bare.request(
+                method, path, json={"prompt": "p"} if method == "POST" else None
+            )
             assert response.status_code == 401, (path, response.text)
             assert response.json()["error"]["type"] == "authentication_error"
 

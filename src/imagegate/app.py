@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from imagegate.api.responses import JSONResponse
 
 from imagegate import __version__
 from imagegate.api import errors, files, images, jobs, models
 from imagegate.api.limits import BodySizeLimit
+from imagegate.api.responses import JSONResponse
 from imagegate.config import Settings
 from imagegate.gateway import Gateway
 

@@ -27,9 +27,15 @@ T = TypeVar("T")
 
 UrlOption = Annotated[
     str | None,
-    typer.Option("--url", envvar="IMAGEGATE_URL", help="A running gateway; default: in-process on the data dir."),
+    typer.Option(
+        "--url",
+        envvar="IMAGEGATE_URL",
+        help="A running gateway; default: in-process on the data dir.",
+    ),
 ]
-KeyOption = Annotated[str | None, typer.Option("--key", envvar="IMAGEGATE_API_KEY", help="API key for --url.")]
+KeyOption = Annotated[
+    str | None, typer.Option("--key", envvar="IMAGEGATE_API_KEY", help="API key for --url.")
+]
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -77,7 +83,8 @@ def serve(
     if port is not None:
         overrides["port"] = port
     settings = Settings(**overrides)
-    console.print(f"imagegate listening on http://{settings.host}:{settings.port} (data in {settings.data_dir})")
+    address = f"http://{settings.host}:{settings.port}"
+    console.print(f"imagegate listening on {address} (data in {settings.data_dir})")
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -98,10 +105,17 @@ def _output_paths(output: Path | None, job_id: str, count: int, extension: str) 
 @app.command()
 def generate(
     prompt: Annotated[str, typer.Argument(help="What to draw.")],
-    model: Annotated[str | None, typer.Option("-m", "--model", help="Model slug; default: the workspace default.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("-m", "--model", help="Model slug; default: the workspace default."),
+    ] = None,
     n: Annotated[int, typer.Option("-n", help="Number of images.")] = 1,
-    size: Annotated[str | None, typer.Option("--size", help="WIDTHxHEIGHT, e.g. 1024x1024.")] = None,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write (numbered when n > 1).")] = None,
+    size: Annotated[
+        str | None, typer.Option("--size", help="WIDTHxHEIGHT, e.g. 1024x1024.")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="File to write (numbered when n > 1).")
+    ] = None,
     url: UrlOption = None,
     key: KeyOption = None,
 ) -> None:
@@ -114,7 +128,12 @@ def generate(
         if size:
             body["size"] = size
         async with _client(url, key) as client:
-            with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as progress:
+            with Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                TimeElapsedColumn(),
+                console=console,
+            ) as progress:
                 task = progress.add_task("submitting", total=None)
                 response = await client.post(
                     "/v1/images/generations", json=body, headers={"Prefer": "respond-async"}
@@ -132,17 +151,22 @@ def generate(
                 progress.update(task, description=f"{job['model']}: {job['status']}")
             if job["status"] != "succeeded":
                 error = job.get("error") or {}
-                console.print(f"[red]Job {job['id']} {job['status']}[/red]: {error.get('code')}: {error.get('message')}")
+                status = f"[red]Job {job['id']} {job['status']}[/red]"
+                console.print(f"{status}: {error.get('code')}: {error.get('message')}")
                 raise typer.Exit(1)
             outputs = job["outputs"]
-            extension = {"image/svg+xml": "svg", "image/jpeg": "jpg", "image/webp": "webp"}.get(outputs[0]["content_type"], "png")
+            extension = {"image/svg+xml": "svg", "image/jpeg": "jpg", "image/webp": "webp"}.get(
+                outputs[0]["content_type"], "png"
+            )
             paths = _output_paths(output, job["id"], len(outputs), extension)
             for item, path in zip(outputs, paths, strict=True):
                 content = await client.get(f"/v1/files/{item['file_id']}/content")
                 if content.status_code != 200:
                     _fail(content)
                 path.write_bytes(content.content)
-                console.print(f"saved {path} ({item['width']}x{item['height']}, {item['content_type']})")
+                console.print(
+                    f"saved {path} ({item['width']}x{item['height']}, {item['content_type']})"
+                )
             return paths
 
     _run(main())
@@ -170,8 +194,12 @@ def models(url: UrlOption = None, key: KeyOption = None) -> None:
 
 @keys_app.command("create")
 def keys_create(
-    admin: Annotated[bool, typer.Option("--admin", help="The key's member is a workspace admin.")] = False,
-    name: Annotated[str, typer.Option("--name", help="Name of the member the key belongs to.")] = "member",
+    admin: Annotated[
+        bool, typer.Option("--admin", help="The key's member is a workspace admin.")
+    ] = False,
+    name: Annotated[
+        str, typer.Option("--name", help="Name of the member the key belongs to.")
+    ] = "member",
 ) -> None:
     """Create a member of the first workspace and an API key for them; prints the key once."""
     from sqlalchemy import select
@@ -188,15 +216,21 @@ def keys_create(
             if gateway.first_admin_key is not None:
                 console.print(f"First admin key (shown once): {gateway.first_admin_key}")
             async with gateway.db.session() as session:
-                workspace = (await session.execute(select(Workspace).order_by(Workspace.created_at).limit(1))).scalar_one()
-                member = await create_member(session, workspace, name, "admin" if admin else "member")
+                workspace = (
+                    await session.execute(select(Workspace).order_by(Workspace.created_at).limit(1))
+                ).scalar_one()
+                member = await create_member(
+                    session, workspace, name, "admin" if admin else "member"
+                )
                 _, secret = await create_key(session, member, name)
             return secret
         finally:
             await gateway.stop()
 
     secret = _run(main())
-    console.print(f"Created a{'n admin' if admin else ' member'} key for {name!r}. It is shown only once:")
+    console.print(
+        f"Created a{'n admin' if admin else ' member'} key for {name!r}. It is shown only once:"
+    )
     out.print(secret)
 
 

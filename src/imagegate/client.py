@@ -16,9 +16,13 @@ from imagegate.store.tables import ApiKey, Member, utcnow
 
 
 @asynccontextmanager
-async def remote_client(url: str, key: str, timeout: float = 600.0) -> AsyncIterator[httpx.AsyncClient]:
+async def remote_client(
+    url: str, key: str, timeout: float = 600.0
+) -> AsyncIterator[httpx.AsyncClient]:
     headers = {"Authorization": f"Bearer {key}"}
-    async with httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=timeout) as client:
+    async with httpx.AsyncClient(
+        base_url=url.rstrip("/"), headers=headers, timeout=timeout
+    ) as client:
         yield client
 
 
@@ -34,7 +38,10 @@ async def local_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         async with gateway.db.session() as session:
             admin = (
                 await session.execute(
-                    select(Member).where(Member.role == "admin").order_by(Member.created_at).limit(1)
+                    select(Member)
+                    .where(Member.role == "admin")
+                    .order_by(Member.created_at)
+                    .limit(1)
                 )
             ).scalar_one()
             key, secret = await create_key(session, admin, "cli (in-process)")
@@ -42,7 +49,10 @@ async def local_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         headers = {"Authorization": f"Bearer {secret}"}
         try:
             async with httpx.AsyncClient(
-                transport=transport, base_url="http://imagegate.local", headers=headers, timeout=600.0
+                transport=transport,
+                base_url="http://imagegate.local",
+                headers=headers,
+                timeout=600.0,
             ) as client:
                 yield client
         finally:

@@ -15,7 +15,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IMAGEGATE_", extra="ignore")
 
     environment: Literal["development", "production", "test"] = "development"
-    data_dir: Path = Field(default=Path(".imagegate"), description="Where the embedded database and files live.")
+    data_dir: Path = Field(
+        default=Path(".imagegate"), description="Where the embedded database and files live."
+    )
     database_url: str | None = Field(
         default=None,
         description="SQLAlchemy async URL; default SQLite in the data dir. "
@@ -27,13 +29,28 @@ class Settings(BaseSettings):
         default=None, description="Base URL used in signed links; default http://host:port."
     )
     url_ttl_seconds: int = Field(default=3600, ge=1, description="Lifetime of signed output URLs.")
-    max_body_bytes: int = Field(default=25 * 1024 * 1024, ge=1024, description="Largest request body.")
+    max_body_bytes: int = Field(
+        default=25 * 1024 * 1024, ge=1024, description="Largest request body."
+    )
     sync_timeout_seconds: float = Field(
         default=300.0, gt=0, description="How long a synchronous generation waits for its job."
     )
-    worker_concurrency: int = Field(default=16, ge=1, description="Jobs run at once by this process.")
-    lease_seconds: float = Field(default=30.0, gt=0, description="A worker's lease on a running job.")
-    bootstrap_workspace: str = Field(default="Default workspace", description="Name of the first workspace.")
+    worker_concurrency: int = Field(
+        default=16, ge=1, description="Jobs run at once by this process."
+    )
+    lease_seconds: float = Field(
+        default=30.0, gt=0, description="A worker's lease on a running job."
+    )
+    retry_base_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="First retry delay of a job after a transient provider error.",
+    )
+    retry_max_seconds: float = Field(default=60.0, gt=0, description="Longest retry delay.")
+    max_attempts: int = Field(default=3, ge=1, description="Attempts per job before it fails.")
+    bootstrap_workspace: str = Field(
+        default="Default workspace", description="Name of the first workspace."
+    )
     log_level: str = "info"
 
     @model_validator(mode="after")

@@ -135,11 +135,19 @@ _JOB_ERROR_STATUS = {
     "upstream_unavailable": (503, UpstreamError),
     "upstream_rate_limited": (503, UpstreamError),
     "upstream_error": (502, UpstreamError),
+    "upstream_empty_result": (502, UpstreamError),
 }
 
 
-def error_for_job(code: str | None, message: str | None, provider_reason: str | None) -> ImagegateError:
+def error_for_job(
+    code: str | None, message: str | None, provider_reason: str | None
+) -> ImagegateError:
     """The error a synchronous caller gets for a job that failed with ``code``."""
     status, cls = _JOB_ERROR_STATUS.get(code or "", (500, GenerationFailed))
     extra = {"provider_reason": provider_reason} if provider_reason else None
-    return cls(message or "The generation failed.", code=code or "generation_failed", status_code=status, extra=extra)
+    return cls(
+        message or "The generation failed.",
+        code=code or "generation_failed",
+        status_code=status,
+        extra=extra,
+    )

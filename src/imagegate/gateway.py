@@ -36,7 +36,13 @@ class Gateway:
         self.blobs: BlobStore = blobs or LocalBlobStore(settings.blob_dir)
         self.db = Database(settings.resolved_database_url)
         self.runner = JobRunner(
-            self.db, self.catalog, self.providers, self.blobs, lease_seconds=settings.lease_seconds
+            self.db,
+            self.catalog,
+            self.providers,
+            self.blobs,
+            lease_seconds=settings.lease_seconds,
+            retry_base_seconds=settings.retry_base_seconds,
+            retry_max_seconds=settings.retry_max_seconds,
         )
         self.dispatcher = EmbeddedDispatcher(
             self.db, self.runner, concurrency=settings.worker_concurrency

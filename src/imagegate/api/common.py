@@ -60,7 +60,9 @@ async def images_data(
         index = file.output_index or 0
         if index < len(revised) and revised[index]:
             item["revised_prompt"] = revised[index]
-        item.update(file_id=file.id, width=file.width, height=file.height, content_type=file.content_type)
+        item.update(
+            file_id=file.id, width=file.width, height=file.height, content_type=file.content_type
+        )
         data.append(item)
     return data
 

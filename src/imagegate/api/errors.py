@@ -7,9 +7,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from imagegate.api.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from imagegate.api.responses import JSONResponse
 from imagegate.errors import ImagegateError
 
 log = logging.getLogger("imagegate.api")
@@ -21,7 +21,9 @@ _HTTP_CODES = {
 }
 
 
-def error_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -40,10 +42,19 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
     param = _param(tuple(first.get("loc", ())))
-    message = f"Invalid value for {param!r}: {first.get('msg')}." if param else str(first.get("msg"))
+    message = (
+        f"Invalid value for {param!r}: {first.get('msg')}." if param else str(first.get("msg"))
+    )
     if first.get("type") == "json_invalid":
         message, param = "The request body is not valid JSON.", None
-    body = {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": "invalid_parameter"}}
+    body = {
+        "error": {
+            "message": message,
+            "type": "invalid_request_error",
+            "param": param,
+            "code": "invalid_parameter",
+        }
+    }
     return error_response(400, body)
 
 
@@ -56,7 +67,14 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    body = {"error": {"message": "Internal error.", "type": "server_error", "param": None, "code": "internal_error"}}
+    body = {
+        "error": {
+            "message": "Internal error.",
+            "type": "server_error",
+            "param": None,
+            "code": "internal_error",
+        }
+    }
     return error_response(500, body)
 
 

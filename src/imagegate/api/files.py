@@ -37,8 +37,12 @@ async def file_content(
     else:
         member = await current_member(request, gateway)
         if file is None or file.workspace_id != member.workspace_id:
-            raise NotFound(f"No file {file_id!r} in this workspace.", code="file_not_found", param="file_id")
+            raise NotFound(
+                f"No file {file_id!r} in this workspace.", code="file_not_found", param="file_id"
+            )
     headers = {"Content-Length": str(file.bytes), "Cache-Control": "private, max-age=300"}
     if file.content_type == "image/svg+xml":
         headers.update(SVG_HEADERS)
-    return StreamingResponse(gateway.blobs.stream(file.blob_key), media_type=file.content_type, headers=headers)
+    return StreamingResponse(
+        gateway.blobs.stream(file.blob_key), media_type=file.content_type, headers=headers
+    )

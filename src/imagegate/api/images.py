@@ -6,10 +6,10 @@ import re
 from typing import Any
 
 from fastapi import APIRouter, Request
-from imagegate.api.responses import JSONResponse
 
 from imagegate.api.common import images_data, job_object, json_object
 from imagegate.api.deps import CurrentMember, GatewayDep
+from imagegate.api.responses import JSONResponse
 from imagegate.errors import InvalidParameter, UpstreamError, error_for_job
 from imagegate.services import generation, jobs
 
@@ -25,7 +25,9 @@ def _prefer(request: Request) -> tuple[bool, float | None]:
 
 
 @router.post("/generations", response_model=None)
-async def create_image(request: Request, member: CurrentMember, gateway: GatewayDep) -> JSONResponse:
+async def create_image(
+    request: Request, member: CurrentMember, gateway: GatewayDep
+) -> JSONResponse:
     body = await json_object(request)
     response_format = body.get("response_format") or "b64_json"
     if response_format not in generation.RESPONSE_FORMATS:
@@ -38,7 +40,9 @@ async def create_image(request: Request, member: CurrentMember, gateway: Gateway
         model = await generation.resolve_model(session, gateway.catalog, member, body.get("model"))
         await generation.check_usable(session, member, model)
         plan = generation.plan_openai(model, body)
-        job = await generation.submit(session, member, plan, body, action="generate")
+        job = await generation.submit(
+            session, member, plan, body, "generate", max_attempts=gateway.settings.max_attempts
+        )
     headers = {}
     if plan.notices:
         headers["Deprecation"] = "true"
@@ -49,9 +53,7 @@ async def create_image(request: Request, member: CurrentMember, gateway: Gateway
         if respond_async and wait is None:
             return JSONResponse(job_object(job), status_code=202, headers=headers)
         timeout = wait if wait is not None else gateway.settings.sync_timeout_seconds
-        job = await generation.wait_for_job(
-            gateway.db, event, member.workspace_id, job.id, timeout
-        )
+        job = await generation.wait_for_job(gateway.db, event, member.workspace_id, job.id, timeout)
     finally:
         gateway.dispatcher.unwatch(job.id)
     if job.status not in jobs.TERMINAL:

@@ -20,7 +20,9 @@ async def get_job(
 ) -> dict[str, Any]:
     job = await jobs.get_job(session, member.workspace_id, job_id)
     if job is None:
-        raise NotFound(f"No job {job_id!r} in this workspace.", code="job_not_found", param="job_id")
+        raise NotFound(
+            f"No job {job_id!r} in this workspace.", code="job_not_found", param="job_id"
+        )
     body = job_object(job)
     files = await jobs.job_outputs(session, job.id)
     body["outputs"] = [output_object(gateway, request, file) for file in files]

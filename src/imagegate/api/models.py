@@ -26,7 +26,10 @@ def credits(millicredits: int) -> int | float:
 
 
 def allowed_params(model: ModelSpec) -> dict[str, Any]:
-    allowed: dict[str, Any] = {"supported_sizes": model.sizes.supported_sizes(), "output_formats": model.output_formats}
+    allowed: dict[str, Any] = {
+        "supported_sizes": model.sizes.supported_sizes(),
+        "output_formats": model.output_formats,
+    }
     if model.sizes.style == "aspect_ratio":
         allowed["aspect_ratios"] = list(model.sizes.options)
     if model.sizes.style == "preset":
@@ -85,7 +88,9 @@ async def list_models(
 
 
 @router.get("/models/{slug}")
-async def get_model(slug: str, member: CurrentMember, gateway: GatewayDep, session: Session) -> dict[str, Any]:
+async def get_model(
+    slug: str, member: CurrentMember, gateway: GatewayDep, session: Session
+) -> dict[str, Any]:
     model = gateway.catalog.resolve(slug)
     enabled = await enabled_models(session, member.workspace_id)
     if model is None or (model.slug not in enabled and not member.is_admin):

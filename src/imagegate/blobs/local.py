@@ -49,7 +49,4 @@ class LocalBlobStore:
             handle.close()
 
     async def delete(self, key: str) -> None:
-        try:
-            await asyncio.to_thread(self.path(key).unlink)
-        except FileNotFoundError:
-            pass
+        await asyncio.to_thread(self.path(key).unlink, missing_ok=True)

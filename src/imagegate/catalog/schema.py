@@ -29,7 +29,9 @@ def _scalar(spec: ParamSpec, kind: str, name: str) -> Any:
             return Literal[tuple(spec.enum)]
         return Annotated[StrictInt, Field(ge=spec.minimum, le=spec.maximum)]
     if kind == "number":
-        return Annotated[float, Field(ge=spec.minimum, le=spec.maximum, strict=True, allow_inf_nan=False)]
+        return Annotated[
+            float, Field(ge=spec.minimum, le=spec.maximum, strict=True, allow_inf_nan=False)
+        ]
     if kind == "boolean":
         return StrictBool
     if kind == "null":
@@ -41,9 +43,7 @@ def _scalar(spec: ParamSpec, kind: str, name: str) -> Any:
         fields: dict[str, Any] = {}
         for key, sub in (spec.properties or {}).items():
             fields[key] = (_annotation(sub, key), ... if sub.required else None)
-        return create_model(  # type: ignore[call-overload]
-            f"{name}_object", __config__=ConfigDict(extra="forbid"), **fields
-        )
+        return create_model(f"{name}_object", __config__=ConfigDict(extra="forbid"), **fields)
     raise ValueError(f"unknown type {kind}")
 
 
@@ -61,7 +61,7 @@ def validator_for(model: ModelSpec) -> type[BaseModel]:
         fields: dict[str, Any] = {}
         for name, spec in model.params.items():
             fields[name] = (_annotation(spec, name), ... if spec.required else None)
-        cached = create_model(  # type: ignore[call-overload]
+        cached = create_model(
             f"{model.slug}_params", __config__=ConfigDict(extra="forbid"), **fields
         )
         model._validator = cached
@@ -116,7 +116,8 @@ def _to_invalid_parameter(
     if error["type"] == "extra_forbidden":
         allowed = ", ".join(sorted(rename.get(p, p) for p in model.params))
         return InvalidParameter(
-            f"Unknown parameter {param!r} for model {model.slug!r}. Allowed: {allowed}.", param=param
+            f"Unknown parameter {param!r} for model {model.slug!r}. Allowed: {allowed}.",
+            param=param,
         )
     if error["type"] == "missing":
         return InvalidParameter(f"Missing required parameter {param!r}.", param=param)

@@ -27,7 +27,9 @@ def native_size(model: ModelSpec, size: str, param: str = "size") -> str:
     supported = spec.supported_sizes()
     if spec.field is None or not spec.options:
         raise InvalidParameter(
-            f"Model {model.slug!r} does not take a size.", param=param, extra={"supported_sizes": []}
+            f"Model {model.slug!r} does not take a size.",
+            param=param,
+            extra={"supported_sizes": []},
         )
     if size == "auto":
         if "auto" in spec.options:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+Action = Literal["generate", "edit", "upscale"]
 ParamType = Literal["string", "integer", "number", "boolean", "array", "object", "null"]
 
 
@@ -62,7 +63,8 @@ class SizeSpec(_Strict):
     options: dict[str, tuple[int, int]] = Field(default_factory=dict)
     default: str | None = None
     custom: dict[str, int] | None = Field(
-        default=None, description="Bounds when {width, height} is allowed: min, max, min_pixels, max_pixels."
+        default=None,
+        description="Bounds when {width, height} is allowed: min, max, min_pixels, max_pixels.",
     )
     resolution_field: str | None = None
     resolution_scale: dict[str, float] = Field(default_factory=dict)
@@ -108,6 +110,10 @@ class Route(_Strict):
     region: str | None = None
 
 
+def _generate_only() -> list[Action]:
+    return ["generate"]
+
+
 class ModelSpec(_Strict):
     """One model: what it accepts, returns, costs and where it runs."""
 
@@ -117,7 +123,9 @@ class ModelSpec(_Strict):
     description: str = ""
     aliases: list[str] = Field(default_factory=list)
     modality: Literal["image"] = "image"
-    actions: list[Literal["generate", "edit", "upscale"]] = Field(default_factory=lambda: ["generate"])
+    actions: list[Literal["generate", "edit", "upscale"]] = Field(
+        default_factory=lambda: ["generate"]
+    )
     vector: bool = False
     status: Literal["ga", "preview", "deprecated", "legacy"] = "ga"
     replacement: str | None = None

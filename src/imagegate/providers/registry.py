@@ -23,7 +23,7 @@ class ProviderRegistry:
         if provider is None:
             raise ProviderNotConfigured(
                 f"Provider {name!r} is not configured on this gateway. Set its credentials "
-                f"(see docs/providers.md) or call the model with \"mock\": true for a placeholder.",
+                f'(see docs/providers.md) or call the model with "mock": true for a placeholder.',
                 extra={"provider": name},
             )
         return provider

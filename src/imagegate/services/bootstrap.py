@@ -25,7 +25,9 @@ async def create_workspace(
     )
     session.add(workspace)
     await session.flush()
-    session.add_all(WorkspaceModel(workspace_id=workspace.id, model=slug, enabled=True) for slug in slugs)
+    session.add_all(
+        WorkspaceModel(workspace_id=workspace.id, model=slug, enabled=True) for slug in slugs
+    )
     await session.flush()
     return workspace
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,8 +24,21 @@ from imagegate.store.tables import Job, Workspace, WorkspaceModel
 
 # OpenAI Images API fields, and what each becomes.
 OPENAI_FIELDS = frozenset(
-    {"model", "prompt", "n", "size", "response_format", "output_format", "quality", "seed",
-     "style", "background", "moderation", "output_compression", "user"}
+    {
+        "model",
+        "prompt",
+        "n",
+        "size",
+        "response_format",
+        "output_format",
+        "quality",
+        "seed",
+        "style",
+        "background",
+        "moderation",
+        "output_compression",
+        "user",
+    }
 )
 WRAPPER_FIELDS = frozenset({"mock", "format"})
 RESPONSE_FORMATS = ("url", "b64_json")
@@ -46,7 +60,12 @@ class Plan:
     notices: list[str] = field(default_factory=list)
 
     def describe(self) -> dict[str, Any]:
-        return {"n": self.n, "width": self.width, "height": self.height, "output_format": self.output_format}
+        return {
+            "n": self.n,
+            "width": self.width,
+            "height": self.height,
+            "output_format": self.output_format,
+        }
 
 
 def _model_not_found(name: str) -> NotFound:
@@ -65,7 +84,9 @@ async def resolve_model(
         workspace = await session.get(Workspace, principal.workspace_id)
         assert workspace is not None
         if workspace.default_model is None:
-            raise InvalidParameter("No model given and the workspace has no default.", param="model")
+            raise InvalidParameter(
+                "No model given and the workspace has no default.", param="model"
+            )
         name = workspace.default_model
     if not isinstance(name, str) or not name:
         raise InvalidParameter("Invalid value for 'model': expected a model slug.", param="model")
@@ -130,7 +151,9 @@ def plan_openai(model: ModelSpec, body: dict[str, Any]) -> Plan:
     rename: dict[str, str] = {}
     prompt = body.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
-        raise InvalidParameter("'prompt' is required and must be a non-empty string.", param="prompt")
+        raise InvalidParameter(
+            "'prompt' is required and must be a non-empty string.", param="prompt"
+        )
     if model.prompt_field is None:
         raise InvalidParameter(f"Model {model.slug!r} takes no prompt.", param="prompt")
     native[model.prompt_field] = prompt
@@ -141,14 +164,17 @@ def plan_openai(model: ModelSpec, body: dict[str, Any]) -> Plan:
             if model.count_field is None:
                 if value != 1:
                     raise InvalidParameter(
-                        f"Model {model.slug!r} makes one image per request; 'n' must be 1.", param="n"
+                        f"Model {model.slug!r} makes one image per request; 'n' must be 1.",
+                        param="n",
                     )
                 continue
             native[model.count_field] = value
             rename[model.count_field] = "n"
         elif name == "size":
             if not isinstance(value, str):
-                raise InvalidParameter("Invalid value for 'size': expected 'WIDTHxHEIGHT'.", param="size")
+                raise InvalidParameter(
+                    "Invalid value for 'size': expected 'WIDTHxHEIGHT'.", param="size"
+                )
             native_value = native_size(model, value)  # raises when the model takes no size
             assert model.sizes.field is not None
             native[model.sizes.field] = native_value
@@ -172,11 +198,11 @@ def plan_openai(model: ModelSpec, body: dict[str, Any]) -> Plan:
         elif name in model.params:
             native[name] = value
         elif name in OPENAI_FIELDS:
-            raise InvalidParameter(
-                f"Model {model.slug!r} does not support {name!r}.", param=name
-            )
+            raise InvalidParameter(f"Model {model.slug!r} does not support {name!r}.", param=name)
         else:
-            allowed = sorted((OPENAI_FIELDS | WRAPPER_FIELDS | set(model.params)) - {model.prompt_field})
+            allowed = sorted(
+                (OPENAI_FIELDS | WRAPPER_FIELDS | set(model.params)) - {model.prompt_field}
+            )
             raise InvalidParameter(
                 f"Unknown parameter {name!r}. Allowed: {', '.join(allowed)}.", param=name
             )
@@ -204,7 +230,13 @@ async def check_usable(session: AsyncSession, principal: Principal, model: Model
 
 
 async def submit(
-    session: AsyncSession, principal: Principal, plan: Plan, request: dict[str, Any], action: str
+    session: AsyncSession,
+    principal: Principal,
+    plan: Plan,
+    request: dict[str, Any],
+    action: str,
+    *,
+    max_attempts: int = 3,
 ) -> Job:
     job = Job(
         id=new_id("job"),
@@ -218,6 +250,7 @@ async def submit(
         params=plan.params,
         estimated_cost=plan.estimated_cost,
         attempt=0,
+        max_attempts=max_attempts,
     )
     session.add(job)
     await session.flush()
@@ -237,8 +270,6 @@ async def wait_for_job(
         if job.status in jobs.TERMINAL or remaining <= 0:
             return job
         # Another process may run the job: look again at least every second.
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), min(remaining, 1.0))
-        except TimeoutError:
-            pass
         event.clear()

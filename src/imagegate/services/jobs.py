@@ -135,7 +135,10 @@ async def fail(
         values.update(status=FAILED, finished_at=utcnow(), charged_amount=0)
     async with db.session() as session:
         result = await session.execute(
-            update(Job).where(_owned(claim)).values(**values).execution_options(synchronize_session=False)
+            update(Job)
+            .where(_owned(claim))
+            .values(**values)
+            .execution_options(synchronize_session=False)
         )
         return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
@@ -185,6 +188,21 @@ async def due_queued(db: Database, limit: int = 100) -> list[str]:
         return [row[0] for row in rows]
 
 
+async def next_due_in(db: Database) -> float | None:
+    """Seconds until the earliest queued job falls due; None when nothing is queued."""
+    async with db.read_session() as session:
+        row = (
+            await session.execute(
+                select(Job.not_before).where(Job.status == QUEUED).order_by(Job.not_before).limit(1)
+            )
+        ).first()
+    if row is None:
+        return None
+    if row[0] is None:
+        return 0.0
+    return max(0.0, (row[0] - utcnow()).total_seconds())
+
+
 async def get_job(session: AsyncSession, workspace_id: str, job_id: str) -> Job | None:
     return (
         await session.execute(select(Job).where(Job.id == job_id, Job.workspace_id == workspace_id))
@@ -192,5 +210,7 @@ async def get_job(session: AsyncSession, workspace_id: str, job_id: str) -> Job 
 
 
 async def job_outputs(session: AsyncSession, job_id: str) -> list[File]:
-    rows = await session.execute(select(File).where(File.job_id == job_id).order_by(File.output_index))
+    rows = await session.execute(
+        select(File).where(File.job_id == job_id).order_by(File.output_index)
+    )
     return list(rows.scalars())

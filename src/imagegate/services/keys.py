@@ -66,4 +66,6 @@ async def authenticate(session: AsyncSession, secret: str) -> Principal:
     ).first()
     if row is None:
         raise AuthenticationError("Invalid or revoked API key.")
-    return Principal(workspace_id=row.workspace_id, member_id=row.member_id, role=row.role, key_id=row.id)
+    return Principal(
+        workspace_id=row.workspace_id, member_id=row.member_id, role=row.role, key_id=row.id
+    )

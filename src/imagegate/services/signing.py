@@ -42,7 +42,9 @@ class Signer:
         digest = hmac.new(secret, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
-    def sign(self, file_id: str, workspace_id: str, ttl_seconds: int, now: float | None = None) -> SignedLink:
+    def sign(
+        self, file_id: str, workspace_id: str, ttl_seconds: int, now: float | None = None
+    ) -> SignedLink:
         expires = int((now if now is not None else time.time()) + ttl_seconds)
         signature = self._mac(self._keys[self._current], file_id, workspace_id, expires)
         return SignedLink(expires=expires, kid=self._current, signature=signature)

@@ -30,11 +30,16 @@ class EmbeddedDispatcher:
         self._tasks: list[asyncio.Task[None]] = []
         self._waiters: dict[str, asyncio.Event] = {}
         runner.on_finished = self.notify
+        runner.on_requeued = self._submit_later
 
     def submit(self, job_id: str) -> None:
         if job_id not in self._pending:
             self._pending.add(job_id)
             self._queue.put_nowait(job_id)
+
+    def _submit_later(self, job_id: str, delay: float) -> None:
+        if self._tasks:
+            asyncio.get_running_loop().call_later(delay, self.submit, job_id)
 
     def notify(self, job_id: str) -> None:
         event = self._waiters.get(job_id)
@@ -71,12 +76,17 @@ class EmbeddedDispatcher:
         for job_id in await jobs.due_queued(self.db):
             self.submit(job_id)
 
-    async def drain(self) -> None:
-        """Burst mode: run every due job, including retries that fall due, then return."""
+    async def drain(self, max_wait: float = 30.0) -> None:
+        """Burst mode: run queued jobs (waiting for retries to fall due) until none is left."""
+        deadline = asyncio.get_running_loop().time() + max_wait
         while True:
             await self.recover()
             if self._queue.empty():
-                return
+                next_due = await jobs.next_due_in(self.db)
+                if next_due is None or asyncio.get_running_loop().time() + next_due > deadline:
+                    return
+                await asyncio.sleep(next_due)
+                continue
             while not self._queue.empty():
                 job_id = self._queue.get_nowait()
                 self._pending.discard(job_id)

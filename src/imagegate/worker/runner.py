@@ -34,7 +34,9 @@ log = logging.getLogger("imagegate.worker")
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/svg+xml": "svg"}
 
 
-def backoff_seconds(attempt: int, retry_after: float | None, base: float = 1.0, cap: float = 60.0) -> float:
+def backoff_seconds(
+    attempt: int, retry_after: float | None, base: float = 1.0, cap: float = 60.0
+) -> float:
     """Full-jitter exponential backoff, never sooner than the upstream's Retry-After."""
     delay = random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
     return max(delay, retry_after or 0.0)
@@ -57,7 +59,10 @@ class JobRunner:
         *,
         lease_seconds: float,
         owner: str | None = None,
+        retry_base_seconds: float = 1.0,
+        retry_max_seconds: float = 60.0,
         on_finished: Callable[[str], None] = lambda job_id: None,
+        on_requeued: Callable[[str, float], None] = lambda job_id, delay: None,
     ) -> None:
         self.db = db
         self.catalog = catalog
@@ -65,7 +70,10 @@ class JobRunner:
         self.blobs = blobs
         self.lease_seconds = lease_seconds
         self.owner = owner or new_id("wrk")
+        self.retry_base_seconds = retry_base_seconds
+        self.retry_max_seconds = retry_max_seconds
         self.on_finished = on_finished
+        self.on_requeued = on_requeued
 
     async def run(self, job_id: str) -> bool:
         """Run the job if it can be claimed; True if this call ran an attempt."""
@@ -93,7 +101,9 @@ class JobRunner:
         job = claim.job
         model = self.catalog.resolve(job.model)
         if model is None:
-            raise ImagegateError(f"Model {job.model!r} is no longer in the catalog.", code="model_not_found")
+            raise ImagegateError(
+                f"Model {job.model!r} is no longer in the catalog.", code="model_not_found"
+            )
         route = next((r for r in model.routes if r.provider == job.provider), model.routes[0])
         plan: dict[str, Any] = job.request["plan"]
         return ProviderRequest(
@@ -118,32 +128,47 @@ class JobRunner:
             provider = self.providers.get(job.provider)
             result = await asyncio.wait_for(provider.generate(request), timeout=request.timeout_s)
             if len(result.images) == 0:
-                raise ImagegateError("The provider returned no image.", code="upstream_empty_result")
+                raise ImagegateError(
+                    "The provider returned no image.", code="upstream_empty_result"
+                )
         except TimeoutError:
-            await self._retry_or_fail(claim, "upstream_timeout", "The provider did not answer in time.", None)
+            await self._retry_or_fail(
+                claim, "upstream_timeout", "The provider did not answer in time.", None
+            )
             return
         except TransientUpstreamError as exc:
             await self._retry_or_fail(claim, exc.code, exc.message, exc.retry_after)
             return
         except (InvalidRequest, ProviderNotConfigured, ImagegateError) as exc:
             reason = exc.extra.get("provider_reason")
-            await jobs.fail(self.db, claim, code=exc.code, message=exc.message, provider_reason=reason)
+            await jobs.fail(
+                self.db, claim, code=exc.code, message=exc.message, provider_reason=reason
+            )
             return
         except Exception:
             log.exception("job %s: provider call crashed", job.id)
-            await jobs.fail(self.db, claim, code="internal_error", message="The generation failed unexpectedly.")
+            await jobs.fail(
+                self.db, claim, code="internal_error", message="The generation failed unexpectedly."
+            )
             return
         await self._store(claim, request, result)
 
     async def _retry_or_fail(
         self, claim: jobs.Claim, code: str, message: str, retry_after: float | None
     ) -> None:
-        retry_at = None
-        if claim.attempt < claim.job.max_attempts:
-            retry_at = utcnow() + timedelta(seconds=backoff_seconds(claim.attempt, retry_after))
-        await jobs.fail(self.db, claim, code=code, message=message, retry_at=retry_at)
+        if claim.attempt >= claim.job.max_attempts:
+            await jobs.fail(self.db, claim, code=code, message=message)
+            return
+        delay = backoff_seconds(
+            claim.attempt, retry_after, self.retry_base_seconds, self.retry_max_seconds
+        )
+        retry_at = utcnow() + timedelta(seconds=delay)
+        if await jobs.fail(self.db, claim, code=code, message=message, retry_at=retry_at):
+            self.on_requeued(claim.job.id, delay)
 
-    async def _store(self, claim: jobs.Claim, request: ProviderRequest, result: ProviderResult) -> None:
+    async def _store(
+        self, claim: jobs.Claim, request: ProviderRequest, result: ProviderResult
+    ) -> None:
         job = claim.job
         files: list[File] = []
         for index, image in enumerate(result.images):
@@ -180,6 +205,8 @@ class JobRunner:
                 provider_request_id=result.provider_request_id,
             )
         if not stored:
-            log.warning("job %s attempt %s was fenced off; discarding its outputs", job.id, claim.attempt)
+            log.warning(
+                "job %s attempt %s was fenced off; discarding its outputs", job.id, claim.attempt
+            )
             for file in files:
                 await self.blobs.delete(file.blob_key)

@@ -1,0 +1,188 @@
+"""The job state machine under failure: retries, refusals, fencing, crash recovery."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import update
+
+from imagegate.app import create_app
+from imagegate.config import Settings
+from imagegate.errors import ContentPolicyViolation, TransientUpstreamError
+from imagegate.gateway import Gateway
+from imagegate.providers import FakeProvider, ProviderRequest, ProviderResult
+from imagegate.providers.mock import MockProvider
+from imagegate.providers.registry import ProviderRegistry
+from imagegate.services import jobs
+from imagegate.store.tables import Job, utcnow
+from tests.helpers import assert_error
+
+GEN = "/v1/images/generations"
+
+Handler = Callable[[ProviderRequest], object]
+
+
+def _registry(handler: Handler) -> tuple[ProviderRegistry, FakeProvider]:
+    registry = ProviderRegistry()
+    fake = FakeProvider(handler, name="mock")  # stands in for the mock models' provider
+    registry.register(fake)
+    return registry, fake
+
+
+@pytest.fixture
+async def make_client(settings: Settings) -> AsyncIterator[Callable[[Handler], object]]:
+    stack: list[object] = []
+
+    async def factory(handler: Handler) -> tuple[httpx.AsyncClient, Gateway, FakeProvider]:
+        registry, fake = _registry(handler)
+        settings.retry_base_seconds = 0.01
+        gateway = Gateway(settings, providers=registry)
+        app = create_app(settings, gateway=gateway)
+        lifespan = app.router.lifespan_context(app)
+        await lifespan.__aenter__()
+        stack.append(lifespan)
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://testserver",
+            headers={"Authorization": f"Bearer {gateway.first_admin_key}"},
+        )
+        stack.append(client)
+        return client, gateway, fake
+
+    yield factory  # type: ignore[misc]
+    for item in reversed(stack):
+        if isinstance(item, httpx.AsyncClient):
+            await item.aclose()
+        else:
+            await item.__aexit__(None, None, None)  # type: ignore[attr-defined]
+
+
+async def test_transient_failures_are_retried_then_succeed(make_client) -> None:  # type: ignore[no-untyped-def]
+    calls = 0
+    mock = MockProvider()
+
+    async def flaky(request: ProviderRequest) -> ProviderResult:
+        nonlocal calls
+        calls += 1
+        if calls <= 2:
+            raise TransientUpstreamError("busy", retry_after=0.01)
+        return await mock.generate(request)
+
+    client, _, _ = await make_client(flaky)
+    response = await client.post(GEN, json={"prompt": "p", "size": "256x256"})
+    assert response.status_code == 200, response.text
+    job = (await client.get(f"/v1/jobs/{response.json()['job_id']}")).json()
+    assert job["status"] == "succeeded"
+    assert job["attempt"] == 3
+    assert calls == 3
+    assert len(job["outputs"]) == 1
+
+
+async def test_a_refusal_fails_at_once_with_the_providers_reason(make_client) -> None:  # type: ignore[no-untyped-def]
+    def refuse(request: ProviderRequest) -> ProviderResult:
+        raise ContentPolicyViolation(
+            "The provider refused the prompt.", extra={"provider_reason": "violence"}
+        )
+
+    client, _, fake = await make_client(refuse)
+    response = await client.post(GEN, json={"prompt": "p", "size": "256x256"})
+    error = assert_error(response, 400, "content_policy_violation")
+    assert error["provider_reason"] == "violence"
+    assert len(fake.requests) == 1
+    job = (await client.get(f"/v1/jobs/{error['job_id']}")).json()
+    assert job["status"] == "failed"
+    assert job["error"]["provider_reason"] == "violence"
+    assert job["charged_amount"] == 0
+
+
+async def test_a_provider_that_always_fails_gives_up_after_max_attempts(make_client) -> None:  # type: ignore[no-untyped-def]
+    def down(request: ProviderRequest) -> ProviderResult:
+        raise TransientUpstreamError("provider is down")
+
+    client, gateway, fake = await make_client(down)
+    error = assert_error(await client.post(GEN, json={"prompt": "p"}), 503, "upstream_unavailable")
+    assert len(fake.requests) == gateway.settings.max_attempts
+    job = (await client.get(f"/v1/jobs/{error['job_id']}")).json()
+    assert (job["status"], job["attempt"]) == ("failed", gateway.settings.max_attempts)
+
+
+async def test_a_crash_in_the_provider_is_a_500_not_a_hang(make_client) -> None:  # type: ignore[no-untyped-def]
+    def crash(request: ProviderRequest) -> ProviderResult:
+        raise RuntimeError("bug")
+
+    client, _, _ = await make_client(crash)
+    assert_error(await client.post(GEN, json={"prompt": "p"}), 500, "internal_error")
+
+
+async def _queued_job(client: httpx.AsyncClient) -> str:
+    response = await client.post(
+        GEN, json={"prompt": "p", "size": "256x256"}, headers={"Prefer": "respond-async"}
+    )
+    assert response.status_code == 202
+    return str(response.json()["id"])
+
+
+async def test_a_stale_attempt_cannot_write_its_result(tmp_path: Path, settings: Settings) -> None:
+    gateway = Gateway(settings, run_workers=False)
+    app = create_app(settings, gateway=gateway)
+    async with app.router.lifespan_context(app):
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://t",
+            headers={"Authorization": f"Bearer {gateway.first_admin_key}"},
+        )
+        async with client:
+            job_id = await _queued_job(client)
+            first = await jobs.claim(gateway.db, job_id, "worker-a", lease_seconds=60)
+            assert first is not None and first.attempt == 1
+            # worker-a vanishes: its lease runs out and the job is recovered
+            async with gateway.db.session() as session:
+                await session.execute(
+                    update(Job)
+                    .where(Job.id == job_id)
+                    .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+                )
+            assert await jobs.recover_expired_leases(gateway.db) == [job_id]
+            second = await jobs.claim(gateway.db, job_id, "worker-b", lease_seconds=60)
+            assert second is not None and second.attempt == 2
+            # the stale worker comes back: every write it tries is refused
+            assert not await jobs.renew(gateway.db, first, 60)
+            assert not await jobs.fail(gateway.db, first, code="x", message="late")
+            async with gateway.db.session() as session:
+                assert not await jobs.succeed(
+                    session, first, [], charged_amount=0, result={}, provider_request_id=None
+                )
+            assert await jobs.renew(gateway.db, second, 60)
+            job = (await client.get(f"/v1/jobs/{job_id}")).json()
+            assert (job["status"], job["attempt"]) == ("running", 2)
+
+
+async def test_jobs_left_running_by_a_crashed_process_finish_after_restart(
+    settings: Settings,
+) -> None:
+    first = Gateway(settings, run_workers=False)
+    app = create_app(settings, gateway=first)
+    async with app.router.lifespan_context(app):
+        key = first.first_admin_key
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://t",
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        async with client:
+            job_id = await _queued_job(client)
+        claim = await jobs.claim(first.db, job_id, "crashed-worker", lease_seconds=0.01)
+        assert claim is not None
+    # a new process starts on the same database: the expired lease is recovered and run
+    second = Gateway(settings, run_workers=False)
+    app = create_app(settings, gateway=second)
+    async with app.router.lifespan_context(app):
+        await second.dispatcher.drain()
+        async with second.db.read_session() as session:
+            job = await session.get(Job, job_id)
+            assert job is not None
+            assert (job.status, job.attempt) == ("succeeded", 2)

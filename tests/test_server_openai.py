@@ -1,0 +1,105 @@
+"""The real server on a free port, driven by the official ``openai`` SDK, as a new user would."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from PIL import Image
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def server(tmp_path: Path, database_url: str) -> Iterator[tuple[str, str]]:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "IMAGEGATE_DATA_DIR": str(tmp_path / "data"),
+        "IMAGEGATE_DATABASE_URL": database_url,
+        "IMAGEGATE_PORT": str(port),
+    }
+    log = tmp_path / "server.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "imagegate", "serve"],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+            assert process.poll() is None, log.read_text()
+        match = re.search(r"\b(ig_[A-Za-z0-9_-]{40})\b", log.read_text())
+        assert match, log.read_text()
+        yield base, match.group(1)
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_openai_sdk_lists_models_and_generates(server: tuple[str, str]) -> None:
+    base, key = server
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=key)
+
+    models = [m.id for m in client.models.list()]
+    assert "mock-image" in models
+
+    result = client.images.generate(
+        prompt="a lighthouse", size="1024x1024", response_format="b64_json"
+    )
+    assert result.data is not None
+    png = base64.b64decode(result.data[0].b64_json or "")
+    image = Image.open(io.BytesIO(png))
+    assert (image.format, image.size) == ("PNG", (1024, 1024))
+
+    again = client.images.generate(
+        prompt="a lighthouse", size="1024x1024", response_format="b64_json"
+    )
+    assert again.data is not None
+    assert again.data[0].b64_json == result.data[0].b64_json  # deterministic placeholder
+
+    linked = client.images.generate(
+        model="mock-image", prompt="a fox", n=2, size="512x512", response_format="url"
+    )
+    assert linked.data is not None and len(linked.data) == 2
+    fetched = httpx.get(linked.data[0].url or "")
+    assert fetched.status_code == 200
+    image = Image.open(io.BytesIO(fetched.content))
+    assert (image.format, image.size) == ("PNG", (512, 512))
+
+
+def test_openai_sdk_sees_errors_in_openai_shape(server: tuple[str, str]) -> None:
+    base, key = server
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+    with pytest.raises(openai.NotFoundError) as not_found:
+        client.images.generate(model="no-such-model", prompt="p")
+    assert not_found.value.code == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as bad_size:
+        client.images.generate(prompt="p", size="13x7")  # type: ignore[arg-type]
+    assert bad_size.value.param == "size"
+    wrong_key = openai.OpenAI(base_url=f"{base}/v1", api_key="ig_wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        wrong_key.models.list()
