@@ -123,9 +123,7 @@ class ModelSpec(_Strict):
     description: str = ""
     aliases: list[str] = Field(default_factory=list)
     modality: Literal["image"] = "image"
-    actions: list[Literal["generate", "edit", "upscale"]] = Field(
-        default_factory=lambda: ["generate"]
-    )
+    actions: list[Action] = Field(default_factory=_generate_only)
     vector: bool = False
     status: Literal["ga", "preview", "deprecated", "legacy"] = "ga"
     replacement: str | None = None
