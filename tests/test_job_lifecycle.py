@@ -151,10 +151,10 @@ async def test_a_stale_attempt_cannot_write_its_result(tmp_path: Path, settings:
             assert second is not None and second.attempt == 2
             # the stale worker comes back: every write it tries is refused
             assert not await jobs.renew(gateway.db, first, 60)
-            assert not await jobs.fail(gateway.db, first, code="x", message="late")
             async with gateway.db.session() as session:
+                assert not await jobs.fail(session, first, code="x", message="late")
                 assert not await jobs.succeed(
-                    session, first, [], charged_amount=0, result={}, provider_request_id=None
+                    session, first, [], actual_cost=0, result={}, provider_request_id=None
                 )
             assert await jobs.renew(gateway.db, second, 60)
             job = (await client.get(f"/v1/jobs/{job_id}")).json()

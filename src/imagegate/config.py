@@ -23,6 +23,10 @@ class Settings(BaseSettings):
         description="SQLAlchemy async URL; default SQLite in the data dir. "
         "PostgreSQL: postgresql+asyncpg://user@host/db",
     )
+    catalog_dirs: list[Path] = Field(
+        default_factory=list,
+        description="Extra folders of catalog YAML files, added to the built-in catalog.",
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str | None = Field(
@@ -48,6 +52,24 @@ class Settings(BaseSettings):
     )
     retry_max_seconds: float = Field(default=60.0, gt=0, description="Longest retry delay.")
     max_attempts: int = Field(default=3, ge=1, description="Attempts per job before it fails.")
+    provider_concurrency: int = Field(
+        default=8, ge=1, description="Jobs this process runs at once against one provider."
+    )
+    queued_ttl_seconds: float = Field(
+        default=3600.0, gt=0, description="A job still queued after this long expires."
+    )
+    idempotency_ttl_seconds: float = Field(
+        default=48 * 3600.0, ge=24 * 3600.0, description="How long idempotency keys are kept."
+    )
+    webhook_retry_base_seconds: float = Field(
+        default=5.0, gt=0, description="First webhook retry delay; later ones grow from it."
+    )
+    webhooks_allow_loopback: bool = Field(
+        default=False, description="Allow webhook URLs on loopback addresses (for tests)."
+    )
+    mock_latency_seconds: float = Field(
+        default=0.0, ge=0, description="Added delay of the mock provider, to simulate upstreams."
+    )
     bootstrap_workspace: str = Field(
         default="Default workspace", description="Name of the first workspace."
     )

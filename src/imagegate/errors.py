@@ -5,6 +5,7 @@ ImagegateError                      any error with an HTTP status and a stable c
 │   ├── InvalidParameter            invalid_parameter / too_many_references / image_url_required / …
 │   └── ContentPolicyViolation      a provider refused the prompt or the output
 ├── AuthenticationError (401)       missing or wrong API key
+├── InsufficientCredits (402)       the estimate does not fit the available credits
 ├── PermissionDenied (403)          signed URL expired or forged, role too low, model not enabled
 ├── NotFound (404)                  model_not_found, job_not_found, file_not_found
 ├── Conflict (409)                  idempotency in flight, governance rules
@@ -70,6 +71,12 @@ class AuthenticationError(ImagegateError):
     status_code = 401
     type = "authentication_error"
     code = "invalid_api_key"
+
+
+class InsufficientCredits(ImagegateError):
+    status_code = 402
+    type = "insufficient_credits"
+    code = "insufficient_credits"
 
 
 class PermissionDenied(ImagegateError):

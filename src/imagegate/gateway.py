@@ -10,6 +10,7 @@ from imagegate.config import Settings
 from imagegate.providers.registry import ProviderRegistry, default_registry
 from imagegate.services.bootstrap import bootstrap
 from imagegate.services.signing import Signer, load_signer
+from imagegate.services.webhooks import WebhookSender
 from imagegate.store.db import Database
 from imagegate.worker.dispatcher import EmbeddedDispatcher
 from imagegate.worker.runner import JobRunner
@@ -30,8 +31,8 @@ class Gateway:
         run_workers: bool = True,
     ) -> None:
         self.settings = settings
-        self.catalog = catalog or load_catalog()
-        self.providers = providers or default_registry()
+        self.catalog = catalog or load_catalog(settings.catalog_dirs)
+        self.providers = providers or default_registry(settings)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.blobs: BlobStore = blobs or LocalBlobStore(settings.blob_dir)
         self.db = Database(settings.resolved_database_url)
@@ -43,9 +44,19 @@ class Gateway:
             lease_seconds=settings.lease_seconds,
             retry_base_seconds=settings.retry_base_seconds,
             retry_max_seconds=settings.retry_max_seconds,
+            provider_concurrency=settings.provider_concurrency,
+        )
+        self.webhooks = WebhookSender(
+            self.db,
+            retry_base_seconds=settings.webhook_retry_base_seconds,
+            allow_loopback=settings.webhooks_allow_loopback,
         )
         self.dispatcher = EmbeddedDispatcher(
-            self.db, self.runner, concurrency=settings.worker_concurrency
+            self.db,
+            self.runner,
+            concurrency=settings.worker_concurrency,
+            queued_ttl_seconds=settings.queued_ttl_seconds,
+            webhooks=self.webhooks,
         )
         self.run_workers = run_workers
         self._signer: Signer | None = None
@@ -68,4 +79,5 @@ class Gateway:
 
     async def stop(self) -> None:
         await self.dispatcher.stop()
+        await self.webhooks.close()
         await self.db.close()

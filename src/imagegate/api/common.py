@@ -10,6 +10,8 @@ from fastapi import Request
 
 from imagegate.errors import InvalidRequest
 from imagegate.gateway import Gateway
+from imagegate.services import generation, idempotency, webhooks
+from imagegate.services.keys import Principal
 from imagegate.store.tables import File, Job
 
 
@@ -88,3 +90,35 @@ def job_object(job: Job) -> dict[str, Any]:
             "provider_reason": job.provider_reason,
         }
     return body
+
+
+async def create_job_from_request(
+    request: Request,
+    gateway: Gateway,
+    member: Principal,
+    body: dict[str, Any],
+    *,
+    model_name: Any,
+    planner: generation.Planner,
+    action: str,
+) -> tuple[Job, generation.Plan | None]:
+    """The shared path of every POST that creates work: idempotency, webhook, plan, hold."""
+    key = idempotency.request_key(request.headers.get("idempotency-key"), body)
+    webhook_url = body.pop("webhook_url", None)
+    if webhook_url is not None:
+        webhook_url = await webhooks.validate_url(
+            webhook_url, allow_loopback=gateway.settings.webhooks_allow_loopback
+        )
+    return await generation.create_job(
+        gateway.db,
+        gateway.catalog,
+        member,
+        model_name=model_name,
+        body=body,
+        planner=planner,
+        endpoint=request.url.path,
+        action=action,
+        idempotency_key=key,
+        webhook_url=webhook_url,
+        max_attempts=gateway.settings.max_attempts,
+    )

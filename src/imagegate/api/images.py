@@ -7,9 +7,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from imagegate.api.common import images_data, job_object, json_object
+from imagegate.api.common import create_job_from_request, images_data, job_object, json_object
 from imagegate.api.deps import CurrentMember, GatewayDep
 from imagegate.api.responses import JSONResponse
+from imagegate.catalog import Catalog
 from imagegate.errors import InvalidParameter, UpstreamError, error_for_job
 from imagegate.services import generation, jobs
 
@@ -24,6 +25,16 @@ def _prefer(request: Request) -> tuple[bool, float | None]:
     return "respond-async" in prefer, float(wait.group(1)) if wait else None
 
 
+def _notices(catalog: Catalog, model: str) -> dict[str, str]:
+    spec = catalog.resolve(model)
+    if spec is None or spec.status != "legacy" or not spec.replacement:
+        return {}
+    return {
+        "Deprecation": "true",
+        "X-Imagegate-Notice": f"{spec.slug} is legacy; use {spec.replacement} instead.",
+    }
+
+
 @router.post("/generations", response_model=None)
 async def create_image(
     request: Request, member: CurrentMember, gateway: GatewayDep
@@ -36,26 +47,28 @@ async def create_image(
             param="response_format",
         )
     respond_async, wait = _prefer(request)
-    async with gateway.db.session() as session:
-        model = await generation.resolve_model(session, gateway.catalog, member, body.get("model"))
-        await generation.check_usable(session, member, model)
-        plan = generation.plan_openai(model, body)
-        job = await generation.submit(
-            session, member, plan, body, "generate", max_attempts=gateway.settings.max_attempts
-        )
-    headers = {}
-    if plan.notices:
-        headers["Deprecation"] = "true"
-        headers["X-Imagegate-Notice"] = " ".join(plan.notices)
+    event_job: str | None = None
+    job, plan = await create_job_from_request(
+        request,
+        gateway,
+        member,
+        body,
+        model_name=body.get("model"),
+        planner=generation.plan_openai,
+        action="generate",
+    )
+    headers = _notices(gateway.catalog, job.model)
     event = gateway.dispatcher.watch(job.id)
+    event_job = job.id
     try:
-        gateway.dispatcher.submit(job.id)
+        if plan is not None:
+            gateway.dispatcher.submit(job.id)
         if respond_async and wait is None:
             return JSONResponse(job_object(job), status_code=202, headers=headers)
         timeout = wait if wait is not None else gateway.settings.sync_timeout_seconds
         job = await generation.wait_for_job(gateway.db, event, member.workspace_id, job.id, timeout)
     finally:
-        gateway.dispatcher.unwatch(job.id)
+        gateway.dispatcher.unwatch(event_job)
     if job.status not in jobs.TERMINAL:
         if respond_async or wait is not None:
             return JSONResponse(job_object(job), status_code=202, headers=headers)
@@ -69,19 +82,19 @@ async def create_image(
         error = error_for_job(job.error_code, job.error_message, job.provider_reason)
         error.extra["job_id"] = job.id
         raise error
-    async with gateway.db.session() as session:
+    async with gateway.db.read_session() as session:
         files = await jobs.job_outputs(session, job.id)
     data = await images_data(gateway, request, job, files, response_format)
-    first = files[0] if files else None
+    plan_info = job.request["plan"]
     payload: dict[str, Any] = {
         "created": int(job.created_at.timestamp()),
         "data": data,
         "id": job.id,
         "job_id": job.id,
         "model": job.model,
-        "width": first.width if first else plan.width,
-        "height": first.height if first else plan.height,
-        "output_format": plan.output_format,
+        "width": files[0].width if files else plan_info["width"],
+        "height": files[0].height if files else plan_info["height"],
+        "output_format": plan_info["output_format"],
         "estimated_cost": job.estimated_cost / 1000,
         "charged_amount": (job.charged_amount or 0) / 1000,
     }

@@ -125,7 +125,12 @@ class MockProvider:
 
     name = "mock"
 
+    def __init__(self, latency: float = 0.0) -> None:
+        self.latency = latency
+
     async def generate(self, request: ProviderRequest) -> ProviderResult:
+        if self.latency:
+            await asyncio.sleep(self.latency)
         return await asyncio.to_thread(self._generate, request)
 
     def _generate(self, request: ProviderRequest) -> ProviderResult:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 
+from imagegate.config import Settings
 from imagegate.errors import ProviderNotConfigured
 from imagegate.providers.base import Provider
 from imagegate.providers.mock import MockProvider
@@ -32,9 +33,9 @@ class ProviderRegistry:
         return sorted(self._providers)
 
 
-def default_registry() -> ProviderRegistry:
+def default_registry(settings: Settings | None = None) -> ProviderRegistry:
     registry = ProviderRegistry()
-    registry.register(MockProvider())
+    registry.register(MockProvider(latency=settings.mock_latency_seconds if settings else 0.0))
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         registry.register(entry.load()())
     return registry

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagegate.catalog import Catalog, ModelSpec
@@ -17,7 +19,7 @@ from imagegate.catalog.schema import validate_params
 from imagegate.catalog.sizes import native_size, output_dimensions
 from imagegate.errors import InvalidParameter, NotFound, PermissionDenied
 from imagegate.ids import new_id
-from imagegate.services import jobs
+from imagegate.services import billing, idempotency, jobs
 from imagegate.services.keys import Principal
 from imagegate.store.db import Database
 from imagegate.store.tables import Job, Workspace, WorkspaceModel
@@ -58,6 +60,7 @@ class Plan:
     output_format: str
     estimated_cost: int
     notices: list[str] = field(default_factory=list)
+    mock: bool = False
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -65,6 +68,7 @@ class Plan:
             "width": self.width,
             "height": self.height,
             "output_format": self.output_format,
+            "mock": self.mock,
         }
 
 
@@ -119,7 +123,7 @@ def _plan(model: ModelSpec, native: dict[str, Any], rename: dict[str, str], mock
         notices.append(f"{model.slug} is legacy; use {model.replacement} instead.")
     provider = "mock" if mock else model.routes[0].provider
     cost = 0 if mock else estimate(model, params, n, width, height)
-    return Plan(model, provider, params, n, width, height, output_format, cost, notices)
+    return Plan(model, provider, params, n, width, height, output_format, cost, notices, mock)
 
 
 def _wrapper(model: ModelSpec, body: dict[str, Any], native: dict[str, Any]) -> bool:
@@ -237,7 +241,12 @@ async def submit(
     action: str,
     *,
     max_attempts: int = 3,
+    webhook_url: str | None = None,
 ) -> Job:
+    """Insert the job and place its hold, in the caller's transaction (402 if it does not fit)."""
+    workspace = await session.get(Workspace, principal.workspace_id)
+    assert workspace is not None
+    policy = billing.charge_policy(workspace.billing_mode, plan.model)
     job = Job(
         id=new_id("job"),
         workspace_id=principal.workspace_id,
@@ -251,10 +260,74 @@ async def submit(
         estimated_cost=plan.estimated_cost,
         attempt=0,
         max_attempts=max_attempts,
+        webhook_url=webhook_url,
+        charge_policy=policy,
     )
     session.add(job)
     await session.flush()
+    if policy == "charge":
+        await billing.hold(session, principal.workspace_id, job.id, plan.estimated_cost)
     return job
+
+
+Planner = Callable[[ModelSpec, dict[str, Any]], Plan]
+
+
+async def create_job(
+    db: Database,
+    catalog: Catalog,
+    principal: Principal,
+    *,
+    model_name: Any,
+    body: dict[str, Any],
+    planner: Planner,
+    endpoint: str,
+    action: str,
+    idempotency_key: str | None,
+    webhook_url: str | None,
+    max_attempts: int,
+) -> tuple[Job, Plan | None]:
+    """Plan, hold and insert a job, once per idempotency key.
+
+    Returns the job and its plan; the plan is None when an earlier request with the same
+    key made the job (a replay: same job, no second hold).
+    """
+    request_hash = idempotency.fingerprint(endpoint, body) if idempotency_key else ""
+    for _ in range(2):
+        try:
+            async with db.session() as session:
+                if idempotency_key is not None:
+                    existing = await idempotency.find(
+                        session, principal.member_id, idempotency_key, request_hash
+                    )
+                    if existing is not None:
+                        job = await jobs.get_job(session, principal.workspace_id, existing)
+                        assert job is not None
+                        return job, None
+                model = await resolve_model(session, catalog, principal, model_name)
+                await check_usable(session, principal, model)
+                plan = planner(model, body)
+                job = await submit(
+                    session,
+                    principal,
+                    plan,
+                    body,
+                    action,
+                    max_attempts=max_attempts,
+                    webhook_url=webhook_url,
+                )
+                if idempotency_key is not None:
+                    idempotency.record(
+                        session, principal.member_id, idempotency_key, request_hash, job.id
+                    )
+                    await session.flush()
+                return job, plan
+        except IntegrityError:
+            if idempotency_key is None:
+                raise
+            # A concurrent request with the same key won the insert: look again.
+            continue
+    raise idempotency.in_flight()
 
 
 async def wait_for_job(

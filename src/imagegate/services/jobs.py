@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from imagegate.services import billing, webhooks
 from imagegate.store.db import Database
 from imagegate.store.tables import File, Job, utcnow
 
@@ -86,18 +87,22 @@ async def succeed(
     claim: Claim,
     files: list[File],
     *,
-    charged_amount: int,
+    actual_cost: int,
     result: dict[str, Any],
     provider_request_id: str | None,
 ) -> bool:
-    """Record outputs and success in the caller's transaction; False if fenced off."""
+    """Record outputs, capture the cost and succeed, in the caller's transaction.
+
+    False, with nothing written, when this attempt no longer owns the job (fencing).
+    """
+    job = claim.job
+    charged = 0
     updated = await session.execute(
         update(Job)
         .where(_owned(claim))
         .values(
             status=SUCCEEDED,
             finished_at=utcnow(),
-            charged_amount=charged_amount,
             result=result,
             provider_request_id=provider_request_id,
             lease_owner=None,
@@ -107,13 +112,21 @@ async def succeed(
     )
     if updated.rowcount != 1:  # type: ignore[attr-defined]
         return False
+    if job.charge_policy == "charge":
+        charged = await billing.capture(session, job.id, actual_cost)
+    else:
+        await billing.record_usage(
+            session, job.workspace_id, job.id, actual_cost, job.charge_policy
+        )
+    await session.execute(update(Job).where(Job.id == job.id).values(charged_amount=charged))
     session.add_all(files)
     await session.flush()
+    await _on_terminal(session, job.id, SUCCEEDED)
     return True
 
 
 async def fail(
-    db: Database,
+    session: AsyncSession,
     claim: Claim,
     *,
     code: str,
@@ -133,14 +146,51 @@ async def fail(
         values.update(status=QUEUED, not_before=retry_at)
     else:
         values.update(status=FAILED, finished_at=utcnow(), charged_amount=0)
-    async with db.session() as session:
-        result = await session.execute(
-            update(Job)
-            .where(_owned(claim))
-            .values(**values)
-            .execution_options(synchronize_session=False)
+    result = await session.execute(
+        update(Job)
+        .where(_owned(claim))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    if retry_at is None:
+        await _on_terminal(session, claim.job.id, FAILED)
+    return True
+
+
+async def _on_terminal(session: AsyncSession, job_id: str, status: str) -> None:
+    """What every terminal transition does, in its own transaction: release what is
+    still held (nothing after a capture) and queue the webhook event."""
+    if status != SUCCEEDED:
+        await billing.release(session, job_id, note=status)
+    await webhooks.enqueue_for_job(session, job_id)
+
+
+async def cancel(session: AsyncSession, workspace_id: str, job_id: str) -> Job | None:
+    """Cancel a queued or running job; the job as it then is (None if not found).
+
+    A running attempt that finishes later is fenced off: its writes need ``running``.
+    """
+    result = await session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id, Job.workspace_id == workspace_id, Job.status.in_((QUEUED, RUNNING))
         )
-        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+        .values(
+            status=CANCELED,
+            finished_at=utcnow(),
+            charged_amount=0,
+            lease_owner=None,
+            lease_expires_at=None,
+            error_code="canceled",
+            error_message="The job was canceled.",
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount == 1:  # type: ignore[attr-defined]
+        await _on_terminal(session, job_id, CANCELED)
+    return await get_job(session, workspace_id, job_id, fresh=True)
 
 
 async def recover_expired_leases(db: Database) -> list[str]:
@@ -158,7 +208,6 @@ async def recover_expired_leases(db: Database) -> list[str]:
         for job_id, attempt, max_attempts in stale:
             if attempt < max_attempts:
                 values: dict[str, Any] = {"status": QUEUED, "not_before": now}
-                requeued.append(job_id)
             else:
                 values = {
                     "status": FAILED,
@@ -167,13 +216,49 @@ async def recover_expired_leases(db: Database) -> list[str]:
                     "error_code": "worker_lost",
                     "error_message": "The worker running this job stopped; no attempts are left.",
                 }
-            await session.execute(
+            result = await session.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.status == RUNNING, Job.attempt == attempt)
                 .values(lease_owner=None, lease_expires_at=None, **values)
                 .execution_options(synchronize_session=False)
             )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                continue
+            if values["status"] == QUEUED:
+                requeued.append(job_id)
+            else:
+                await _on_terminal(session, job_id, FAILED)
     return requeued
+
+
+async def expire_stale(db: Database, queued_ttl_seconds: float) -> list[str]:
+    """Queued jobs nobody ran within ``queued_ttl_seconds`` expire, their holds released."""
+    cutoff = utcnow() - timedelta(seconds=queued_ttl_seconds)
+    async with db.session() as session:
+        ids = [
+            row[0]
+            for row in await session.execute(
+                select(Job.id).where(Job.status == QUEUED, Job.created_at < cutoff).limit(500)
+            )
+        ]
+        expired = []
+        for job_id in ids:
+            result = await session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == QUEUED)
+                .values(
+                    status=EXPIRED,
+                    finished_at=utcnow(),
+                    charged_amount=0,
+                    error_code="job_expired",
+                    error_message="The job waited too long in the queue and expired.",
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount == 1:  # type: ignore[attr-defined]
+                await _on_terminal(session, job_id, EXPIRED)
+                expired.append(job_id)
+    return expired
 
 
 async def due_queued(db: Database, limit: int = 100) -> list[str]:
@@ -203,10 +288,13 @@ async def next_due_in(db: Database) -> float | None:
     return max(0.0, (row[0] - utcnow()).total_seconds())
 
 
-async def get_job(session: AsyncSession, workspace_id: str, job_id: str) -> Job | None:
-    return (
-        await session.execute(select(Job).where(Job.id == job_id, Job.workspace_id == workspace_id))
-    ).scalar_one_or_none()
+async def get_job(
+    session: AsyncSession, workspace_id: str, job_id: str, *, fresh: bool = False
+) -> Job | None:
+    statement = select(Job).where(Job.id == job_id, Job.workspace_id == workspace_id)
+    if fresh:
+        statement = statement.execution_options(populate_existing=True)
+    return (await session.execute(statement)).scalar_one_or_none()
 
 
 async def job_outputs(session: AsyncSession, job_id: str) -> list[File]:

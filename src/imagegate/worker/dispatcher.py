@@ -11,6 +11,7 @@ import contextlib
 import logging
 
 from imagegate.services import jobs
+from imagegate.services.webhooks import WebhookSender
 from imagegate.store.db import Database
 from imagegate.worker.runner import JobRunner
 
@@ -19,12 +20,22 @@ log = logging.getLogger("imagegate.dispatcher")
 
 class EmbeddedDispatcher:
     def __init__(
-        self, db: Database, runner: JobRunner, *, concurrency: int, poll_interval: float = 1.0
+        self,
+        db: Database,
+        runner: JobRunner,
+        *,
+        concurrency: int,
+        poll_interval: float = 1.0,
+        queued_ttl_seconds: float = 3600.0,
+        webhooks: WebhookSender | None = None,
     ) -> None:
         self.db = db
         self.runner = runner
         self.concurrency = concurrency
         self.poll_interval = poll_interval
+        self.queued_ttl_seconds = queued_ttl_seconds
+        self.webhooks = webhooks
+        self._running: dict[str, asyncio.Task[bool]] = {}
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._pending: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -60,6 +71,8 @@ class EmbeddedDispatcher:
         await self.recover()
         self._tasks = [asyncio.create_task(self._work()) for _ in range(self.concurrency)]
         self._tasks.append(asyncio.create_task(self._poll()))
+        if self.webhooks is not None:
+            self._tasks.append(asyncio.create_task(self._deliver_webhooks()))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -68,11 +81,24 @@ class EmbeddedDispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        if self.webhooks is not None:
+            await self.webhooks.close()
+
+    def cancel_local(self, job_id: str) -> bool:
+        """Stop this process's attempt at ``job_id`` (already canceled in the database)."""
+        task = self._running.get(job_id)
+        if task is None:
+            return False
+        task.cancel()
+        return True
 
     async def recover(self) -> None:
-        """Requeue what a crashed process left running, and pick up everything due."""
+        """Requeue what a crashed process left running, expire what waited too long,
+        and pick up everything due."""
         for job_id in await jobs.recover_expired_leases(self.db):
             log.info("recovered job %s from an expired lease", job_id)
+        for job_id in await jobs.expire_stale(self.db, self.queued_ttl_seconds):
+            log.info("job %s expired in the queue", job_id)
         for job_id in await jobs.due_queued(self.db):
             self.submit(job_id)
 
@@ -90,16 +116,30 @@ class EmbeddedDispatcher:
             while not self._queue.empty():
                 job_id = self._queue.get_nowait()
                 self._pending.discard(job_id)
-                await self.runner.run(job_id)
+                await self._run(job_id)
+            if self.webhooks is not None:
+                await self.webhooks.deliver_due()
 
     async def _work(self) -> None:
         while True:
             job_id = await self._queue.get()
             self._pending.discard(job_id)
             try:
-                await self.runner.run(job_id)
+                await self._run(job_id)
             except Exception:
                 log.exception("job %s: runner crashed", job_id)
+
+    async def _run(self, job_id: str) -> None:
+        task = asyncio.create_task(self.runner.run(job_id))
+        self._running[job_id] = task
+        try:
+            await task
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                raise  # this worker itself is being stopped
+            log.info("job %s: attempt stopped after cancel", job_id)
+        finally:
+            self._running.pop(job_id, None)
 
     async def _poll(self) -> None:
         while True:
@@ -108,3 +148,14 @@ class EmbeddedDispatcher:
                 await self.recover()
             except Exception:
                 log.exception("dispatcher poll failed")
+
+    async def _deliver_webhooks(self) -> None:
+        assert self.webhooks is not None
+        while True:
+            try:
+                sent = await self.webhooks.deliver_due()
+            except Exception:
+                log.exception("webhook delivery failed")
+                sent = 0
+            if sent == 0:
+                await asyncio.sleep(self.poll_interval / 4)

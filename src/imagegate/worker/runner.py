@@ -16,6 +16,7 @@ from PIL import Image
 
 from imagegate.blobs import BlobStore
 from imagegate.catalog import Catalog
+from imagegate.catalog.pricing import estimate
 from imagegate.errors import (
     ImagegateError,
     InvalidRequest,
@@ -61,6 +62,7 @@ class JobRunner:
         owner: str | None = None,
         retry_base_seconds: float = 1.0,
         retry_max_seconds: float = 60.0,
+        provider_concurrency: int = 8,
         on_finished: Callable[[str], None] = lambda job_id: None,
         on_requeued: Callable[[str, float], None] = lambda job_id, delay: None,
     ) -> None:
@@ -74,6 +76,8 @@ class JobRunner:
         self.retry_max_seconds = retry_max_seconds
         self.on_finished = on_finished
         self.on_requeued = on_requeued
+        self.provider_concurrency = provider_concurrency
+        self._limits: dict[str, asyncio.Semaphore] = {}
 
     async def run(self, job_id: str) -> bool:
         """Run the job if it can be claimed; True if this call ran an attempt."""
@@ -126,7 +130,13 @@ class JobRunner:
         try:
             request = self._request(claim)
             provider = self.providers.get(job.provider)
-            result = await asyncio.wait_for(provider.generate(request), timeout=request.timeout_s)
+            limit = self._limits.setdefault(
+                job.provider, asyncio.Semaphore(self.provider_concurrency)
+            )
+            async with limit:
+                result = await asyncio.wait_for(
+                    provider.generate(request), timeout=request.timeout_s
+                )
             if len(result.images) == 0:
                 raise ImagegateError(
                     "The provider returned no image.", code="upstream_empty_result"
@@ -141,30 +151,47 @@ class JobRunner:
             return
         except (InvalidRequest, ProviderNotConfigured, ImagegateError) as exc:
             reason = exc.extra.get("provider_reason")
-            await jobs.fail(
-                self.db, claim, code=exc.code, message=exc.message, provider_reason=reason
-            )
+            await self._fail(claim, code=exc.code, message=exc.message, provider_reason=reason)
             return
         except Exception:
             log.exception("job %s: provider call crashed", job.id)
-            await jobs.fail(
-                self.db, claim, code="internal_error", message="The generation failed unexpectedly."
+            await self._fail(
+                claim, code="internal_error", message="The generation failed unexpectedly."
             )
             return
-        await self._store(claim, request, result)
+        try:
+            await self._store(claim, request, result)
+        except Exception:
+            log.exception("job %s: storing the outputs failed", job.id)
+            await self._fail(claim, code="internal_error", message="Storing the images failed.")
+
+    async def _fail(self, claim: jobs.Claim, **kwargs: Any) -> bool:
+        async with self.db.session() as session:
+            return await jobs.fail(session, claim, **kwargs)
 
     async def _retry_or_fail(
         self, claim: jobs.Claim, code: str, message: str, retry_after: float | None
     ) -> None:
         if claim.attempt >= claim.job.max_attempts:
-            await jobs.fail(self.db, claim, code=code, message=message)
+            await self._fail(claim, code=code, message=message)
             return
         delay = backoff_seconds(
             claim.attempt, retry_after, self.retry_base_seconds, self.retry_max_seconds
         )
         retry_at = utcnow() + timedelta(seconds=delay)
-        if await jobs.fail(self.db, claim, code=code, message=message, retry_at=retry_at):
+        if await self._fail(claim, code=code, message=message, retry_at=retry_at):
             self.on_requeued(claim.job.id, delay)
+
+    def _actual_cost(self, claim: jobs.Claim, files: list[File]) -> int:
+        """The price of what was really returned: its count and its true dimensions."""
+        job = claim.job
+        model = self.catalog.resolve(job.model)
+        if job.request["plan"].get("mock") or model is None or not files:
+            return 0
+        first = files[0]
+        width = first.width or job.request["plan"]["width"]
+        height = first.height or job.request["plan"]["height"]
+        return estimate(model, job.params, len(files), width, height)
 
     async def _store(
         self, claim: jobs.Claim, request: ProviderRequest, result: ProviderResult
@@ -195,12 +222,13 @@ class JobRunner:
                 )
             )
         revised = [image.revised_prompt for image in result.images]
+        actual_cost = self._actual_cost(claim, files)
         async with self.db.session() as session:
             stored = await jobs.succeed(
                 session,
                 claim,
                 files,
-                charged_amount=job.estimated_cost,
+                actual_cost=actual_cost,
                 result={"revised_prompts": revised, "usage": result.usage},
                 provider_request_id=result.provider_request_id,
             )

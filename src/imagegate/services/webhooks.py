@@ -1,0 +1,282 @@
+"""Webhooks: Standard Webhooks events for terminal jobs, from an outbox, with retries.
+
+The event row is written in the same transaction as the job's terminal state, so an
+event is never lost; the sender delivers it later, at least once, with a stable
+``webhook-id`` across retries, signed with the workspace's ``whsec_`` secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ipaddress
+import logging
+import random
+import secrets
+import socket
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from standardwebhooks.webhooks import Webhook
+
+from imagegate.errors import InvalidParameter
+from imagegate.ids import new_id
+from imagegate.store.db import Database
+from imagegate.store.tables import File, Job, WebhookDelivery, Workspace, utcnow
+
+log = logging.getLogger("imagegate.webhooks")
+
+MAX_ATTEMPTS = 8
+# Delays before each retry, as multiples of the configured base (5 s by default):
+# 5 s, 30 s, 2.5 min, 10 min, 30 min, 1 h, 2 h.
+SCHEDULE = (1, 6, 30, 120, 360, 720, 1440)
+
+
+def _address_allowed(address: str, allow_loopback: bool) -> bool:
+    ip = ipaddress.ip_address(address)
+    if ip.is_loopback:
+        return allow_loopback
+    return ip.is_global
+
+
+async def validate_url(url: Any, *, allow_loopback: bool, param: str = "webhook_url") -> str:
+    """An http(s) URL whose host resolves only to public addresses (or loopback if allowed)."""
+    if not isinstance(url, str) or len(url) > 2048:
+        raise InvalidParameter(
+            f"Invalid value for {param!r}: expected an http(s) URL.", param=param
+        )
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidParameter(
+            f"Invalid value for {param!r}: {url!r} is not an http(s) URL.", param=param
+        )
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            parts.hostname, port, type=socket.SOCK_STREAM
+        )
+    except (OSError, ValueError):
+        raise InvalidParameter(
+            f"Invalid value for {param!r}: the host {parts.hostname!r} does not resolve.",
+            param=param,
+        ) from None
+    addresses = {str(info[4][0]) for info in infos}
+    refused = sorted(a for a in addresses if not _address_allowed(a, allow_loopback))
+    if not addresses or refused:
+        raise InvalidParameter(
+            f"Invalid value for {param!r}: webhooks go only to public addresses; "
+            f"{parts.hostname!r} resolves to {', '.join(refused) or 'nothing'}.",
+            param=param,
+        )
+    return url
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+async def workspace_secret(
+    session: AsyncSession, workspace_id: str, *, rotate: bool = False
+) -> str:
+    workspace = await session.get(Workspace, workspace_id)
+    assert workspace is not None
+    if workspace.webhook_secret is None or rotate:
+        workspace.webhook_secret = new_secret()
+        await session.flush()
+    return workspace.webhook_secret
+
+
+def job_event(job: Job, files: list[File]) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": job.id,
+        "object": "job",
+        "model": job.model,
+        "status": job.status,
+        "estimated_cost": job.estimated_cost / 1000,
+        "charged_amount": (job.charged_amount or 0) / 1000,
+        "outputs": [
+            {
+                "file_id": f.id,
+                "content_path": f"/v1/files/{f.id}/content",
+                "width": f.width,
+                "height": f.height,
+                "content_type": f.content_type,
+                "bytes": f.bytes,
+            }
+            for f in files
+        ],
+    }
+    if job.status != "succeeded":
+        data["error"] = {
+            "code": job.error_code,
+            "message": job.error_message,
+            "provider_reason": job.provider_reason,
+        }
+    return {"type": f"job.{job.status}", "timestamp": utcnow().isoformat(), "data": data}
+
+
+async def enqueue_for_job(session: AsyncSession, job_id: str) -> None:
+    job = (
+        await session.execute(
+            select(Job).where(Job.id == job_id).execution_options(populate_existing=True)
+        )
+    ).scalar_one()
+    if not job.webhook_url:
+        return
+    await session.flush()
+    files = list(
+        (
+            await session.execute(
+                select(File).where(File.job_id == job_id).order_by(File.output_index)
+            )
+        ).scalars()
+    )
+    session.add(
+        WebhookDelivery(
+            id=new_id("msg"),
+            workspace_id=job.workspace_id,
+            job_id=job.id,
+            url=job.webhook_url,
+            event_type=f"job.{job.status}",
+            payload=job_event(job, files),
+            status="pending",
+            next_attempt_at=utcnow(),
+        )
+    )
+    await session.flush()
+
+
+class WebhookSender:
+    """Delivers due events; run by the dispatcher's loop, or ``deliver_due()`` in tests."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        retry_base_seconds: float,
+        allow_loopback: bool,
+        timeout: float = 10.0,
+    ) -> None:
+        self.db = db
+        self.retry_base_seconds = retry_base_seconds
+        self.allow_loopback = allow_loopback
+        self.timeout = timeout
+        self._client: httpx.AsyncClient | None = None
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            # No redirects: a 3xx to a private address must not be followed.
+            self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
+        return self._client
+
+    async def deliver_due(self, limit: int = 50) -> int:
+        """Attempt every due delivery once; how many were attempted."""
+        async with self.db.read_session() as session:
+            due = list(
+                (
+                    await session.execute(
+                        select(WebhookDelivery)
+                        .where(
+                            WebhookDelivery.status == "pending",
+                            WebhookDelivery.next_attempt_at <= utcnow(),
+                        )
+                        .order_by(WebhookDelivery.next_attempt_at)
+                        .limit(limit)
+                    )
+                ).scalars()
+            )
+        for delivery in due:
+            await self._attempt(delivery)
+        return len(due)
+
+    async def _attempt(self, delivery: WebhookDelivery) -> None:
+        async with self.db.session() as session:
+            secret = await workspace_secret(session, delivery.workspace_id)
+        body = orjson.dumps(delivery.payload).decode()
+        timestamp = utcnow()
+        signature = Webhook(secret).sign(delivery.id, timestamp, body)
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": delivery.id,
+            "webhook-timestamp": str(int(timestamp.timestamp())),
+            "webhook-signature": signature,
+            "user-agent": "imagegate-webhooks",
+        }
+        status_code: int | None = None
+        error: str | None = None
+        try:
+            await validate_url(delivery.url, allow_loopback=self.allow_loopback)
+            response = await self._http().post(delivery.url, content=body, headers=headers)
+            status_code = response.status_code
+            if not 200 <= status_code < 300:
+                error = f"HTTP {status_code}"
+        except InvalidParameter as exc:
+            error = exc.message
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        await self._record(delivery, status_code, error)
+
+    async def _record(
+        self, delivery: WebhookDelivery, status_code: int | None, error: str | None
+    ) -> None:
+        attempts = delivery.attempts + 1
+        values: dict[str, Any] = {
+            "attempts": attempts,
+            "last_status_code": status_code,
+            "last_error": error,
+        }
+        if error is None:
+            values.update(status="delivered", delivered_at=utcnow(), next_attempt_at=None)
+        elif attempts >= MAX_ATTEMPTS:
+            values.update(status="failed", next_attempt_at=None)
+            log.warning(
+                "webhook %s for %s failed for good: %s", delivery.id, delivery.job_id, error
+            )
+        else:
+            delay = SCHEDULE[min(attempts, len(SCHEDULE)) - 1] * self.retry_base_seconds
+            values["next_attempt_at"] = utcnow() + timedelta(
+                seconds=delay * random.uniform(0.8, 1.2)
+            )
+        async with self.db.session() as session:
+            await session.execute(
+                update(WebhookDelivery)
+                .where(
+                    WebhookDelivery.id == delivery.id, WebhookDelivery.attempts == delivery.attempts
+                )
+                .values(**values)
+            )
+
+
+async def deliveries_for_job(session: AsyncSession, job_id: str) -> list[WebhookDelivery]:
+    rows = await session.execute(
+        select(WebhookDelivery).where(WebhookDelivery.job_id == job_id).order_by(WebhookDelivery.id)
+    )
+    return list(rows.scalars())
+
+
+def delivery_object(delivery: WebhookDelivery) -> dict[str, Any]:
+    def ts(value: datetime | None) -> int | None:
+        return int(value.timestamp()) if value else None
+
+    return {
+        "id": delivery.id,
+        "event_type": delivery.event_type,
+        "url": delivery.url,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "last_status_code": delivery.last_status_code,
+        "last_error": delivery.last_error,
+        "created_at": ts(delivery.created_at),
+        "delivered_at": ts(delivery.delivered_at),
+        "next_attempt_at": ts(delivery.next_attempt_at),
+    }
