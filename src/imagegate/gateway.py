@@ -56,6 +56,7 @@ class Gateway:
             self.runner,
             concurrency=settings.worker_concurrency,
             queued_ttl_seconds=settings.queued_ttl_seconds,
+            idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
             webhooks=self.webhooks,
         )
         self.run_workers = run_workers

@@ -10,6 +10,7 @@ from fastapi import Request
 
 from imagegate.errors import InvalidRequest
 from imagegate.gateway import Gateway
+from imagegate.money import as_credits
 from imagegate.services import generation, idempotency, webhooks
 from imagegate.services.keys import Principal
 from imagegate.store.tables import File, Job
@@ -80,10 +81,10 @@ def job_object(job: Job) -> dict[str, Any]:
         "started_at": int(job.started_at.timestamp()) if job.started_at else None,
         "finished_at": int(job.finished_at.timestamp()) if job.finished_at else None,
         "attempt": job.attempt,
-        "estimated_cost": job.estimated_cost / 1000,
-        "charged_amount": job.charged_amount / 1000 if job.charged_amount is not None else None,
+        "estimated_cost": as_credits(job.estimated_cost),
+        "charged_amount": None if job.charged_amount is None else as_credits(job.charged_amount),
     }
-    if job.status == "failed":
+    if job.status in ("failed", "canceled", "expired"):
         body["error"] = {
             "code": job.error_code,
             "message": job.error_message,

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request
 from imagegate.api.common import json_object
 from imagegate.api.deps import CurrentAdmin, CurrentMember, Session
 from imagegate.errors import InvalidParameter
+from imagegate.money import as_credits
 from imagegate.services import billing, webhooks
 from imagegate.store.tables import LedgerEntry
 
@@ -22,7 +23,7 @@ def _entry(entry: LedgerEntry) -> dict[str, Any]:
     return {
         "id": entry.id,
         "kind": entry.kind,
-        "amount": entry.amount / 1000,
+        "amount": as_credits(entry.amount),
         "job_id": entry.job_id,
         "member_id": entry.member_id,
         "note": entry.note,
@@ -40,8 +41,8 @@ async def get_credits(
     balance = await billing.balance(session, member.workspace_id, limit)
     return {
         "object": "credits",
-        "available": balance.available / 1000,
-        "held": balance.held / 1000,
+        "available": as_credits(balance.available),
+        "held": as_credits(balance.held),
         "entries": [_entry(e) for e in balance.entries],
     }
 
@@ -87,7 +88,11 @@ async def grant_credits(request: Request, admin: CurrentAdmin, session: Session)
         )
     await billing.grant(session, admin.workspace_id, amount, member_id=admin.member_id, note=note)
     balance = await billing.balance(session, admin.workspace_id, limit=1)
-    return {"object": "credits", "available": balance.available / 1000, "held": balance.held / 1000}
+    return {
+        "object": "credits",
+        "available": as_credits(balance.available),
+        "held": as_credits(balance.held),
+    }
 
 
 @router.get("/v1/webhooks/secret")

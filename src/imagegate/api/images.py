@@ -12,6 +12,7 @@ from imagegate.api.deps import CurrentMember, GatewayDep
 from imagegate.api.responses import JSONResponse
 from imagegate.catalog import Catalog
 from imagegate.errors import InvalidParameter, UpstreamError, error_for_job
+from imagegate.money import as_credits
 from imagegate.services import generation, jobs
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
@@ -95,7 +96,7 @@ async def create_image(
         "width": files[0].width if files else plan_info["width"],
         "height": files[0].height if files else plan_info["height"],
         "output_format": plan_info["output_format"],
-        "estimated_cost": job.estimated_cost / 1000,
-        "charged_amount": (job.charged_amount or 0) / 1000,
+        "estimated_cost": as_credits(job.estimated_cost),
+        "charged_amount": as_credits(job.charged_amount or 0),
     }
     return JSONResponse(payload, headers=headers)

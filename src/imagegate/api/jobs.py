@@ -118,10 +118,10 @@ async def cancel_job(
 ) -> dict[str, Any]:
     """Cancel a queued job at once, or a running one as far as its provider allows."""
     async with gateway.db.session() as session:
-        job = await jobs.cancel(session, member.workspace_id, job_id)
+        job, canceled = await jobs.cancel(session, member.workspace_id, job_id)
     if job is None:
         raise _not_found(job_id)
-    if job.status != jobs.CANCELED:
+    if not canceled:
         raise Conflict(
             f"Job {job_id!r} is already {job.status} and cannot be canceled.",
             code="job_not_cancelable",

@@ -11,18 +11,13 @@ from imagegate.api.deps import CurrentMember, GatewayDep, Session
 from imagegate.catalog import ModelSpec
 from imagegate.catalog.schema import json_schema
 from imagegate.errors import NotFound
+from imagegate.money import as_credits
 from imagegate.services.generation import enabled_models
 from imagegate.store.tables import Workspace
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
 CREATED = 1_700_000_000  # catalog entries carry no creation time; a fixed one keeps lists stable
-
-
-def credits(millicredits: int) -> int | float:
-    """Integer millicredits as a credit amount for JSON (exact for 3 decimals)."""
-    whole, rest = divmod(millicredits, 1000)
-    return whole if rest == 0 else millicredits / 1000
 
 
 def allowed_params(model: ModelSpec) -> dict[str, Any]:
@@ -64,7 +59,7 @@ def model_object(model: ModelSpec, enabled: bool, default: bool) -> dict[str, An
         "enabled": enabled,
         "default": default,
         "allowedParams": allowed_params(model),
-        "pricing": {"rule": model.price.rule, "credits_per_unit": credits(model.price.credits)},
+        "pricing": {"rule": model.price.rule, "credits_per_unit": as_credits(model.price.credits)},
     }
 
 

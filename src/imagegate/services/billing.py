@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from imagegate.catalog import ModelSpec
 from imagegate.errors import InsufficientCredits, InvalidParameter
 from imagegate.ids import new_id
+from imagegate.money import as_credits
 from imagegate.store.tables import CreditAccount, CreditHold, LedgerEntry, utcnow
 
 ChargePolicy = Literal["charge", "included", "record"]
@@ -112,7 +113,7 @@ async def hold(session: AsyncSession, workspace_id: str, job_id: str, amount: in
         raise InsufficientCredits(
             f"This generation needs {credits_text(amount)} credits; "
             f"{credits_text(available)} are available.",
-            extra={"available": available / 1000, "needed": amount / 1000},
+            extra={"available": as_credits(available), "needed": as_credits(amount)},
         )
     session.add(CreditHold(job_id=job_id, workspace_id=workspace_id, amount=amount, status="held"))
     session.add(_entry(workspace_id, "hold", amount, job_id=job_id))

@@ -167,8 +167,9 @@ async def _on_terminal(session: AsyncSession, job_id: str, status: str) -> None:
     await webhooks.enqueue_for_job(session, job_id)
 
 
-async def cancel(session: AsyncSession, workspace_id: str, job_id: str) -> Job | None:
-    """Cancel a queued or running job; the job as it then is (None if not found).
+async def cancel(session: AsyncSession, workspace_id: str, job_id: str) -> tuple[Job | None, bool]:
+    """Cancel a queued or running job; the job as it then is (None if not found), and
+    whether this call canceled it.
 
     A running attempt that finishes later is fenced off: its writes need ``running``.
     """
@@ -188,9 +189,10 @@ async def cancel(session: AsyncSession, workspace_id: str, job_id: str) -> Job |
         )
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount == 1:  # type: ignore[attr-defined]
+    canceled = result.rowcount == 1  # type: ignore[attr-defined]
+    if canceled:
         await _on_terminal(session, job_id, CANCELED)
-    return await get_job(session, workspace_id, job_id, fresh=True)
+    return await get_job(session, workspace_id, job_id, fresh=True), canceled
 
 
 async def recover_expired_leases(db: Database) -> list[str]:

@@ -26,6 +26,7 @@ from standardwebhooks.webhooks import Webhook
 
 from imagegate.errors import InvalidParameter
 from imagegate.ids import new_id
+from imagegate.money import as_credits
 from imagegate.store.db import Database
 from imagegate.store.tables import File, Job, WebhookDelivery, Workspace, utcnow
 
@@ -97,8 +98,8 @@ def job_event(job: Job, files: list[File]) -> dict[str, Any]:
         "object": "job",
         "model": job.model,
         "status": job.status,
-        "estimated_cost": job.estimated_cost / 1000,
-        "charged_amount": (job.charged_amount or 0) / 1000,
+        "estimated_cost": as_credits(job.estimated_cost),
+        "charged_amount": as_credits(job.charged_amount or 0),
         "outputs": [
             {
                 "file_id": f.id,

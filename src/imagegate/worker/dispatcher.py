@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 
-from imagegate.services import jobs
+from imagegate.services import idempotency, jobs
 from imagegate.services.webhooks import WebhookSender
 from imagegate.store.db import Database
 from imagegate.worker.runner import JobRunner
@@ -27,6 +27,7 @@ class EmbeddedDispatcher:
         concurrency: int,
         poll_interval: float = 1.0,
         queued_ttl_seconds: float = 3600.0,
+        idempotency_ttl_seconds: float = 48 * 3600.0,
         webhooks: WebhookSender | None = None,
     ) -> None:
         self.db = db
@@ -34,6 +35,7 @@ class EmbeddedDispatcher:
         self.concurrency = concurrency
         self.poll_interval = poll_interval
         self.queued_ttl_seconds = queued_ttl_seconds
+        self.idempotency_ttl_seconds = idempotency_ttl_seconds
         self.webhooks = webhooks
         self._running: dict[str, asyncio.Task[bool]] = {}
         self._queue: asyncio.Queue[str] = asyncio.Queue()
@@ -142,10 +144,14 @@ class EmbeddedDispatcher:
             self._running.pop(job_id, None)
 
     async def _poll(self) -> None:
+        polls = 0
         while True:
             await asyncio.sleep(self.poll_interval)
+            polls += 1
             try:
                 await self.recover()
+                if polls % 600 == 1:  # about every ten minutes
+                    await idempotency.purge(self.db, self.idempotency_ttl_seconds)
             except Exception:
                 log.exception("dispatcher poll failed")
 

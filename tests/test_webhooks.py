@@ -1,0 +1,114 @@
+"""Webhooks: Standard Webhooks events on terminal states, signed, retried, logged."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from standardwebhooks.webhooks import Webhook
+
+from imagegate.config import Settings
+from imagegate.errors import ContentPolicyViolation
+from imagegate.providers import FakeProvider, ProviderRequest, ProviderResult
+from imagegate.providers.registry import ProviderRegistry
+from tests.billing_support import grant, running_gateway
+from tests.fakes.webhook_receiver import webhook_receiver
+from tests.helpers import assert_error
+
+
+async def _wait_for(condition, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(int(timeout / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+async def test_a_signed_event_arrives_and_verifies(settings: Settings) -> None:
+    settings.webhooks_allow_loopback = True
+    with webhook_receiver() as receiver:
+        async with running_gateway(settings) as (client, _):
+            secret = (await client.get("/v1/webhooks/secret")).json()["secret"]
+            assert secret.startswith("whsec_")
+            accepted = await client.post(
+                "/v1/jobs/mock-image",
+                json={"prompt": "p", "size": "256x256", "webhook_url": receiver.url},
+            )
+            assert accepted.status_code == 202, accepted.text
+            await _wait_for(lambda: len(receiver.received) == 1)
+            delivered = receiver.received[0]
+            event = Webhook(secret).verify(delivered.body, delivered.headers)
+            assert event["type"] == "job.succeeded"
+            assert event["data"]["id"] == accepted.json()["job_id"]
+            assert event["data"]["outputs"][0]["width"] == 256
+            assert delivered.headers["webhook-id"].startswith("msg_")
+            log = (await client.get(f"/v1/jobs/{accepted.json()['job_id']}/webhooks")).json()[
+                "data"
+            ]
+            assert [(d["status"], d["attempts"], d["last_status_code"]) for d in log] == [
+                ("delivered", 1, 200)
+            ]
+
+
+async def test_failed_deliveries_are_retried_with_the_same_id(settings: Settings) -> None:
+    settings.webhooks_allow_loopback = True
+    settings.webhook_retry_base_seconds = 0.01
+    with webhook_receiver() as receiver:
+        receiver.statuses = [500, 503]
+        async with running_gateway(settings) as (client, _):
+            secret = (await client.get("/v1/webhooks/secret")).json()["secret"]
+            accepted = await client.post(
+                "/v1/jobs/mock-image",
+                json={"prompt": "p", "size": "256x256", "webhook_url": receiver.url},
+            )
+            await _wait_for(lambda: len(receiver.received) == 3)
+            assert len({r.headers["webhook-id"] for r in receiver.received}) == 1
+            for delivery in receiver.received:
+                Webhook(secret).verify(delivery.body, delivery.headers)
+            job_id = accepted.json()["job_id"]
+            await _wait_for(lambda: True)
+            log = (await client.get(f"/v1/jobs/{job_id}/webhooks")).json()["data"]
+            assert (log[0]["status"], log[0]["attempts"]) == ("delivered", 3)
+
+
+async def test_a_failed_job_sends_its_error(settings: Settings) -> None:
+    settings.webhooks_allow_loopback = True
+
+    def refuse(request: ProviderRequest) -> ProviderResult:
+        raise ContentPolicyViolation("refused", extra={"provider_reason": "nope"})
+
+    registry = ProviderRegistry()
+    registry.register(FakeProvider(refuse, name="mock"))
+    with webhook_receiver() as receiver:
+        async with running_gateway(settings, registry) as (client, _):
+            await grant(client, 10)
+            await client.post(
+                "/v1/jobs/paid-image", json={"prompt": "p", "webhook_url": receiver.url}
+            )
+            await _wait_for(lambda: len(receiver.received) == 1)
+            event = orjson.loads(receiver.received[0].body)
+            assert event["type"] == "job.failed"
+            assert event["data"]["error"]["provider_reason"] == "nope"
+
+
+async def test_private_and_loopback_targets_are_refused_by_default(settings: Settings) -> None:
+    async with running_gateway(settings, run_workers=False) as (client, _):
+        for url in (
+            "http://127.0.0.1:8080/x",
+            "http://10.1.2.3/x",
+            "http://[::1]/x",
+            "http://169.254.169.254/",
+        ):
+            response = await client.post(
+                "/v1/jobs/mock-image", json={"prompt": "p", "webhook_url": url}
+            )
+            error = assert_error(response, 400, "invalid_parameter", "webhook_url")
+            assert "public" in error["message"]
+
+
+async def test_the_secret_is_admin_only_and_rotates(settings: Settings) -> None:
+    async with running_gateway(settings, run_workers=False) as (client, _):
+        first = (await client.get("/v1/webhooks/secret")).json()["secret"]
+        rotated = (await client.post("/v1/webhooks/secret/rotate")).json()["secret"]
+        assert rotated != first
+        assert (await client.get("/v1/webhooks/secret")).json()["secret"] == rotated
