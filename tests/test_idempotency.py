@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+from sqlalchemy import select
+
 from imagegate.config import Settings
+from imagegate.services.bootstrap import create_member
+from imagegate.services.keys import create_key
+from imagegate.store.tables import Workspace
 from tests.billing_support import credits, grant, kinds, running_gateway
 from tests.helpers import assert_error
 
@@ -42,16 +47,9 @@ async def test_same_key_other_body_is_422(settings: Settings) -> None:
 
 async def test_keys_are_per_member(settings: Settings) -> None:
     async with running_gateway(settings, run_workers=False) as (client, gateway):
-        from imagegate.services.bootstrap import create_member
-        from imagegate.services.keys import create_key
-        from imagegate.store.tables import Workspace
-
         async with gateway.db.session() as session:
-            workspace = (await session.execute(Workspace.__table__.select())).first()
-            assert workspace is not None
-            ws = await session.get(Workspace, workspace.id)
-            assert ws is not None
-            member = await create_member(session, ws, "bob", "member")
+            workspace = (await session.execute(select(Workspace))).scalar_one()
+            member = await create_member(session, workspace, "bob", "member")
             _, secret = await create_key(session, member, "bob")
         headers = {"Idempotency-Key": "shared"}
         mine = await client.post("/v1/jobs/mock-image", json={"prompt": "p"}, headers=headers)
