@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from imagegate.api.responses import JSONResponse
 
 from imagegate import __version__
-from imagegate.api import errors, files, images, jobs, models
+from imagegate.api import admin, errors, files, images, jobs, me, models
 from imagegate.api.limits import BodySizeLimit
 from imagegate.config import Settings
 from imagegate.gateway import Gateway
@@ -55,6 +55,8 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     errors.install(app)
     for router in (models.router, images.router, jobs.router, files.router):
         app.include_router(router)
+    app.include_router(admin.router)
+    app.include_router(me.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

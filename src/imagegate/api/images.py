@@ -24,6 +24,20 @@ def _prefer(request: Request) -> tuple[bool, float | None]:
     return "respond-async" in prefer, float(wait.group(1)) if wait else None
 
 
+def _fallback(choice: generation.ModelChoice) -> dict[str, Any]:
+    """Says so in the response when a member's disabled selection gave way to the default."""
+    if choice.fallback_from is None:
+        return {}
+    return {
+        "model_fallback": {
+            "from": choice.fallback_from,
+            "to": choice.model.slug,
+            "reason": "model_not_enabled",
+            "message": choice.notice(),
+        }
+    }
+
+
 @router.post("/generations", response_model=None)
 async def create_image(request: Request, member: CurrentMember, gateway: GatewayDep) -> JSONResponse:
     body = await json_object(request)
@@ -35,7 +49,8 @@ async def create_image(request: Request, member: CurrentMember, gateway: Gateway
         )
     respond_async, wait = _prefer(request)
     async with gateway.db.session() as session:
-        model = await generation.resolve_model(session, gateway.catalog, member, body.get("model"))
+        choice = await generation.choose_model(session, gateway.catalog, member, body.get("model"))
+        model = choice.model
         await generation.check_usable(session, member, model)
         plan = generation.plan_openai(model, body)
         job = await generation.submit(session, member, plan, body, action="generate")
@@ -43,11 +58,14 @@ async def create_image(request: Request, member: CurrentMember, gateway: Gateway
     if plan.notices:
         headers["Deprecation"] = "true"
         headers["X-Imagegate-Notice"] = " ".join(plan.notices)
+    fallback = _fallback(choice)
+    if fallback:
+        headers["X-Imagegate-Model-Fallback"] = f"{choice.fallback_from} -> {model.slug}"
     event = gateway.dispatcher.watch(job.id)
     try:
         gateway.dispatcher.submit(job.id)
         if respond_async and wait is None:
-            return JSONResponse(job_object(job), status_code=202, headers=headers)
+            return JSONResponse(job_object(job) | fallback, status_code=202, headers=headers)
         timeout = wait if wait is not None else gateway.settings.sync_timeout_seconds
         job = await generation.wait_for_job(
             gateway.db, event, member.workspace_id, job.id, timeout
@@ -56,7 +74,7 @@ async def create_image(request: Request, member: CurrentMember, gateway: Gateway
         gateway.dispatcher.unwatch(job.id)
     if job.status not in jobs.TERMINAL:
         if respond_async or wait is not None:
-            return JSONResponse(job_object(job), status_code=202, headers=headers)
+            return JSONResponse(job_object(job) | fallback, status_code=202, headers=headers)
         raise UpstreamError(
             f"The generation did not finish within {timeout:g}s; poll GET /v1/jobs/{job.id}.",
             code="generation_timeout",
@@ -82,5 +100,6 @@ async def create_image(request: Request, member: CurrentMember, gateway: Gateway
         "output_format": plan.output_format,
         "estimated_cost": job.estimated_cost / 1000,
         "charged_amount": (job.charged_amount or 0) / 1000,
+        **fallback,
     }
     return JSONResponse(payload, headers=headers)
