@@ -41,7 +41,7 @@ async def list_members(session: AsyncSession, workspace_id: str) -> list[tuple[M
         .where(Member.workspace_id == workspace_id)
         .order_by(Member.id)
     )
-    return [(member, int(count)) for member, count in rows.tuples()]
+    return [(member, int(count)) for member, count in rows.all()]
 
 
 def _member_view(member: Member) -> dict[str, Any]:
@@ -117,7 +117,7 @@ async def list_keys(
     )
     if member_id is not None:
         query = query.where(ApiKey.member_id == member_id)
-    return list((await session.execute(query)).tuples())
+    return [(first, second) for first, second in (await session.execute(query)).all()]
 
 
 async def revoke_key(session: AsyncSession, actor: Principal, key_id: str) -> tuple[ApiKey, Change]:

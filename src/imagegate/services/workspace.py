@@ -484,4 +484,4 @@ async def list_audit(
     )
     if before is not None:
         query = query.where(AuditEvent.id < before)
-    return list((await session.execute(query)).tuples())
+    return [(first, second) for first, second in (await session.execute(query)).all()]
