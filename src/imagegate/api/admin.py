@@ -396,7 +396,7 @@ async def list_audit(
     admin: CurrentAdmin,
     gateway: GatewayDep,
     limit: int = Query(default=50, ge=1, le=500, description="Events per page, newest first."),
-    before: str | None = Query(default=None, description="Page back from this event id."),
+    before: int | None = Query(default=None, description="Page back from this event id."),
 ) -> dict[str, Any]:
     """Every admin change in this workspace: who, what, before, after, when."""
     async with gateway.db.read_session() as session:

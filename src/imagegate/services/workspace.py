@@ -22,7 +22,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from imagegate.catalog import Catalog, ModelSpec
 from imagegate.catalog.pricing import estimate
 from imagegate.errors import Conflict, InvalidParameter, NotFound, PermissionDenied
-from imagegate.ids import new_id
 from imagegate.services.keys import Principal
 from imagegate.store.db import Database
 from imagegate.store.tables import AuditEvent, Member, Workspace, WorkspaceModel, utcnow
@@ -242,7 +241,6 @@ async def record(
     after: dict[str, Any] | None,
 ) -> AuditEvent:
     event = AuditEvent(
-        id=new_id("aud"),
         workspace_id=workspace_id,
         actor_member_id=actor.member_id if actor else None,
         actor_key_id=actor.key_id if actor else None,
@@ -472,7 +470,7 @@ async def _require_eu(
 
 
 async def list_audit(
-    session: AsyncSession, workspace_id: str, *, limit: int, before: str | None = None
+    session: AsyncSession, workspace_id: str, *, limit: int, before: int | None = None
 ) -> list[tuple[AuditEvent, str | None]]:
     """Newest first, with the acting member's name; ``before`` pages back from an event id."""
     query = (

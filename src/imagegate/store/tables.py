@@ -179,7 +179,9 @@ class AuditEvent(Base):
     __tablename__ = "audit_events"
     __table_args__ = (Index("ix_audit_events_workspace_id_id", "workspace_id", "id"),)
 
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    # A sequence, not a time-based id: one workspace's changes are serialised, so its
+    # events number in the order they were made.
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"))
     actor_member_id: Mapped[str | None] = mapped_column(String(40))
     actor_key_id: Mapped[str | None] = mapped_column(String(40))
