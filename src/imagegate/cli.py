@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -20,6 +22,10 @@ from imagegate.config import Settings
 app = typer.Typer(help="imagegate: one API for every image model.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+admin_app = typer.Typer(help="Workspace administration (admin key).", no_args_is_help=True)
+admin_models_app = typer.Typer(help="Which image models members may use.", no_args_is_help=True)
+admin_app.add_typer(admin_models_app, name="models")
+app.add_typer(admin_app, name="admin")
 console = Console(stderr=True)
 out = Console()
 
@@ -232,6 +238,169 @@ def keys_create(
         f"Created a{'n admin' if admin else ' member'} key for {name!r}. It is shown only once:"
     )
     out.print(secret)
+
+
+async def _admin_call(
+    url: str | None, key: str | None, method: str, path: str, body: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    async with _client(url, key) as client:
+        response = await client.request(method, path, json=body)
+    if response.status_code >= 400:
+        _fail(response)
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def _badges(item: dict[str, Any]) -> str:
+    names = ("premium", "reference_images", "deprecated", "preview")
+    labels = {"reference_images": "reference"}
+    return " ".join(labels.get(name, name) for name in names if item[name])
+
+
+@admin_models_app.command("list")
+def admin_models_list(url: UrlOption = None, key: KeyOption = None) -> None:
+    """Every model, grouped by provider: region, badges, stars, EUR price, enabled, default."""
+    listing = _run(_admin_call(url, key, "GET", "/v1/admin/image-models"))
+    for warning in listing["warnings"]:
+        console.print(f"[yellow]warning[/yellow] {warning['code']}: {warning['message']}")
+    table = Table("provider", "model", "region", "badges", "stars", "EUR/img", "enabled")
+    for group in listing["providers"]:
+        for item in group["models"]:
+            state = "default" if item["default"] else ("yes" if item["enabled"] else "")
+            stars = "*" * item["stars"] if item["stars"] else ""
+            table.add_row(
+                group["name"],
+                item["id"],
+                item["region"],
+                _badges(item),
+                stars,
+                item["price"]["eur"],
+                state,
+            )
+    out.print(table)
+    out.print(f"default model: {listing['default_model']}")
+
+
+def _print_toggle(result: dict[str, Any]) -> None:
+    model = result["model"]
+    state = "enabled" if model["enabled"] else "disabled"
+    note = "" if result["changed"] else " (no change)"
+    out.print(f"{model['id']} {state}{note}; default model: {result['default_model']}")
+
+
+@admin_models_app.command("enable")
+def admin_models_enable(
+    model: Annotated[str, typer.Argument(help="Model slug.")],
+    url: UrlOption = None,
+    key: KeyOption = None,
+) -> None:
+    """Enable a model for the workspace's members."""
+    body = {"enabled": True}
+    _print_toggle(_run(_admin_call(url, key, "PATCH", f"/v1/admin/image-models/{model}", body)))
+
+
+@admin_models_app.command("disable")
+def admin_models_disable(
+    model: Annotated[str, typer.Argument(help="Model slug.")],
+    replacement: Annotated[
+        str | None,
+        typer.Option("--replacement", help="New default, when disabling the default model."),
+    ] = None,
+    url: UrlOption = None,
+    key: KeyOption = None,
+) -> None:
+    """Disable a model; the default needs --replacement (switched in the same step)."""
+    body: dict[str, Any] = {"enabled": False}
+    if replacement:
+        body["replacement"] = replacement
+    _print_toggle(_run(_admin_call(url, key, "PATCH", f"/v1/admin/image-models/{model}", body)))
+
+
+@admin_models_app.command("default")
+def admin_models_default(
+    model: Annotated[str, typer.Argument(help="An enabled model's slug.")],
+    url: UrlOption = None,
+    key: KeyOption = None,
+) -> None:
+    """Set the default model (used when a request names none)."""
+    body = {"model": model}
+    result = _run(_admin_call(url, key, "PUT", "/v1/admin/image-models/default", body))
+    out.print(f"default model: {result['default_model']} (was {result['previous_default_model']})")
+
+
+@admin_app.command("settings")
+def admin_settings(
+    image_generation: Annotated[
+        bool | None,
+        typer.Option("--image-generation/--no-image-generation", help="Turn generation on or off."),
+    ] = None,
+    billing_mode: Annotated[
+        str | None, typer.Option("--billing-mode", help="prepaid, flat or invoiced.")
+    ] = None,
+    region_policy: Annotated[
+        str | None, typer.Option("--region-policy", help="any or eu_only.")
+    ] = None,
+    margin: Annotated[
+        int | None, typer.Option("--margin", help="Margin in percent on EUR prices.")
+    ] = None,
+    replacement: Annotated[
+        str | None,
+        typer.Option("--replacement", help="New default if eu_only disables the current one."),
+    ] = None,
+    url: UrlOption = None,
+    key: KeyOption = None,
+) -> None:
+    """Show the workspace settings; with options, change them first."""
+    changes: dict[str, Any] = {}
+    for name, value in (
+        ("image_generation_enabled", image_generation),
+        ("billing_mode", billing_mode),
+        ("region_policy", region_policy),
+        ("margin_percent", margin),
+        ("replacement", replacement),
+    ):
+        if value is not None:
+            changes[name] = value
+    if changes:
+        result = _run(_admin_call(url, key, "PATCH", "/v1/admin/settings", changes))
+    else:
+        result = _run(_admin_call(url, key, "GET", "/v1/admin/settings"))
+    for warning in result["warnings"]:
+        console.print(f"[yellow]warning[/yellow] {warning['code']}: {warning['message']}")
+    for name in (
+        "image_generation_enabled",
+        "billing_mode",
+        "region_policy",
+        "margin_percent",
+        "default_model",
+    ):
+        value = result[name]
+        out.print(f"{name}: {str(value).lower() if isinstance(value, bool) else value}")
+    if result.get("disabled_models"):
+        out.print(f"disabled (not EU-hosted): {', '.join(result['disabled_models'])}")
+
+
+@admin_app.command("audit")
+def admin_audit(
+    limit: Annotated[int, typer.Option("--limit", help="Newest events to show.")] = 20,
+    url: UrlOption = None,
+    key: KeyOption = None,
+) -> None:
+    """The audit log of admin changes, newest first."""
+    result = _run(_admin_call(url, key, "GET", f"/v1/admin/audit?limit={limit}"))
+    table = Table("when", "who", "action", "target", "before", "after")
+    for event in result["data"]:
+        when = datetime.fromtimestamp(event["created_at"], UTC).strftime("%Y-%m-%d %H:%M:%S")
+        who = event["actor"]["name"] or event["actor"]["member_id"] or "system"
+        table.add_row(
+            when,
+            who,
+            event["action"],
+            event["target"],
+            json.dumps(event["before"]),
+            json.dumps(event["after"]),
+        )
+    out.print(table)
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
@@ -74,6 +75,11 @@ class Settings(BaseSettings):
         default="Default workspace", description="Name of the first workspace."
     )
     log_level: str = "info"
+    credit_value_eur: Decimal = Field(
+        default=Decimal("0.01"),
+        gt=0,
+        description="What one credit costs in euro before a workspace's margin (EUR prices).",
+    )
 
     @model_validator(mode="after")
     def _resolve(self) -> Settings:

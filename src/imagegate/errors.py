@@ -137,6 +137,9 @@ class TransientUpstreamError(UpstreamError):
 _JOB_ERROR_STATUS = {
     "content_policy_violation": (400, ContentPolicyViolation),
     "invalid_parameter": (400, InvalidParameter),
+    "image_generation_disabled": (403, PermissionDenied),
+    "model_not_enabled": (403, PermissionDenied),
+    "region_not_allowed": (403, PermissionDenied),
     "provider_not_configured": (503, ProviderNotConfigured),
     "upstream_timeout": (504, UpstreamError),
     "upstream_unavailable": (503, UpstreamError),

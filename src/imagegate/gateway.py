@@ -72,7 +72,10 @@ class Gateway:
         await self.db.migrate()
         async with self.db.session() as session:
             self.first_admin_key = await bootstrap(
-                session, self.catalog, self.settings.bootstrap_workspace
+                session,
+                self.catalog,
+                self.settings.bootstrap_workspace,
+                configured_providers=self.providers.names(),
             )
             self._signer = await load_signer(session)
         if self.run_workers:

@@ -102,7 +102,7 @@ async def create_job_from_request(
     model_name: Any,
     planner: generation.Planner,
     action: str,
-) -> tuple[Job, generation.Plan | None]:
+) -> generation.Submission:
     """The shared path of every POST that creates work: idempotency, webhook, plan, hold."""
     key = idempotency.request_key(request.headers.get("idempotency-key"), body)
     webhook_url = body.pop("webhook_url", None)

@@ -36,6 +36,20 @@ def _notices(catalog: Catalog, model: str) -> dict[str, str]:
     }
 
 
+def _fallback(choice: generation.ModelChoice | None) -> dict[str, Any]:
+    """Says so in the response when a member's disabled selection gave way to the default."""
+    if choice is None or choice.fallback_from is None:
+        return {}
+    return {
+        "model_fallback": {
+            "from": choice.fallback_from,
+            "to": choice.model.slug,
+            "reason": "model_not_enabled",
+            "message": choice.notice(),
+        }
+    }
+
+
 @router.post("/generations", response_model=None)
 async def create_image(
     request: Request, member: CurrentMember, gateway: GatewayDep
@@ -48,8 +62,7 @@ async def create_image(
             param="response_format",
         )
     respond_async, wait = _prefer(request)
-    event_job: str | None = None
-    job, plan = await create_job_from_request(
+    submission = await create_job_from_request(
         request,
         gateway,
         member,
@@ -58,21 +71,27 @@ async def create_image(
         planner=generation.plan_openai,
         action="generate",
     )
-    headers = _notices(gateway.catalog, job.model)
-    event = gateway.dispatcher.watch(job.id)
+    job = submission.job
     event_job = job.id
+    headers = _notices(gateway.catalog, job.model)
+    fallback = _fallback(submission.choice)
+    if fallback:
+        headers["X-Imagegate-Model-Fallback"] = (
+            f"{fallback['model_fallback']['from']} -> {job.model}"
+        )
+    event = gateway.dispatcher.watch(job.id)
     try:
-        if plan is not None:
+        if not submission.replayed:
             gateway.dispatcher.submit(job.id)
         if respond_async and wait is None:
-            return JSONResponse(job_object(job), status_code=202, headers=headers)
+            return JSONResponse(job_object(job) | fallback, status_code=202, headers=headers)
         timeout = wait if wait is not None else gateway.settings.sync_timeout_seconds
         job = await generation.wait_for_job(gateway.db, event, member.workspace_id, job.id, timeout)
     finally:
         gateway.dispatcher.unwatch(event_job)
     if job.status not in jobs.TERMINAL:
         if respond_async or wait is not None:
-            return JSONResponse(job_object(job), status_code=202, headers=headers)
+            return JSONResponse(job_object(job) | fallback, status_code=202, headers=headers)
         raise UpstreamError(
             f"The generation did not finish within {timeout:g}s; poll GET /v1/jobs/{job.id}.",
             code="generation_timeout",
@@ -98,5 +117,6 @@ async def create_image(
         "output_format": plan_info["output_format"],
         "estimated_cost": as_credits(job.estimated_cost),
         "charged_amount": as_credits(job.charged_amount or 0),
+        **fallback,
     }
     return JSONResponse(payload, headers=headers)

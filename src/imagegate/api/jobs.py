@@ -31,7 +31,7 @@ async def submit_job(
 ) -> JSONResponse:
     """Start a job with the model's native parameters plus the wrapper parameters."""
     body = await json_object(request)
-    job, plan = await create_job_from_request(
+    submission = await create_job_from_request(
         request,
         gateway,
         member,
@@ -40,7 +40,8 @@ async def submit_job(
         planner=generation.plan_native,
         action="generate",
     )
-    if plan is not None:
+    job = submission.job
+    if not submission.replayed:
         gateway.dispatcher.submit(job.id)
     wait = _WAIT.search(request.headers.get("prefer", ""))
     if wait is not None:

@@ -14,31 +14,14 @@ A hold is settled once: the UPDATE that moves it out of ``held`` is conditional 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from imagegate.catalog import ModelSpec
 from imagegate.errors import InsufficientCredits, InvalidParameter
 from imagegate.ids import new_id
 from imagegate.money import as_credits
 from imagegate.store.tables import CreditAccount, CreditHold, LedgerEntry, utcnow
-
-ChargePolicy = Literal["charge", "included", "record"]
-
-
-def charge_policy(billing_mode: str, model: ModelSpec) -> ChargePolicy:
-    """What a generation does to the balance under a workspace's billing mode.
-
-    prepaid: every generation is charged; flat: standard models are included in the
-    plan and premium ones are charged; invoiced: usage is recorded, nothing is blocked.
-    """
-    if billing_mode == "invoiced":
-        return "record"
-    if billing_mode == "flat" and not model.premium:
-        return "included"
-    return "charge"
 
 
 def credits_text(millicredits: int) -> str:

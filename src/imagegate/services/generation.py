@@ -7,7 +7,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -17,12 +17,12 @@ from imagegate.catalog import Catalog, ModelSpec
 from imagegate.catalog.pricing import estimate
 from imagegate.catalog.schema import validate_params
 from imagegate.catalog.sizes import native_size, output_dimensions
-from imagegate.errors import InvalidParameter, NotFound, PermissionDenied
+from imagegate.errors import InvalidParameter, NotFound
 from imagegate.ids import new_id
-from imagegate.services import billing, idempotency, jobs
+from imagegate.services import billing, idempotency, jobs, workspace
 from imagegate.services.keys import Principal
 from imagegate.store.db import Database
-from imagegate.store.tables import Job, Workspace, WorkspaceModel
+from imagegate.store.tables import Job, Member, Workspace, WorkspaceModel
 
 # OpenAI Images API fields, and what each becomes.
 OPENAI_FIELDS = frozenset(
@@ -80,24 +80,61 @@ def _model_not_found(name: str) -> NotFound:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ModelChoice:
+    """The model a request will use, and why: named in it, the member's selection, or the default.
+
+    ``fallback_from`` is the member's remembered selection when it had been disabled and the
+    workspace default was used instead.
+    """
+
+    model: ModelSpec
+    source: Literal["request", "selection", "default"]
+    fallback_from: str | None = None
+
+    def notice(self) -> str | None:
+        if self.fallback_from is None:
+            return None
+        return (
+            f"Your selected model {self.fallback_from} is no longer enabled; "
+            f"switched to the workspace default {self.model.slug}."
+        )
+
+
+async def choose_model(
+    session: AsyncSession, catalog: Catalog, principal: Principal, name: Any
+) -> ModelChoice:
+    """The model asked for by slug or alias; else the member's selection; else the default."""
+    state = await workspace.governance(session, principal.workspace_id)
+    workspace.ensure_generation_enabled(state)
+    if name is not None:
+        if not isinstance(name, str) or not name:
+            raise InvalidParameter(
+                "Invalid value for 'model': expected a model slug.", param="model"
+            )
+        model = catalog.resolve(name)
+        if model is None:
+            raise _model_not_found(name)
+        return ModelChoice(model, "request")
+    member = await session.get(Member, principal.member_id)
+    selected = member.selected_model if member is not None else None
+    if selected is not None and selected in workspace.usable_models(catalog, state):
+        model = catalog.resolve(selected)
+        assert model is not None
+        return ModelChoice(model, "selection")
+    default = catalog.resolve(state.default_model) if state.default_model else None
+    if default is None:
+        raise InvalidParameter("No model given and the workspace has no default.", param="model")
+    if member is not None and selected is not None:
+        member.selected_model = default.slug  # auto-switched, as the generator shows it next time
+    return ModelChoice(default, "default", fallback_from=selected)
+
+
 async def resolve_model(
     session: AsyncSession, catalog: Catalog, principal: Principal, name: Any
 ) -> ModelSpec:
-    """The model asked for by slug or alias, or the workspace default when none is."""
-    if name is None:
-        workspace = await session.get(Workspace, principal.workspace_id)
-        assert workspace is not None
-        if workspace.default_model is None:
-            raise InvalidParameter(
-                "No model given and the workspace has no default.", param="model"
-            )
-        name = workspace.default_model
-    if not isinstance(name, str) or not name:
-        raise InvalidParameter("Invalid value for 'model': expected a model slug.", param="model")
-    model = catalog.resolve(name)
-    if model is None:
-        raise _model_not_found(name)
-    return model
+    """The model asked for by slug or alias, or the member's selection, or the default."""
+    return (await choose_model(session, catalog, principal, name)).model
 
 
 async def enabled_models(session: AsyncSession, workspace_id: str) -> set[str]:
@@ -222,15 +259,9 @@ def plan_native(model: ModelSpec, body: dict[str, Any]) -> Plan:
 
 
 async def check_usable(session: AsyncSession, principal: Principal, model: ModelSpec) -> None:
-    enabled = await enabled_models(session, principal.workspace_id)
-    if model.slug not in enabled:
-        raise PermissionDenied(
-            f"The model {model.slug!r} is not enabled in this workspace. "
-            f"Enabled: {', '.join(sorted(enabled))}.",
-            code="model_not_enabled",
-            param="model",
-            extra={"enabled_models": sorted(enabled)},
-        )
+    """Raise unless the caller's workspace lets members generate with ``model`` now."""
+    state = await workspace.governance(session, principal.workspace_id)
+    workspace.ensure_usable(state, model)
 
 
 async def submit(
@@ -244,9 +275,9 @@ async def submit(
     webhook_url: str | None = None,
 ) -> Job:
     """Insert the job and place its hold, in the caller's transaction (402 if it does not fit)."""
-    workspace = await session.get(Workspace, principal.workspace_id)
-    assert workspace is not None
-    policy = billing.charge_policy(workspace.billing_mode, plan.model)
+    owner = await session.get(Workspace, principal.workspace_id)
+    assert owner is not None
+    policy = workspace.charge_policy(owner.billing_mode, plan.model)
     job = Job(
         id=new_id("job"),
         workspace_id=principal.workspace_id,
@@ -273,6 +304,19 @@ async def submit(
 Planner = Callable[[ModelSpec, dict[str, Any]], Plan]
 
 
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A created job with its plan and model choice; both None when it is a replay."""
+
+    job: Job
+    plan: Plan | None = None
+    choice: ModelChoice | None = None
+
+    @property
+    def replayed(self) -> bool:
+        return self.plan is None
+
+
 async def create_job(
     db: Database,
     catalog: Catalog,
@@ -286,11 +330,11 @@ async def create_job(
     idempotency_key: str | None,
     webhook_url: str | None,
     max_attempts: int,
-) -> tuple[Job, Plan | None]:
+) -> Submission:
     """Plan, hold and insert a job, once per idempotency key.
 
-    Returns the job and its plan; the plan is None when an earlier request with the same
-    key made the job (a replay: same job, no second hold).
+    When an earlier request with the same key made the job, that job comes back as a
+    replay: the same job, no second hold.
     """
     request_hash = idempotency.fingerprint(endpoint, body) if idempotency_key else ""
     for _ in range(2):
@@ -303,10 +347,10 @@ async def create_job(
                     if existing is not None:
                         job = await jobs.get_job(session, principal.workspace_id, existing)
                         assert job is not None
-                        return job, None
-                model = await resolve_model(session, catalog, principal, model_name)
-                await check_usable(session, principal, model)
-                plan = planner(model, body)
+                        return Submission(job)
+                choice = await choose_model(session, catalog, principal, model_name)
+                await check_usable(session, principal, choice.model)
+                plan = planner(choice.model, body)
                 job = await submit(
                     session,
                     principal,
@@ -321,7 +365,7 @@ async def create_job(
                         session, principal.member_id, idempotency_key, request_hash, job.id
                     )
                     await session.flush()
-                return job, plan
+                return Submission(job, plan, choice)
         except IntegrityError:
             if idempotency_key is None:
                 raise

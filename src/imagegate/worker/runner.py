@@ -26,7 +26,7 @@ from imagegate.errors import (
 from imagegate.ids import new_id
 from imagegate.providers.base import ProviderRequest, ProviderResult
 from imagegate.providers.registry import ProviderRegistry
-from imagegate.services import jobs
+from imagegate.services import jobs, workspace
 from imagegate.store.db import Database
 from imagegate.store.tables import File, utcnow
 
@@ -129,6 +129,8 @@ class JobRunner:
         job = claim.job
         try:
             request = self._request(claim)
+            # The workspace's rules as they are now: a model disabled after submit is not used.
+            await workspace.check_job_allowed(self.db, self.catalog, job.workspace_id, job.model)
             provider = self.providers.get(job.provider)
             limit = self._limits.setdefault(
                 job.provider, asyncio.Semaphore(self.provider_concurrency)

@@ -1,0 +1,485 @@
+"""Workspace governance: enabled models, the default, settings, members, keys and the audit log.
+
+Every admin change runs in one unit of work that first locks the workspace row
+(``SELECT … FOR UPDATE`` on PostgreSQL; a SQLite write transaction already holds the
+database's write lock), so concurrent changes to one workspace apply one after another
+and each one checks the rules against the state the previous one left. After every
+change: at least one model is enabled, and the default is one of the enabled models.
+
+Nothing here is cached between requests: generation reads the workspace's state on
+every request and every job attempt, so a change reaches every worker at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from imagegate.catalog import Catalog, ModelSpec
+from imagegate.catalog.pricing import estimate
+from imagegate.errors import Conflict, InvalidParameter, NotFound, PermissionDenied
+from imagegate.services.keys import Principal
+from imagegate.store.db import Database
+from imagegate.store.tables import AuditEvent, Member, Workspace, WorkspaceModel, utcnow
+
+BILLING_MODES = ("prepaid", "flat", "invoiced")
+REGION_POLICIES = ("any", "eu_only")
+REFERENCE_SIZE = (1024, 1024)
+SETTINGS_FIELDS = ("image_generation_enabled", "billing_mode", "region_policy", "margin_percent")
+
+ChargePolicy = Literal["charge", "included", "record"]
+
+_SNAPSHOTS = "imagegate.governance"
+
+
+# ---- pure rules -------------------------------------------------------------------------
+
+
+def charge_policy(billing_mode: str, model: ModelSpec) -> ChargePolicy:
+    """How a generation with ``model`` is billed under ``billing_mode``.
+
+    ``charge``: taken from the workspace's credits (a hold that can be refused);
+    ``included``: covered by the flat plan, no credits move;
+    ``record``: usage is recorded for the invoice and never blocked.
+    """
+    if billing_mode == "prepaid":
+        return "charge"
+    if billing_mode == "flat":
+        return "charge" if model.premium else "included"
+    if billing_mode == "invoiced":
+        return "record"
+    raise ValueError(f"unknown billing mode {billing_mode!r}; expected one of {BILLING_MODES}")
+
+
+def region_allows(region_policy: str, model: ModelSpec) -> bool:
+    """Whether the workspace's region policy lets ``model`` be enabled and used."""
+    return region_policy != "eu_only" or model.region == "eu"
+
+
+def reference_price(model: ModelSpec) -> int:
+    """Millicredits for one image at 1024x1024 with the model's default parameters."""
+    params = {name: spec.default for name, spec in model.params.items() if spec.has_default}
+    return estimate(model, params, 1, *REFERENCE_SIZE)
+
+
+def price_eur(millicredits: int, credit_value_eur: Decimal, margin_percent: int) -> Decimal:
+    """A credit amount in euro including the margin, to a hundredth of a cent."""
+    amount = Decimal(millicredits) / 1000 * credit_value_eur * (100 + margin_percent) / 100
+    return amount.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
+
+
+def first_time_models(catalog: Catalog, configured_providers: list[str]) -> list[str]:
+    """The models a new workspace starts with: those of configured providers, else the mock ones."""
+    configured = set(configured_providers) - {"mock"}
+    slugs = [m.slug for m in catalog if m.provider in configured and m.status != "legacy"]
+    return slugs or [m.slug for m in catalog if m.provider == "mock"]
+
+
+def pick_default(catalog: Catalog, slugs: list[str]) -> str | None:
+    """A sensible default among ``slugs``: a cheap, released, standard model, best rated first."""
+    models = [m for m in (catalog.resolve(s) for s in slugs) if m is not None]
+    if not models:
+        return None
+
+    def rank(model: ModelSpec) -> tuple[bool, bool, int, int, str]:
+        return (
+            model.status != "ga",
+            model.premium,
+            reference_price(model),
+            -(model.stars or 0),
+            model.slug,
+        )
+
+    return min(models, key=rank).slug
+
+
+# ---- reading the state, as generation sees it --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Governance:
+    """A workspace's settings and enabled models, as of one moment."""
+
+    workspace_id: str
+    default_model: str | None
+    enabled: frozenset[str]
+    image_generation_enabled: bool
+    billing_mode: str
+    region_policy: str
+    margin_percent: int
+
+
+async def governance(session: AsyncSession, workspace_id: str) -> Governance:
+    """The workspace's state, read in one statement so it is one consistent snapshot.
+
+    Kept for the rest of ``session`` so that choosing a model and checking it agree.
+    """
+    snapshots: dict[str, Governance] = session.info.setdefault(_SNAPSHOTS, {})
+    if workspace_id in snapshots:
+        return snapshots[workspace_id]
+    rows = (
+        await session.execute(
+            select(
+                Workspace.default_model,
+                Workspace.image_generation_enabled,
+                Workspace.billing_mode,
+                Workspace.region_policy,
+                Workspace.margin_percent,
+                WorkspaceModel.model,
+            )
+            .select_from(Workspace)
+            .outerjoin(
+                WorkspaceModel,
+                (WorkspaceModel.workspace_id == Workspace.id) & WorkspaceModel.enabled.is_(True),
+            )
+            .where(Workspace.id == workspace_id)
+        )
+    ).all()
+    if not rows:
+        raise NotFound("This workspace no longer exists.", code="workspace_not_found")
+    first = rows[0]
+    snapshot = Governance(
+        workspace_id=workspace_id,
+        default_model=first.default_model,
+        enabled=frozenset(row.model for row in rows if row.model is not None),
+        image_generation_enabled=first.image_generation_enabled,
+        billing_mode=first.billing_mode,
+        region_policy=first.region_policy,
+        margin_percent=first.margin_percent,
+    )
+    snapshots[workspace_id] = snapshot
+    return snapshot
+
+
+def usable_models(catalog: Catalog, state: Governance) -> list[str]:
+    """The enabled models a member may use now, sorted."""
+    return sorted(
+        slug
+        for slug in state.enabled
+        if (model := catalog.resolve(slug)) is not None
+        and region_allows(state.region_policy, model)
+    )
+
+
+def ensure_generation_enabled(state: Governance) -> None:
+    if not state.image_generation_enabled:
+        raise PermissionDenied(
+            "Image generation is turned off in this workspace. A workspace admin can turn it on "
+            'with PATCH /v1/admin/settings {"image_generation_enabled": true}.',
+            code="image_generation_disabled",
+        )
+
+
+def ensure_usable(state: Governance, model: ModelSpec) -> None:
+    """Raise unless a member of the workspace may generate with ``model`` right now."""
+    ensure_generation_enabled(state)
+    enabled = sorted(state.enabled)
+    if not region_allows(state.region_policy, model):
+        raise PermissionDenied(
+            f"The model {model.slug!r} is hosted in region {model.region!r}; this workspace "
+            f"requires EU hosting. Enabled: {', '.join(enabled)}.",
+            code="region_not_allowed",
+            param="model",
+            extra={
+                "region": model.region,
+                "region_policy": state.region_policy,
+                "enabled_models": enabled,
+            },
+        )
+    if model.slug not in state.enabled:
+        raise PermissionDenied(
+            f"The model {model.slug!r} is not enabled in this workspace. "
+            f"Enabled: {', '.join(enabled)}.",
+            code="model_not_enabled",
+            param="model",
+            extra={"enabled_models": enabled},
+        )
+
+
+async def check_job_allowed(
+    db: Database, catalog: Catalog, workspace_id: str, model_slug: str
+) -> None:
+    """A worker's check before it calls a provider: the rules as they are now, not at submit."""
+    model = catalog.resolve(model_slug)
+    if model is None:
+        return  # the runner reports a model that left the catalog
+    async with db.read_session() as session:
+        state = await governance(session, workspace_id)
+    ensure_usable(state, model)
+
+
+# ---- changes ------------------------------------------------------------------------------
+
+
+async def lock_workspace(session: AsyncSession, workspace_id: str) -> Workspace:
+    """The workspace row, locked until the unit of work ends; each governance change starts here."""
+    session.info.pop(_SNAPSHOTS, None)
+    workspace = (
+        await session.execute(
+            select(Workspace)
+            .where(Workspace.id == workspace_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one_or_none()
+    if workspace is None:
+        raise NotFound("This workspace no longer exists.", code="workspace_not_found")
+    return workspace
+
+
+async def record(
+    session: AsyncSession,
+    actor: Principal | None,
+    workspace_id: str,
+    action: str,
+    target: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> AuditEvent:
+    event = AuditEvent(
+        workspace_id=workspace_id,
+        actor_member_id=actor.member_id if actor else None,
+        actor_key_id=actor.key_id if actor else None,
+        action=action,
+        target=target,
+        before=before,
+        after=after,
+    )
+    session.add(event)
+    await session.flush()
+    return event
+
+
+def _catalog_model(catalog: Catalog, name: str, param: str) -> ModelSpec:
+    model = catalog.resolve(name)
+    if model is None:
+        raise NotFound(
+            f"The model {name!r} does not exist. List models with GET /v1/admin/image-models.",
+            code="model_not_found",
+            param=param,
+        )
+    return model
+
+
+async def _model_rows(
+    session: AsyncSession, catalog: Catalog, workspace_id: str
+) -> dict[str, WorkspaceModel]:
+    rows = await session.execute(
+        select(WorkspaceModel).where(WorkspaceModel.workspace_id == workspace_id)
+    )
+    known = set(catalog.slugs())
+    return {row.model: row for row in rows.scalars() if row.model in known}
+
+
+def _enabled(rows: dict[str, WorkspaceModel]) -> set[str]:
+    return {slug for slug, row in rows.items() if row.enabled}
+
+
+def _replacement(
+    catalog: Catalog, name: str | None, disabling: set[str], candidates: set[str], what: str
+) -> str:
+    """The replacement default named in the request, checked against the enabled models left."""
+    listed = ", ".join(sorted(candidates)) or "none"
+    if name is None:
+        raise Conflict(
+            f"{what} Name a replacement default among the enabled models in 'replacement': "
+            f"{listed}.",
+            code="default_model_requires_replacement",
+            param="replacement",
+            extra={"candidates": sorted(candidates)},
+        )
+    model = catalog.resolve(name)
+    if model is None:
+        raise InvalidParameter(
+            f"Invalid value for 'replacement': no model {name!r}. Choose one of: {listed}.",
+            param="replacement",
+            extra={"candidates": sorted(candidates)},
+        )
+    if model.slug in disabling or model.slug not in candidates:
+        raise Conflict(
+            f"The replacement {model.slug!r} is not among the enabled models that remain: "
+            f"{listed}.",
+            code="replacement_not_enabled",
+            param="replacement",
+            extra={"candidates": sorted(candidates)},
+        )
+    return model.slug
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What an admin request did: the state before and after, and whether anything changed."""
+
+    before: dict[str, Any]
+    after: dict[str, Any]
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+
+async def set_model_enabled(
+    session: AsyncSession,
+    catalog: Catalog,
+    actor: Principal,
+    name: str,
+    enabled: bool,
+    replacement: str | None = None,
+) -> Change:
+    """Enable or disable a model under seed 000's rules (see docs/admin.md)."""
+    model = _catalog_model(catalog, name, "slug")
+    workspace = await lock_workspace(session, actor.workspace_id)
+    rows = await _model_rows(session, catalog, workspace.id)
+    enabled_now = _enabled(rows)
+    before = {"enabled": model.slug in enabled_now, "default_model": workspace.default_model}
+    if enabled:
+        if replacement is not None:
+            raise InvalidParameter(
+                "'replacement' only applies when disabling the default model.", param="replacement"
+            )
+        if not region_allows(workspace.region_policy, model):
+            raise PermissionDenied(
+                f"The model {model.slug!r} is hosted in region {model.region!r}; this workspace "
+                "requires EU hosting (region_policy eu_only).",
+                code="region_not_allowed",
+                param="slug",
+                extra={"region": model.region, "region_policy": workspace.region_policy},
+            )
+        row = rows.get(model.slug)
+        if row is None:
+            session.add(WorkspaceModel(workspace_id=workspace.id, model=model.slug, enabled=True))
+        else:
+            row.enabled, row.updated_at = True, utcnow()
+        if workspace.default_model is None or workspace.default_model not in enabled_now:
+            workspace.default_model = model.slug
+    elif model.slug in enabled_now:
+        if enabled_now == {model.slug}:
+            raise Conflict(
+                f"{model.slug!r} is the last enabled model; at least one model must stay enabled. "
+                "Enable another model first.",
+                code="last_enabled_model",
+                param="slug",
+            )
+        if workspace.default_model == model.slug:
+            workspace.default_model = _replacement(
+                catalog,
+                replacement,
+                {model.slug},
+                enabled_now - {model.slug},
+                f"{model.slug!r} is the default model and cannot be disabled on its own.",
+            )
+        rows[model.slug].enabled, rows[model.slug].updated_at = False, utcnow()
+    after = {"enabled": enabled, "default_model": workspace.default_model}
+    change = Change(before, after)
+    if change.changed:
+        action = "image_model.enabled" if enabled else "image_model.disabled"
+        await record(session, actor, workspace.id, action, model.slug, before, after)
+    return change
+
+
+async def set_default_model(
+    session: AsyncSession, catalog: Catalog, actor: Principal, name: str
+) -> Change:
+    """Make an enabled model the default (what requests that name no model get)."""
+    model = _catalog_model(catalog, name, "model")
+    workspace = await lock_workspace(session, actor.workspace_id)
+    enabled_now = _enabled(await _model_rows(session, catalog, workspace.id))
+    if model.slug not in enabled_now:
+        listed = sorted(enabled_now)
+        raise Conflict(
+            f"The default must be an enabled model; {model.slug!r} is not enabled. "
+            f"Enable it first, or choose one of: {', '.join(listed)}.",
+            code="model_not_enabled",
+            param="model",
+            extra={"enabled_models": listed},
+        )
+    before = {"default_model": workspace.default_model}
+    workspace.default_model = model.slug
+    change = Change(before, {"default_model": model.slug})
+    if change.changed:
+        await record(
+            session, actor, workspace.id, "default_model.changed", model.slug, before, change.after
+        )
+    return change
+
+
+def settings_of(workspace: Workspace) -> dict[str, Any]:
+    return {name: getattr(workspace, name) for name in SETTINGS_FIELDS}
+
+
+async def update_settings(
+    session: AsyncSession,
+    catalog: Catalog,
+    actor: Principal,
+    changes: dict[str, Any],
+    replacement: str | None = None,
+) -> Change:
+    """Change workspace settings; requiring EU hosting disables the enabled non-EU models."""
+    workspace = await lock_workspace(session, actor.workspace_id)
+    before, models_after = settings_of(workspace), None
+    if changes.get("region_policy") == "eu_only" and workspace.region_policy != "eu_only":
+        before |= {"default_model": workspace.default_model}
+        models_after = await _require_eu(session, catalog, workspace, replacement, before)
+    for name, value in changes.items():
+        setattr(workspace, name, value)
+    after = settings_of(workspace)
+    if models_after is not None:
+        after |= {"default_model": workspace.default_model, "enabled_models": models_after}
+    change = Change(before, after)
+    if change.changed:
+        await record(session, actor, workspace.id, "settings.updated", "settings", before, after)
+    return change
+
+
+async def _require_eu(
+    session: AsyncSession,
+    catalog: Catalog,
+    workspace: Workspace,
+    replacement: str | None,
+    before: dict[str, Any],
+) -> list[str]:
+    """Disable the enabled models hosted outside the EU; the enabled models that remain."""
+    rows = await _model_rows(session, catalog, workspace.id)
+    enabled_now = _enabled(rows)
+    before["enabled_models"] = sorted(enabled_now)
+    keep = {s for s in enabled_now if region_allows("eu_only", _catalog_model(catalog, s, "model"))}
+    if not keep:
+        eu = sorted(m.slug for m in catalog if m.region == "eu")
+        raise Conflict(
+            "No EU-hosted model is enabled, so requiring EU hosting would leave none. Enable one "
+            f"first: {', '.join(eu) or 'the catalog has none'}.",
+            code="no_model_in_region",
+            param="region_policy",
+            extra={"eu_models": eu},
+        )
+    if workspace.default_model not in keep:
+        workspace.default_model = _replacement(
+            catalog,
+            replacement,
+            enabled_now - keep,
+            keep,
+            f"The default model {workspace.default_model!r} is not hosted in the EU.",
+        )
+    for slug in enabled_now - keep:
+        rows[slug].enabled, rows[slug].updated_at = False, utcnow()
+    return sorted(keep)
+
+
+async def list_audit(
+    session: AsyncSession, workspace_id: str, *, limit: int, before: int | None = None
+) -> list[tuple[AuditEvent, str | None]]:
+    """Newest first, with the acting member's name; ``before`` pages back from an event id."""
+    query = (
+        select(AuditEvent, Member.name)
+        .outerjoin(Member, Member.id == AuditEvent.actor_member_id)
+        .where(AuditEvent.workspace_id == workspace_id)
+        .order_by(AuditEvent.id.desc())
+        .limit(limit)
+    )
+    if before is not None:
+        query = query.where(AuditEvent.id < before)
+    return [(first, second) for first, second in (await session.execute(query)).all()]
