@@ -31,7 +31,7 @@ class Gateway:
     ) -> None:
         self.settings = settings
         self.catalog = catalog or load_catalog()
-        self.providers = providers or default_registry()
+        self.providers = providers or default_registry(settings)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.blobs: BlobStore = blobs or LocalBlobStore(settings.blob_dir)
         self.db = Database(settings.resolved_database_url)
@@ -62,4 +62,5 @@ class Gateway:
 
     async def stop(self) -> None:
         await self.dispatcher.stop()
+        await self.providers.aclose()
         await self.db.close()

@@ -75,7 +75,9 @@ def render_raster(request: ProviderRequest, index: int) -> bytes:
     for line in _caption(request, index):
         box = draw.textbbox((0, 0), line, font=font)
         x = max(4, (width - (box[2] - box[0])) // 2)
-        draw.text((x, y), line, fill=(255, 255, 255), font=font, stroke_width=2, stroke_fill=(0, 0, 0))
+        draw.text(
+            (x, y), line, fill=(255, 255, 255), font=font, stroke_width=2, stroke_fill=(0, 0, 0)
+        )
         y += int(font_size * 1.4)
     out = io.BytesIO()
     fmt = request.output_format
