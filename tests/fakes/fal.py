@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,7 @@ class FakeFal(FakeUpstream):
         self.queued: dict[str, Queued] = {}
         self.pending_polls = 2
         self.nsfw_next = False
+        self.polled = threading.Event()  # set once a status poll has arrived
 
     def routes(self) -> list[Route]:
         return [
@@ -103,6 +105,7 @@ class FakeFal(FakeUpstream):
             return denied
         queued = self.queued[request.path_params["rid"]]
         queued.polls += 1
+        self.polled.set()
         base = f"{self.url}/queue/{queued.app}/requests/{queued.id}"
         if queued.polls == 1 and self.pending_polls:
             return JSONResponse(

@@ -1,4 +1,4 @@
-"""Fake OpenAI Images API: ``POST /v1/images/generations`` (JSON) and ``/v1/images/edits`` (multipart)."""
+"""Fake OpenAI Images API: ``POST /v1/images/generations`` (JSON), ``/v1/images/edits`` (multipart)."""
 
 from __future__ import annotations
 

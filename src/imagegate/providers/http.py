@@ -264,9 +264,14 @@ class UpstreamHTTP:
             if response.is_success:
                 return response
             transient = transient_for(response, self.provider)
+            mapped = map_error(response)
             if transient is not None:
+                # An adapter may know better (Google's RetryInfo gives the delay in the body).
+                if isinstance(mapped, TransientUpstreamError):
+                    mapped.retry_after = mapped.retry_after or transient.retry_after
+                    raise mapped
                 raise transient
-            raise map_error(response)
+            raise mapped
 
         if not retry:
             return await once()
