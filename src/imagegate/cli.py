@@ -20,6 +20,8 @@ from imagegate.config import Settings
 app = typer.Typer(help="imagegate: one API for every image model.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+providers_app = typer.Typer(help="Upstream providers.", no_args_is_help=True)
+app.add_typer(providers_app, name="providers")
 console = Console(stderr=True)
 out = Console()
 
@@ -198,6 +200,30 @@ def keys_create(
     secret = _run(main())
     console.print(f"Created a{'n admin' if admin else ' member'} key for {name!r}. It is shown only once:")
     out.print(secret)
+
+
+@providers_app.command("check")
+def providers_check(
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for each endpoint.")] = 10.0,
+) -> None:
+    """Per provider: are credentials set, and does its endpoint answer? Spends nothing."""
+    from imagegate.providers.check import check_providers
+
+    results = _run(check_providers(Settings(), within=timeout))
+    table = Table("provider", "credentials", "endpoint", "latency")
+    table.add_row("mock", "built in", "ok: always available", "")
+    failed = False
+    for result in results:
+        if not result.configured:
+            table.add_row(result.provider, "missing", result.detail, "")
+            continue
+        failed = failed or not result.ok
+        status = f"ok: {result.detail}" if result.ok else f"FAILED: {result.detail}"
+        latency = f"{result.latency_ms:.0f} ms" if result.latency_ms is not None else ""
+        table.add_row(result.provider, f"from {result.source}", status, latency)
+    out.print(table)
+    if failed:
+        raise typer.Exit(1)
 
 
 def main() -> None:

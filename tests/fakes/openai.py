@@ -1,4 +1,4 @@
-"""Fake OpenAI Images API: ``POST /v1/images/generations`` (JSON), ``/v1/images/edits`` (multipart)."""
+"""Fake OpenAI Images API: generations (JSON) and edits (multipart) under ``/v1/images``."""
 
 from __future__ import annotations
 
