@@ -204,7 +204,9 @@ def keys_create(
 
 @providers_app.command("check")
 def providers_check(
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for each endpoint.")] = 10.0,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait for each endpoint.")
+    ] = 10.0,
 ) -> None:
     """Per provider: are credentials set, and does its endpoint answer? Spends nothing."""
     from imagegate.providers.check import check_providers

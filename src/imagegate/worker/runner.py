@@ -82,7 +82,7 @@ class JobRunner:
             if not attempt.done():
                 # The job is no longer ours (canceled, expired, taken over): stop the
                 # provider call, which lets an adapter cancel the upstream work too.
-                log.info("job %s attempt %s: lease lost; stopping the provider call", job_id, claim.attempt)
+                log.info("job %s attempt %s: lease lost; stopping it", job_id, claim.attempt)
                 attempt.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await attempt
@@ -137,9 +137,8 @@ class JobRunner:
         job = claim.job
         model = self.catalog.resolve(job.model)
         if model is None:
-            await jobs.fail(
-                self.db, claim, code="model_not_found", message=f"Model {job.model!r} is no longer in the catalog."
-            )
+            message = f"Model {job.model!r} is no longer in the catalog."
+            await jobs.fail(self.db, claim, code="model_not_found", message=message)
             return
         noted: list[str] = []
 
@@ -157,9 +156,11 @@ class JobRunner:
                 continue
             request = self._request(claim, model, route, on_submitted)
             try:
-                result = await asyncio.wait_for(provider.generate(request), timeout=request.timeout_s)
+                result = await asyncio.wait_for(provider.generate(request), request.timeout_s)
                 if len(result.images) == 0:
-                    raise UpstreamError("The provider returned no image.", code="upstream_empty_result")
+                    raise UpstreamError(
+                        "The provider returned no image.", code="upstream_empty_result"
+                    )
             except TimeoutError:
                 message = f"{route.provider} did not answer within {request.timeout_s:g}s."
                 transient = ("upstream_timeout", message, None)
@@ -167,7 +168,9 @@ class JobRunner:
                 transient = (exc.code, exc.message, exc.retry_after)
             except (InvalidRequest, ContentPolicyViolation) as exc:
                 reason = exc.extra.get("provider_reason")
-                await jobs.fail(self.db, claim, code=exc.code, message=exc.message, provider_reason=reason)
+                await jobs.fail(
+                    self.db, claim, code=exc.code, message=exc.message, provider_reason=reason
+                )
                 return
             except UpstreamError as exc:
                 final = exc
@@ -176,12 +179,13 @@ class JobRunner:
                 return
             except Exception:
                 log.exception("job %s: provider %s crashed", job.id, route.provider)
-                await jobs.fail(self.db, claim, code="internal_error", message="The generation failed unexpectedly.")
+                message = "The generation failed unexpectedly."
+                await jobs.fail(self.db, claim, code="internal_error", message=message)
                 return
             else:
                 await self._store(claim, request, result, route.provider, noted)
                 return
-            log.info("job %s: route %s failed; trying the next route if any", job.id, route.provider)
+            log.info("job %s: route %s failed; trying the next route", job.id, route.provider)
         if transient is not None:
             await self._retry_or_fail(claim, *transient)
         elif final is not None:
