@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -113,3 +114,28 @@ def test_providers_check_fails_on_rejected_credentials(
     assert result.exit_code == 1
     [line] = [line for line in result.output.splitlines() if line.startswith("│ openai")]
     assert "FAILED: upstream_auth_failed" in line
+
+
+def test_docs_name_every_provider_setting_and_error_code() -> None:
+    docs = (Path(__file__).parent.parent / "docs" / "providers.md").read_text()
+    prefixes = (
+        "openai_",
+        "bfl_",
+        "gemini_",
+        "vertex_",
+        "fal_",
+        "replicate_",
+        "recraft_",
+        "provider_",
+    )
+    settings = [name for name in Settings.model_fields if name.startswith(prefixes)]
+    assert len(settings) > 20
+    undocumented = [name for name in settings if f"IMAGEGATE_{name.upper()}" not in docs]
+    assert undocumented == []
+    source = "\n".join(
+        p.read_text()
+        for p in (Path(__file__).parent.parent / "src/imagegate/providers").glob("*.py")
+    )
+    codes = set(re.findall(r'code="([a-z_]+)"', source))
+    assert "upstream_auth_failed" in codes
+    assert [code for code in sorted(codes) if f"`{code}`" not in docs] == []
