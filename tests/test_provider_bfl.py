@@ -232,6 +232,14 @@ async def test_a_slow_upstream_times_out_and_is_retried_at_job_level(
     assert job["attempt"] == 3
 
 
+async def test_outputs_over_the_size_cap_fail_the_job(settings: Settings, bfl: FakeBFL) -> None:
+    async with harness(settings, MODELS, bfl.settings(), {"provider_max_output_bytes": 2048}) as h:
+        job = await h.run({"model": "flux-ultra", "prompt": "a fox"})
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "upstream_output_too_large"
+    assert job["charged_amount"] == 0
+
+
 async def test_validation_error_names_the_param(settings: Settings, bfl: FakeBFL) -> None:
     detail = [
         {"loc": ["body", "aspect_ratio"], "msg": "unsupported aspect ratio", "type": "value_error"}

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from PIL import Image
 
 from imagegate.config import Settings
@@ -211,3 +215,42 @@ async def test_imagen_expired_token_says_what_to_set(
         job = await h.run({"model": "imagen", "prompt": "x"})
     assert job["error"]["code"] == "upstream_auth_failed"
     assert "IMAGEGATE_VERTEX_ACCESS_TOKEN" in job["error"]["message"]
+
+
+def _service_account(path: Path, token_uri: str) -> Path:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    info = {
+        "type": "service_account",
+        "project_id": "demo-project",
+        "private_key_id": "key-1",
+        "private_key": pem,
+        "client_email": "imagegate@demo-project.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": token_uri,
+    }
+    path.write_text(json.dumps(info))
+    return path
+
+
+async def test_imagen_with_a_service_account_file(
+    settings: Settings, vertex: FakeVertex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("VERTEX_ACCESS_TOKEN", raising=False)
+    credentials = _service_account(tmp_path / "sa.json", f"{vertex.url}/token")
+    overrides = {
+        **vertex.settings(),
+        "vertex_access_token": None,
+        "vertex_credentials_file": credentials,
+    }
+    async with harness(settings, [IMAGEN], overrides) as h:
+        first = await h.run({"model": "imagen", "prompt": "a harbour"})
+        second = await h.run({"model": "imagen", "prompt": "a lighthouse"})
+    assert first["status"] == second["status"] == "succeeded"
+    [token] = vertex.calls("token")  # minted once, reused until it nears expiry
+    assert b"assertion=" in token.body
+    assert all(
+        c.headers["authorization"] == f"Bearer {VERTEX_TOKEN}" for c in vertex.calls("predict")
+    )

@@ -78,6 +78,7 @@ class FakeGemini(FakeUpstream):
 class FakeVertex(FakeUpstream):
     def routes(self) -> list[Route]:
         return [
+            Route("/token", self.endpoint("token", self._token), methods=["POST"]),
             Route(
                 "/v1/projects/{project}/locations/{location}",
                 self.endpoint("location", self._location),
@@ -97,6 +98,17 @@ class FakeVertex(FakeUpstream):
             "vertex_location": "europe-west4",
             "vertex_base_url": f"{self.url}/v1",
         }
+
+    async def _token(self, request: Request, recorded: Recorded) -> Response:
+        """Google's OAuth token endpoint for a service account's signed JWT assertion."""
+        from urllib.parse import parse_qs
+
+        form = parse_qs(recorded.body.decode())
+        if form.get("grant_type") != ["urn:ietf:params:oauth:grant-type:jwt-bearer"]:
+            return JSONResponse({"error": "unsupported_grant_type"}, 400)
+        return JSONResponse(
+            {"access_token": VERTEX_TOKEN, "expires_in": 3600, "token_type": "Bearer"}
+        )
 
     def _denied(self, recorded: Recorded) -> Response | None:
         if recorded.headers.get("authorization") != f"Bearer {VERTEX_TOKEN}":

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -81,8 +80,8 @@ class ServiceAccountToken:
         if self._credentials is None:
             self._credentials = self._load()
         credentials = self._credentials
-        expiry = getattr(credentials, "expiry", None)
-        if not credentials.token or expiry is None or expiry.timestamp() - time.time() < 300:
+        # ``valid`` is false without a token and a few minutes before it expires.
+        if not credentials.valid:
             transport = importlib.import_module("google.auth.transport.requests")
             credentials.refresh(transport.Request())
         return str(credentials.token)
