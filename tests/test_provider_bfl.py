@@ -266,6 +266,8 @@ async def test_transient_failure_falls_back_to_the_next_route(
     assert job["status"] == "succeeded", job
     assert job["attempt"] == 1
     assert row.result is not None and row.result["provider"] == "fal"
+    assert row.provider == "fal"  # a cancel of this job reaches the provider serving it
+    assert row.provider_request_id == next(iter(fal.queued))
     [submit] = fal.calls("submit")
     assert submit.path == "/queue/fal-ai/flux-pro/v1.1-ultra"
     assert submit.json["aspect_ratio"] == "9:16"

@@ -15,7 +15,7 @@ import httpx
 from imagegate.config import Settings
 from imagegate.errors import ContentPolicyViolation, InvalidParameter
 from imagegate.providers.base import GeneratedImage, InputImage, ProviderRequest
-from imagegate.providers.http import Deadline, RetryPolicy, Sleep, UpstreamHTTP
+from imagegate.providers.http import Deadline, RetryPolicy, Sleep, UpstreamHTTP, sniff_content_type
 
 log = logging.getLogger("imagegate.providers")
 
@@ -76,12 +76,9 @@ class HTTPAdapter:
         self, url_or_b64: str, deadline: Deadline, *, is_b64: bool = False
     ) -> GeneratedImage:
         """Download (or decode) one output right away and describe it."""
-        from imagegate.providers.http import sniff_content_type
-
         if is_b64:
             data = base64.b64decode(url_or_b64)
-            if len(data) > self.options.max_output_bytes:
-                self.http._check_size(len(data))
+            self.http.check_size(len(data))
             content_type = sniff_content_type(data, "image/png")
         else:
             data, content_type = await self.http.download(url_or_b64, within=deadline.remaining)

@@ -281,7 +281,7 @@ class UpstreamHTTP:
         """An output's bytes and content type, fetched now (provider URLs expire), capped."""
         if url.startswith("data:"):
             data, declared = decode_data_uri(url)
-            self._check_size(len(data))
+            self.check_size(len(data))
             return data, sniff_content_type(data, declared)
 
         async def once() -> httpx.Response:
@@ -298,12 +298,12 @@ class UpstreamHTTP:
                         )
                     declared = response.headers.get("content-length")
                     if declared and declared.isdigit():
-                        self._check_size(int(declared))
+                        self.check_size(int(declared))
                     chunks: list[bytes] = []
                     size = 0
                     async for chunk in response.aiter_bytes():
                         size += len(chunk)
-                        self._check_size(size)
+                        self.check_size(size)
                         chunks.append(chunk)
                     response._content = b"".join(chunks)
                     return response
@@ -324,7 +324,7 @@ class UpstreamHTTP:
         declared_type = response.headers.get("content-type", "").split(";")[0].strip() or None
         return response.content, sniff_content_type(response.content, declared_type)
 
-    def _check_size(self, size: int) -> None:
+    def check_size(self, size: int) -> None:
         if size > self.max_output_bytes:
             raise UpstreamError(
                 f"{self.provider} returned an output larger than {self.max_output_bytes} bytes.",

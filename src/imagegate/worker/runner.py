@@ -142,9 +142,12 @@ class JobRunner:
             return
         noted: list[str] = []
 
-        async def on_submitted(provider_request_id: str) -> None:
-            noted.append(provider_request_id)
-            await jobs.note_provider_request(self.db, claim, provider_request_id)
+        def recorder(provider: str) -> SubmittedCallback:
+            async def on_submitted(provider_request_id: str) -> None:
+                noted.append(provider_request_id)
+                await jobs.note_provider_request(self.db, claim, provider, provider_request_id)
+
+            return on_submitted
 
         transient: tuple[str, str, float | None] | None = None
         final: ImagegateError | None = None
@@ -154,7 +157,7 @@ class JobRunner:
             except ProviderNotConfigured as exc:
                 final = final or exc
                 continue
-            request = self._request(claim, model, route, on_submitted)
+            request = self._request(claim, model, route, recorder(route.provider))
             try:
                 result = await asyncio.wait_for(provider.generate(request), request.timeout_s)
                 if len(result.images) == 0:
