@@ -26,6 +26,9 @@ admin_app = typer.Typer(help="Workspace administration (admin key).", no_args_is
 admin_models_app = typer.Typer(help="Which image models members may use.", no_args_is_help=True)
 admin_app.add_typer(admin_models_app, name="models")
 app.add_typer(admin_app, name="admin")
+
+providers_app = typer.Typer(help="Upstream providers.", no_args_is_help=True)
+app.add_typer(providers_app, name="providers")
 console = Console(stderr=True)
 out = Console()
 
@@ -401,6 +404,32 @@ def admin_audit(
             json.dumps(event["after"]),
         )
     out.print(table)
+
+
+@providers_app.command("check")
+def providers_check(
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait for each endpoint.")
+    ] = 10.0,
+) -> None:
+    """Per provider: are credentials set, and does its endpoint answer? Spends nothing."""
+    from imagegate.providers.check import check_providers
+
+    results = _run(check_providers(Settings(), within=timeout))
+    table = Table("provider", "credentials", "endpoint", "latency")
+    table.add_row("mock", "built in", "ok: always available", "")
+    failed = False
+    for result in results:
+        if not result.configured:
+            table.add_row(result.provider, "missing", result.detail, "")
+            continue
+        failed = failed or not result.ok
+        status = f"ok: {result.detail}" if result.ok else f"FAILED: {result.detail}"
+        latency = f"{result.latency_ms:.0f} ms" if result.latency_ms is not None else ""
+        table.add_row(result.provider, f"from {result.source}", status, latency)
+    out.print(table)
+    if failed:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     mock_latency_seconds: float = Field(
         default=0.0, ge=0, description="Added delay of the mock provider, to simulate upstreams."
     )
+
     bootstrap_workspace: str = Field(
         default="Default workspace", description="Name of the first workspace."
     )
@@ -79,6 +80,88 @@ class Settings(BaseSettings):
         default=Decimal("0.01"),
         gt=0,
         description="What one credit costs in euro before a workspace's margin (EUR prices).",
+    )
+
+    # Providers (docs/providers.md). A credential left unset here falls back to the
+    # provider's own environment variable (OPENAI_API_KEY, BFL_API_KEY, ...).
+    openai_api_key: SecretStr | None = Field(
+        default=None, description="OpenAI key; else OPENAI_API_KEY."
+    )
+    openai_base_url: str = Field(
+        default="https://api.openai.com/v1", description="OpenAI API base URL."
+    )
+    bfl_api_key: SecretStr | None = Field(
+        default=None, description="Black Forest Labs key; else BFL_API_KEY."
+    )
+    bfl_region: Literal["global", "eu", "us"] = Field(
+        default="global", description="BFL endpoint when a model's route names no region."
+    )
+    bfl_base_url: str = Field(default="https://api.bfl.ai/v1", description="BFL global endpoint.")
+    bfl_eu_base_url: str = Field(default="https://api.eu.bfl.ai/v1", description="BFL EU endpoint.")
+    bfl_us_base_url: str = Field(default="https://api.us.bfl.ai/v1", description="BFL US endpoint.")
+    gemini_api_key: SecretStr | None = Field(
+        default=None, description="Gemini API key; else GEMINI_API_KEY or GOOGLE_API_KEY."
+    )
+    gemini_base_url: str = Field(
+        default="https://generativelanguage.googleapis.com/v1beta",
+        description="Gemini API base URL.",
+    )
+    vertex_access_token: SecretStr | None = Field(
+        default=None, description="OAuth bearer token for Vertex AI; else VERTEX_ACCESS_TOKEN."
+    )
+    vertex_credentials_file: Path | None = Field(
+        default=None,
+        description="Service-account JSON for Vertex AI; else GOOGLE_APPLICATION_CREDENTIALS.",
+    )
+    vertex_project: str | None = Field(
+        default=None, description="Google Cloud project; else GOOGLE_CLOUD_PROJECT."
+    )
+    vertex_location: str = Field(
+        default="europe-west4", description="Vertex AI region when a route names none."
+    )
+    vertex_base_url: str | None = Field(
+        default=None,
+        description="Vertex AI base URL; default https://LOCATION-aiplatform.googleapis.com/v1.",
+    )
+    fal_key: SecretStr | None = Field(default=None, description="fal key; else FAL_KEY.")
+    fal_queue_url: str = Field(default="https://queue.fal.run", description="fal queue base URL.")
+    fal_api_url: str = Field(
+        default="https://api.fal.ai/v1", description="fal platform API (used by checks)."
+    )
+    replicate_api_token: SecretStr | None = Field(
+        default=None, description="Replicate token; else REPLICATE_API_TOKEN."
+    )
+    replicate_base_url: str = Field(
+        default="https://api.replicate.com/v1", description="Replicate API base URL."
+    )
+    recraft_api_token: SecretStr | None = Field(
+        default=None, description="Recraft token; else RECRAFT_API_TOKEN."
+    )
+    recraft_base_url: str = Field(
+        default="https://external.api.recraft.ai/v1", description="Recraft API base URL."
+    )
+    provider_retries: int = Field(
+        default=3, ge=1, le=10, description="Tries per upstream HTTP call on 429, 5xx and timeouts."
+    )
+    provider_backoff_seconds: float = Field(
+        default=0.5, ge=0, description="Base of the jittered exponential backoff between tries."
+    )
+    provider_backoff_max_seconds: float = Field(
+        default=8.0, ge=0, description="Longest backoff between tries."
+    )
+    provider_max_retry_after_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="Longest Retry-After waited inside one attempt; longer ones re-queue the job.",
+    )
+    provider_poll_interval_seconds: float = Field(
+        default=1.0, gt=0, description="Pause between status polls of queued upstream work."
+    )
+    provider_connect_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Connect timeout upstream."
+    )
+    provider_max_output_bytes: int = Field(
+        default=50 * 1024 * 1024, ge=1024, description="Largest image downloaded from a provider."
     )
 
     @model_validator(mode="after")

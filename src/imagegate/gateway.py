@@ -84,4 +84,5 @@ class Gateway:
     async def stop(self) -> None:
         await self.dispatcher.stop()
         await self.webhooks.close()
+        await self.providers.aclose()
         await self.db.close()

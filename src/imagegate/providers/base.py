@@ -8,8 +8,13 @@ refusals (never retried), ``TransientUpstreamError`` for what may pass (retried)
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
+
+# Called once the upstream has accepted the work, with its request id, so the job
+# records the id (and a cancel can reach the provider) before the work is done.
+SubmittedCallback = Callable[[str], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +41,13 @@ class ProviderRequest:
     prompt: str | None = None
     seed: int | None = None
     inputs: tuple[InputImage, ...] = ()
+    mask: InputImage | None = None
+    region: str | None = None
+    on_submitted: SubmittedCallback | None = field(default=None, compare=False, repr=False)
+
+    async def submitted(self, provider_request_id: str) -> None:
+        if self.on_submitted is not None:
+            await self.on_submitted(provider_request_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,3 +71,12 @@ class Provider(Protocol):
     name: str
 
     async def generate(self, request: ProviderRequest) -> ProviderResult: ...
+
+
+@runtime_checkable
+class CancellableProvider(Provider, Protocol):
+    """A provider with a cancel call: stops upstream work (and its bill) we no longer want."""
+
+    async def cancel(self, provider_request_id: str, upstream_model: str) -> bool:
+        """Ask the upstream to stop; True if it accepted."""
+        ...

@@ -125,6 +125,20 @@ async def succeed(
     return True
 
 
+async def note_provider_request(
+    db: Database, claim: Claim, provider: str, provider_request_id: str
+) -> bool:
+    """Record which provider took the work and its request id, while the attempt owns the job."""
+    async with db.session() as session:
+        result = await session.execute(
+            update(Job)
+            .where(_owned(claim))
+            .values(provider=provider, provider_request_id=provider_request_id[:200])
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
 async def fail(
     session: AsyncSession,
     claim: Claim,

@@ -15,16 +15,19 @@ from typing import Any
 from PIL import Image
 
 from imagegate.blobs import BlobStore
-from imagegate.catalog import Catalog
+from imagegate.catalog import Catalog, ModelSpec
 from imagegate.catalog.pricing import estimate
+from imagegate.catalog.spec import Route
 from imagegate.errors import (
+    ContentPolicyViolation,
     ImagegateError,
     InvalidRequest,
     ProviderNotConfigured,
     TransientUpstreamError,
+    UpstreamError,
 )
 from imagegate.ids import new_id
-from imagegate.providers.base import ProviderRequest, ProviderResult
+from imagegate.providers.base import ProviderRequest, ProviderResult, SubmittedCallback
 from imagegate.providers.registry import ProviderRegistry
 from imagegate.services import jobs, workspace
 from imagegate.store.db import Database
@@ -84,13 +87,22 @@ class JobRunner:
         claim = await jobs.claim(self.db, job_id, self.owner, self.lease_seconds)
         if claim is None:
             return False
+        attempt = asyncio.create_task(self._attempt(claim))
         heartbeat = asyncio.create_task(self._heartbeat(claim))
         try:
-            await self._attempt(claim)
-        finally:
-            heartbeat.cancel()
+            await asyncio.wait({attempt, heartbeat}, return_when=asyncio.FIRST_COMPLETED)
+            if not attempt.done():
+                # The job is no longer ours (canceled, expired, taken over): stop the
+                # provider call, which lets an adapter cancel the upstream work too.
+                log.info("job %s attempt %s: lease lost; stopping it", job_id, claim.attempt)
+                attempt.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+                await attempt
+        finally:
+            for task in (attempt, heartbeat):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             self.on_finished(job_id)
         return True
 
@@ -101,14 +113,16 @@ class JobRunner:
                 log.warning("lost the lease on %s (attempt %s)", claim.job.id, claim.attempt)
                 return
 
-    def _request(self, claim: jobs.Claim) -> ProviderRequest:
+    def _routes(self, job_provider: str, model: ModelSpec) -> list[Route]:
+        """The routes an attempt may try, in order: the model's, or the one chosen (mock)."""
+        if any(route.provider == job_provider for route in model.routes):
+            return list(model.routes)
+        return [Route(provider=job_provider, upstream_id=model.routes[0].upstream_id)]
+
+    def _request(
+        self, claim: jobs.Claim, model: ModelSpec, route: Route, on_submitted: SubmittedCallback
+    ) -> ProviderRequest:
         job = claim.job
-        model = self.catalog.resolve(job.model)
-        if model is None:
-            raise ImagegateError(
-                f"Model {job.model!r} is no longer in the catalog.", code="model_not_found"
-            )
-        route = next((r for r in model.routes if r.provider == job.provider), model.routes[0])
         plan: dict[str, Any] = job.request["plan"]
         return ProviderRequest(
             job_id=job.id,
@@ -123,49 +137,88 @@ class JobRunner:
             timeout_s=model.timeout_s,
             prompt=job.params.get(model.prompt_field) if model.prompt_field else None,
             seed=job.params.get(model.seed_field) if model.seed_field else None,
+            region=route.region,
+            on_submitted=on_submitted,
         )
 
     async def _attempt(self, claim: jobs.Claim) -> None:
+        """Try the model's routes in order: a transient failure (or a provider without
+        credentials, or an upstream fault of its own) moves to the next route; a refusal or
+        a rejected parameter ends the job at once. When every route failed transiently, the
+        job is re-queued with backoff."""
         job = claim.job
+        model = self.catalog.resolve(job.model)
+        if model is None:
+            message = f"Model {job.model!r} is no longer in the catalog."
+            await self._fail(claim, code="model_not_found", message=message)
+            return
         try:
-            request = self._request(claim)
             # The workspace's rules as they are now: a model disabled after submit is not used.
             await workspace.check_job_allowed(self.db, self.catalog, job.workspace_id, job.model)
-            provider = self.providers.get(job.provider)
+        except ImagegateError as exc:
+            await self._fail(claim, code=exc.code, message=exc.message)
+            return
+        noted: list[str] = []
+
+        def recorder(provider: str) -> SubmittedCallback:
+            async def on_submitted(provider_request_id: str) -> None:
+                noted.append(provider_request_id)
+                await jobs.note_provider_request(self.db, claim, provider, provider_request_id)
+
+            return on_submitted
+
+        transient: tuple[str, str, float | None] | None = None
+        final: ImagegateError | None = None
+        for route in self._routes(job.provider, model):
+            try:
+                provider = self.providers.get(route.provider)
+            except ProviderNotConfigured as exc:
+                final = final or exc
+                continue
+            request = self._request(claim, model, route, recorder(route.provider))
             limit = self._limits.setdefault(
-                job.provider, asyncio.Semaphore(self.provider_concurrency)
+                route.provider, asyncio.Semaphore(self.provider_concurrency)
             )
-            async with limit:
-                result = await asyncio.wait_for(
-                    provider.generate(request), timeout=request.timeout_s
-                )
-            if len(result.images) == 0:
-                raise ImagegateError(
-                    "The provider returned no image.", code="upstream_empty_result"
-                )
-        except TimeoutError:
-            await self._retry_or_fail(
-                claim, "upstream_timeout", "The provider did not answer in time.", None
-            )
-            return
-        except TransientUpstreamError as exc:
-            await self._retry_or_fail(claim, exc.code, exc.message, exc.retry_after)
-            return
-        except (InvalidRequest, ProviderNotConfigured, ImagegateError) as exc:
-            reason = exc.extra.get("provider_reason")
-            await self._fail(claim, code=exc.code, message=exc.message, provider_reason=reason)
-            return
-        except Exception:
-            log.exception("job %s: provider call crashed", job.id)
-            await self._fail(
-                claim, code="internal_error", message="The generation failed unexpectedly."
-            )
-            return
-        try:
-            await self._store(claim, request, result)
-        except Exception:
-            log.exception("job %s: storing the outputs failed", job.id)
-            await self._fail(claim, code="internal_error", message="Storing the images failed.")
+            try:
+                async with limit:
+                    result = await asyncio.wait_for(provider.generate(request), request.timeout_s)
+                if len(result.images) == 0:
+                    raise UpstreamError(
+                        "The provider returned no image.", code="upstream_empty_result"
+                    )
+            except TimeoutError:
+                message = f"{route.provider} did not answer within {request.timeout_s:g}s."
+                transient = ("upstream_timeout", message, None)
+            except TransientUpstreamError as exc:
+                transient = (exc.code, exc.message, exc.retry_after)
+            except (InvalidRequest, ContentPolicyViolation) as exc:
+                reason = exc.extra.get("provider_reason")
+                await self._fail(claim, code=exc.code, message=exc.message, provider_reason=reason)
+                return
+            except UpstreamError as exc:
+                final = exc
+            except ImagegateError as exc:
+                await self._fail(claim, code=exc.code, message=exc.message)
+                return
+            except Exception:
+                log.exception("job %s: provider %s crashed", job.id, route.provider)
+                message = "The generation failed unexpectedly."
+                await self._fail(claim, code="internal_error", message=message)
+                return
+            else:
+                try:
+                    await self._store(claim, request, result, route.provider, noted)
+                except Exception:
+                    log.exception("job %s: storing the outputs failed", job.id)
+                    await self._fail(
+                        claim, code="internal_error", message="Storing the images failed."
+                    )
+                return
+            log.info("job %s: route %s failed; trying the next route", job.id, route.provider)
+        if transient is not None:
+            await self._retry_or_fail(claim, *transient)
+        elif final is not None:
+            await self._fail(claim, code=final.code, message=final.message)
 
     async def _fail(self, claim: jobs.Claim, **kwargs: Any) -> bool:
         async with self.db.session() as session:
@@ -196,7 +249,12 @@ class JobRunner:
         return estimate(model, job.params, len(files), width, height)
 
     async def _store(
-        self, claim: jobs.Claim, request: ProviderRequest, result: ProviderResult
+        self,
+        claim: jobs.Claim,
+        request: ProviderRequest,
+        result: ProviderResult,
+        provider: str,
+        noted: list[str],
     ) -> None:
         job = claim.job
         files: list[File] = []
@@ -231,8 +289,8 @@ class JobRunner:
                 claim,
                 files,
                 actual_cost=actual_cost,
-                result={"revised_prompts": revised, "usage": result.usage},
-                provider_request_id=result.provider_request_id,
+                result={"revised_prompts": revised, "usage": result.usage, "provider": provider},
+                provider_request_id=result.provider_request_id or (noted[-1] if noted else None),
             )
         if not stored:
             log.warning(

@@ -1,0 +1,133 @@
+"""Pieces the HTTP adapters share: options from settings, refusals, parameter picking."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from imagegate.config import Settings
+from imagegate.errors import ContentPolicyViolation, InvalidParameter
+from imagegate.providers.base import GeneratedImage, InputImage, ProviderRequest
+from imagegate.providers.http import Deadline, RetryPolicy, Sleep, UpstreamHTTP, sniff_content_type
+
+log = logging.getLogger("imagegate.providers")
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterOptions:
+    """How adapters talk upstream; tests inject ``sleep`` and small intervals."""
+
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    connect_timeout: float = 10.0
+    max_output_bytes: int = 50 * 1024 * 1024
+    poll_interval: float = 1.0
+    sleep: Sleep = asyncio.sleep
+    transport: httpx.AsyncBaseTransport | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AdapterOptions:
+        return cls(
+            policy=RetryPolicy(
+                attempts=settings.provider_retries,
+                backoff_s=settings.provider_backoff_seconds,
+                backoff_max_s=settings.provider_backoff_max_seconds,
+                max_retry_after_s=settings.provider_max_retry_after_seconds,
+            ),
+            connect_timeout=settings.provider_connect_timeout_seconds,
+            max_output_bytes=settings.provider_max_output_bytes,
+            poll_interval=settings.provider_poll_interval_seconds,
+        )
+
+
+class HTTPAdapter:
+    """Base of the adapters: a named provider with one upstream HTTP client."""
+
+    name = "http"
+    #: The setting (and environment variable) to name when credentials are rejected.
+    credential_hint = ""
+
+    def __init__(self, headers: dict[str, str], options: AdapterOptions) -> None:
+        self.options = options
+        self.http = UpstreamHTTP(
+            self.name,
+            headers=headers,
+            policy=options.policy,
+            connect_timeout=options.connect_timeout,
+            max_output_bytes=options.max_output_bytes,
+            sleep=options.sleep,
+            transport=options.transport,
+        )
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def pause(self, deadline: Deadline) -> None:
+        """Wait one poll interval, or less when the model's time is nearly up."""
+        await self.options.sleep(min(self.options.poll_interval, deadline.remaining))
+
+    async def image(
+        self, url_or_b64: str, deadline: Deadline, *, is_b64: bool = False
+    ) -> GeneratedImage:
+        """Download (or decode) one output right away and describe it."""
+        if is_b64:
+            data = base64.b64decode(url_or_b64)
+            self.http.check_size(len(data))
+            content_type = sniff_content_type(data, "image/png")
+        else:
+            data, content_type = await self.http.download(url_or_b64, within=deadline.remaining)
+        return GeneratedImage(data=data, content_type=content_type, width=0, height=0)
+
+    async def cancel_quietly(self, cancel: Callable[[], Awaitable[Any]]) -> None:
+        """Best-effort upstream cancel when our side gave up (timeout, job canceled)."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(cancel(), timeout=5.0)
+
+
+def refusal(provider: str, reason: str, message: str | None = None) -> ContentPolicyViolation:
+    """A provider's safety refusal: 400, the provider's reason, never retried, no fallback."""
+    return ContentPolicyViolation(
+        message or f"{provider} refused the request: {reason}",
+        extra={"provider_reason": reason, "provider": provider},
+    )
+
+
+def rejected_param(provider: str, param: str | None, message: str) -> InvalidParameter:
+    where = f" ({param})" if param else ""
+    return InvalidParameter(
+        f"{provider} rejected the request{where}: {message}",
+        param=param,
+        extra={"provider": provider},
+    )
+
+
+def sized(
+    image: GeneratedImage, request: ProviderRequest, revised_prompt: str | None = None
+) -> GeneratedImage:
+    """The image with the planned size as its fallback dimensions (the runner measures rasters)."""
+    return GeneratedImage(
+        data=image.data,
+        content_type=image.content_type,
+        width=image.width or request.width,
+        height=image.height or request.height,
+        revised_prompt=revised_prompt if revised_prompt is not None else request.prompt,
+    )
+
+
+def pick(params: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
+    """The listed parameters that are set (not None)."""
+    return {name: params[name] for name in names if params.get(name) is not None}
+
+
+def data_uri(image: InputImage) -> str:
+    return f"data:{image.content_type};base64,{base64.b64encode(image.data).decode()}"
+
+
+def b64(image: InputImage) -> str:
+    return base64.b64encode(image.data).decode()

@@ -1,0 +1,348 @@
+"""What every HTTP adapter shares: one client, retries, error mapping and capped downloads.
+
+Retries inside an adapter cover one HTTP call (a submit, a poll, a download): 429, 5xx,
+connection failures and timeouts are tried again ``attempts`` times with full-jitter
+exponential backoff, never sooner than the upstream's ``Retry-After`` (or OpenAI's
+``retry-after-ms``). A ``Retry-After`` longer than ``max_retry_after_s`` is not waited
+out here: the error goes up with its delay and the job runner re-queues the job (or
+moves to the model's next route). Everything else becomes one of our errors at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.utils
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from imagegate.errors import ImagegateError, TransientUpstreamError, UpstreamError
+
+log = logging.getLogger("imagegate.providers")
+
+ErrorMapper = Callable[[httpx.Response], ImagegateError]
+Sleep = Callable[[float], Awaitable[None]]
+
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF8", "image/gif"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int = 3
+    backoff_s: float = 0.5
+    backoff_max_s: float = 8.0
+    max_retry_after_s: float = 30.0
+
+
+def parse_retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def sniff_content_type(data: bytes, fallback: str | None = None) -> str:
+    """The image type of ``data`` from its first bytes; ``fallback`` when unknown."""
+    for magic, content_type in _MAGIC:
+        if data.startswith(magic):
+            return content_type
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    head = data[:512].lstrip().lower()
+    if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in data[:4096].lower()):
+        return "image/svg+xml"
+    return fallback or "application/octet-stream"
+
+
+def decode_data_uri(uri: str) -> tuple[bytes, str | None]:
+    """The bytes and declared type of a ``data:`` URI (fal's and Replicate's inline outputs)."""
+    header, _, payload = uri.partition(",")
+    content_type = header[5:].split(";")[0] or None
+    if ";base64" in header:
+        return base64.b64decode(payload), content_type
+    from urllib.parse import unquote_to_bytes
+
+    return unquote_to_bytes(payload), content_type
+
+
+def json_body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def transient_for(response: httpx.Response, provider: str) -> TransientUpstreamError | None:
+    """The retryable error a response stands for, or None when it is not retryable."""
+    status = response.status_code
+    if status == 429:
+        return TransientUpstreamError(
+            f"{provider} is rate limiting requests (HTTP 429).",
+            code="upstream_rate_limited",
+            retry_after=parse_retry_after(response.headers),
+            extra={"provider": provider},
+        )
+    if status in (408, 409) or status >= 500:
+        return TransientUpstreamError(
+            f"{provider} failed with HTTP {status}.",
+            code="upstream_unavailable",
+            retry_after=parse_retry_after(response.headers),
+            extra={"provider": provider},
+        )
+    return None
+
+
+def auth_error(provider: str, setting: str, response: httpx.Response) -> UpstreamError:
+    return UpstreamError(
+        f"{provider} rejected the gateway's credentials "
+        f"(HTTP {response.status_code}); check {setting}.",
+        code="upstream_auth_failed",
+        status_code=502,
+        extra={"provider": provider},
+    )
+
+
+def generic_error(
+    provider: str, response: httpx.Response, message: str | None = None
+) -> UpstreamError:
+    if response.status_code == 402:
+        return UpstreamError(
+            f"{provider} refused the request: the gateway's account is out of credit (HTTP 402).",
+            code="upstream_payment_required",
+            extra={"provider": provider},
+        )
+    detail = f": {message}" if message else ""
+    return UpstreamError(
+        f"{provider} answered HTTP {response.status_code}{detail}",
+        code="upstream_error",
+        extra={"provider": provider},
+    )
+
+
+class UpstreamHTTP:
+    """An adapter's HTTP client: retried calls, mapped errors, capped downloads."""
+
+    def __init__(
+        self,
+        provider: str,
+        *,
+        headers: dict[str, str],
+        policy: RetryPolicy,
+        connect_timeout: float,
+        max_output_bytes: int,
+        sleep: Sleep = asyncio.sleep,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.provider = provider
+        self.headers = headers
+        self.policy = policy
+        self.connect_timeout = connect_timeout
+        self.max_output_bytes = max_output_bytes
+        self.sleep = sleep
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        # A pooled client belongs to one event loop; a CLI run or a test may bring another.
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            self._client = httpx.AsyncClient(transport=self._transport, follow_redirects=True)
+            self._loop = loop
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None and self._loop is asyncio.get_running_loop():
+            await self._client.aclose()
+        self._client = None
+
+    def timeout(self, seconds: float) -> httpx.Timeout:
+        return httpx.Timeout(
+            max(seconds, 0.001), connect=min(self.connect_timeout, max(seconds, 0.001))
+        )
+
+    def _wait(self, state: RetryCallState) -> float:
+        jitter = wait_random_exponential(
+            multiplier=self.policy.backoff_s, max=self.policy.backoff_max_s
+        )(state)
+        error = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(error, "retry_after", None) or 0.0
+        return max(jitter, retry_after)
+
+    def _stop(self, state: RetryCallState) -> bool:
+        if stop_after_attempt(self.policy.attempts)(state):
+            return True
+        error = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(error, "retry_after", None)
+        return retry_after is not None and retry_after > self.policy.max_retry_after_s
+
+    async def retrying(self, call: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
+        """Run ``call`` until it succeeds or retries are spent; transient errors re-raised."""
+        retryer = AsyncRetrying(
+            stop=self._stop,
+            wait=self._wait,
+            retry=retry_if_exception_type(TransientUpstreamError),
+            sleep=self.sleep,
+            reraise=True,
+            before_sleep=self._log_retry,
+        )
+        response: httpx.Response = await retryer(call)
+        return response
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        log.info(
+            "%s: try %s failed (%s); retrying in %.2fs",
+            self.provider,
+            state.attempt_number,
+            error,
+            state.next_action.sleep if state.next_action else 0.0,
+        )
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        map_error: ErrorMapper,
+        within: float,
+        retry: bool = True,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """One upstream call with the adapter's auth headers; a 2xx response or our error."""
+        headers = {**self.headers, **kwargs.pop("headers", {})}
+
+        async def once() -> httpx.Response:
+            try:
+                response = await self.client.request(
+                    method, url, headers=headers, timeout=self.timeout(within), **kwargs
+                )
+            except httpx.TimeoutException as exc:
+                raise TransientUpstreamError(
+                    f"{self.provider} did not answer in time ({type(exc).__name__}).",
+                    code="upstream_timeout",
+                    extra={"provider": self.provider},
+                ) from exc
+            except httpx.TransportError as exc:
+                raise TransientUpstreamError(
+                    f"{self.provider} could not be reached: {exc}.",
+                    code="upstream_unavailable",
+                    extra={"provider": self.provider},
+                ) from exc
+            if response.is_success:
+                return response
+            transient = transient_for(response, self.provider)
+            mapped = map_error(response)
+            if transient is not None:
+                # An adapter may know better (Google's RetryInfo gives the delay in the body).
+                if isinstance(mapped, TransientUpstreamError):
+                    mapped.retry_after = mapped.retry_after or transient.retry_after
+                    raise mapped
+                raise transient
+            raise mapped
+
+        if not retry:
+            return await once()
+        return await self.retrying(once)
+
+    async def download(self, url: str, *, within: float) -> tuple[bytes, str]:
+        """An output's bytes and content type, fetched now (provider URLs expire), capped."""
+        if url.startswith("data:"):
+            data, declared = decode_data_uri(url)
+            self.check_size(len(data))
+            return data, sniff_content_type(data, declared)
+
+        async def once() -> httpx.Response:
+            try:
+                async with self.client.stream("GET", url, timeout=self.timeout(within)) as response:
+                    if not response.is_success:
+                        transient = transient_for(response, self.provider)
+                        if transient is not None:
+                            raise transient
+                        raise UpstreamError(
+                            f"{self.provider}: download failed: HTTP {response.status_code}.",
+                            code="upstream_download_failed",
+                            extra={"provider": self.provider},
+                        )
+                    declared = response.headers.get("content-length")
+                    if declared and declared.isdigit():
+                        self.check_size(int(declared))
+                    chunks: list[bytes] = []
+                    size = 0
+                    async for chunk in response.aiter_bytes():
+                        size += len(chunk)
+                        self.check_size(size)
+                        chunks.append(chunk)
+                    response._content = b"".join(chunks)
+                    return response
+            except httpx.TimeoutException as exc:
+                raise TransientUpstreamError(
+                    f"{self.provider}: downloading an output timed out.",
+                    code="upstream_timeout",
+                    extra={"provider": self.provider},
+                ) from exc
+            except httpx.TransportError as exc:
+                raise TransientUpstreamError(
+                    f"{self.provider}: downloading an output failed: {exc}.",
+                    code="upstream_unavailable",
+                    extra={"provider": self.provider},
+                ) from exc
+
+        response = await self.retrying(once)
+        declared_type = response.headers.get("content-type", "").split(";")[0].strip() or None
+        return response.content, sniff_content_type(response.content, declared_type)
+
+    def check_size(self, size: int) -> None:
+        if size > self.max_output_bytes:
+            raise UpstreamError(
+                f"{self.provider} returned an output larger than {self.max_output_bytes} bytes.",
+                code="upstream_output_too_large",
+                extra={"provider": self.provider},
+            )
+
+
+class Deadline:
+    """Time left of a model's timeout, shared by the calls of one generation."""
+
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+
+    @property
+    def remaining(self) -> float:
+        return max(0.001, self.end - time.monotonic())
+
+    @property
+    def passed(self) -> bool:
+        return time.monotonic() >= self.end
