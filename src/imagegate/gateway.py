@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from datetime import timedelta
 
-from imagegate.blobs import BlobStore, LocalBlobStore
+from imagegate.blobs import BlobStore, blob_store
 from imagegate.catalog import Catalog, load_catalog
 from imagegate.config import Settings
 from imagegate.providers.registry import ProviderRegistry, default_registry
 from imagegate.services.bootstrap import bootstrap
+from imagegate.services import files, signing
 from imagegate.services.signing import Signer, load_signer
 from imagegate.store.db import Database
 from imagegate.worker.dispatcher import EmbeddedDispatcher
@@ -33,10 +37,15 @@ class Gateway:
         self.catalog = catalog or load_catalog()
         self.providers = providers or default_registry()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.blobs: BlobStore = blobs or LocalBlobStore(settings.blob_dir)
+        self.blobs: BlobStore = blobs or blob_store(settings)
         self.db = Database(settings.resolved_database_url)
         self.runner = JobRunner(
-            self.db, self.catalog, self.providers, self.blobs, lease_seconds=settings.lease_seconds
+            self.db,
+            self.catalog,
+            self.providers,
+            self.blobs,
+            lease_seconds=settings.lease_seconds,
+            output_retention_seconds=settings.output_retention_seconds,
         )
         self.dispatcher = EmbeddedDispatcher(
             self.db, self.runner, concurrency=settings.worker_concurrency
@@ -44,6 +53,7 @@ class Gateway:
         self.run_workers = run_workers
         self._signer: Signer | None = None
         self.first_admin_key: str | None = None
+        self._maintenance: asyncio.Task[None] | None = None
 
     @property
     def signer(self) -> Signer:
@@ -59,7 +69,49 @@ class Gateway:
             self._signer = await load_signer(session)
         if self.run_workers:
             await self.dispatcher.start()
+            self._maintenance = asyncio.create_task(self._maintain())
 
     async def stop(self) -> None:
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+            self._maintenance = None
         await self.dispatcher.stop()
+        await self.blobs.close()
         await self.db.close()
+
+    async def refresh_signer(self) -> None:
+        """Pick up keys rotated by another process (or the CLI)."""
+        async with self.db.read_session() as session:
+            self._signer = await load_signer(session)
+
+    async def rotate_signing_key(self) -> str:
+        async with self.db.session() as session:
+            kid = await signing.rotate_signing_key(session)
+        await self.refresh_signer()
+        return kid
+
+    async def sweep(self) -> int:
+        """One maintenance pass: purge expired files, rotate and retire signing keys."""
+        purged = await files.purge_expired(self.db, self.blobs)
+        every = self.settings.signing_key_rotation_days
+        if every > 0:
+            async with self.db.read_session() as session:
+                age = await signing.newest_key_age(session)
+            if age is None or age > timedelta(days=every):
+                await self.rotate_signing_key()
+        async with self.db.session() as session:
+            await signing.retire_signing_keys(session, self.settings.url_ttl_seconds)
+        await self.refresh_signer()
+        return purged
+
+    async def _maintain(self) -> None:
+        while True:
+            try:
+                purged = await self.sweep()
+                if purged:
+                    log.info("purged %d expired files", purged)
+            except Exception:
+                log.exception("maintenance pass failed")
+            await asyncio.sleep(self.settings.retention_sweep_seconds)

@@ -8,10 +8,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from imagegate.api.responses import JSONResponse
 
-from imagegate.api.common import images_data, job_object, json_object
+from imagegate.api.common import images_data, inline_data, job_object, json_object
 from imagegate.api.deps import CurrentMember, GatewayDep
-from imagegate.errors import InvalidParameter, UpstreamError, error_for_job
-from imagegate.services import generation, jobs
+from imagegate.errors import GenerationFailed, InvalidParameter, UpstreamError, error_for_job
+from imagegate.services import files, generation, jobs
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
 
@@ -38,12 +38,19 @@ async def create_image(request: Request, member: CurrentMember, gateway: Gateway
         model = await generation.resolve_model(session, gateway.catalog, member, body.get("model"))
         await generation.check_usable(session, member, model)
         plan = generation.plan_openai(model, body)
+        if plan.sync_mode and respond_async:
+            raise InvalidParameter(
+                "sync_mode images come back only in this response; drop 'Prefer: respond-async'.",
+                param="sync_mode",
+            )
+        await files.require_files(session, member.workspace_id, plan.reference_files)
         job = await generation.submit(session, member, plan, body, action="generate")
     headers = {}
     if plan.notices:
         headers["Deprecation"] = "true"
         headers["X-Imagegate-Notice"] = " ".join(plan.notices)
     event = gateway.dispatcher.watch(job.id)
+    inline = gateway.runner.expect_inline(job.id) if plan.sync_mode else None
     try:
         gateway.dispatcher.submit(job.id)
         if respond_async and wait is None:
@@ -54,6 +61,7 @@ async def create_image(request: Request, member: CurrentMember, gateway: Gateway
         )
     finally:
         gateway.dispatcher.unwatch(job.id)
+        gateway.runner.forget_inline(job.id)
     if job.status not in jobs.TERMINAL:
         if respond_async or wait is not None:
             return JSONResponse(job_object(job), status_code=202, headers=headers)
@@ -67,18 +75,30 @@ async def create_image(request: Request, member: CurrentMember, gateway: Gateway
         error = error_for_job(job.error_code, job.error_message, job.provider_reason)
         error.extra["job_id"] = job.id
         raise error
-    async with gateway.db.session() as session:
-        files = await jobs.job_outputs(session, job.id)
-    data = await images_data(gateway, request, job, files, response_format)
-    first = files[0] if files else None
+    if inline is not None:
+        if not inline.done():
+            raise GenerationFailed(
+                "The sync_mode result was produced by another process and is lost; retry.",
+                code="inline_result_lost",
+                extra={"job_id": job.id},
+            )
+        images = inline.result()
+        revised = (job.result or {}).get("revised_prompts") or []
+        data = inline_data(images, revised, response_format)
+        dims = (images[0].width, images[0].height) if images else (plan.width, plan.height)
+    else:
+        async with gateway.db.read_session() as session:
+            outputs = await jobs.job_outputs(session, job.id)
+        data = await images_data(gateway, request, job, outputs, response_format)
+        dims = (outputs[0].width or plan.width, outputs[0].height or plan.height) if outputs else (plan.width, plan.height)
     payload: dict[str, Any] = {
         "created": int(job.created_at.timestamp()),
         "data": data,
         "id": job.id,
         "job_id": job.id,
         "model": job.model,
-        "width": first.width if first else plan.width,
-        "height": first.height if first else plan.height,
+        "width": dims[0],
+        "height": dims[1],
         "output_format": plan.output_format,
         "estimated_cost": job.estimated_cost / 1000,
         "charged_amount": (job.charged_amount or 0) / 1000,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,7 @@ from imagegate.catalog.sizes import native_size, output_dimensions
 from imagegate.errors import InvalidParameter, NotFound, PermissionDenied
 from imagegate.ids import new_id
 from imagegate.services import jobs
+from imagegate.services.files import check_reference_ids
 from imagegate.services.keys import Principal
 from imagegate.store.db import Database
 from imagegate.store.tables import Job, Workspace, WorkspaceModel
@@ -26,7 +28,7 @@ OPENAI_FIELDS = frozenset(
     {"model", "prompt", "n", "size", "response_format", "output_format", "quality", "seed",
      "style", "background", "moderation", "output_compression", "user"}
 )
-WRAPPER_FIELDS = frozenset({"mock", "format"})
+WRAPPER_FIELDS = frozenset({"mock", "format", "sync_mode", "reference_files"})
 RESPONSE_FORMATS = ("url", "b64_json")
 FORMAT_PRESETS = ("shorts", "reels", "horizontal")
 
@@ -44,9 +46,18 @@ class Plan:
     output_format: str
     estimated_cost: int
     notices: list[str] = field(default_factory=list)
+    sync_mode: bool = False
+    reference_files: tuple[str, ...] = ()
 
     def describe(self) -> dict[str, Any]:
-        return {"n": self.n, "width": self.width, "height": self.height, "output_format": self.output_format}
+        described: dict[str, Any] = {
+            "n": self.n, "width": self.width, "height": self.height, "output_format": self.output_format
+        }
+        if self.sync_mode:
+            described["sync_mode"] = True
+        if self.reference_files:
+            described["reference_files"] = list(self.reference_files)
+        return described
 
 
 def _model_not_found(name: str) -> NotFound:
@@ -99,6 +110,23 @@ def _plan(model: ModelSpec, native: dict[str, Any], rename: dict[str, str], mock
     provider = "mock" if mock else model.routes[0].provider
     cost = 0 if mock else estimate(model, params, n, width, height)
     return Plan(model, provider, params, n, width, height, output_format, cost, notices)
+
+
+def _files_wrapper(model: ModelSpec, body: dict[str, Any], native: dict[str, Any]) -> dict[str, Any]:
+    """``sync_mode`` (inline data URI, nothing stored) and ``reference_files`` (file ids)."""
+    sync_mode = body.get("sync_mode", False)
+    if not isinstance(sync_mode, bool):
+        raise InvalidParameter("Invalid value for 'sync_mode': expected true or false.", param="sync_mode")
+    if "sync_mode" in model.params:
+        native["sync_mode"] = sync_mode
+    extra: dict[str, Any] = {"sync_mode": sync_mode}
+    if body.get("reference_files") is not None:
+        if not model.reference_images:
+            raise InvalidParameter(
+                f"Model {model.slug!r} takes no reference images.", param="reference_files"
+            )
+        extra["reference_files"] = check_reference_ids(body["reference_files"])
+    return extra
 
 
 def _wrapper(model: ModelSpec, body: dict[str, Any], native: dict[str, Any]) -> bool:
@@ -181,14 +209,16 @@ def plan_openai(model: ModelSpec, body: dict[str, Any]) -> Plan:
                 f"Unknown parameter {name!r}. Allowed: {', '.join(allowed)}.", param=name
             )
     mock = _wrapper(model, body, native)
-    return _plan(model, native, rename, mock)
+    extra = _files_wrapper(model, body, native)
+    return dataclasses.replace(_plan(model, native, rename, mock), **extra)
 
 
 def plan_native(model: ModelSpec, body: dict[str, Any]) -> Plan:
     """A jobs-API body: the model's own parameters plus the wrapper fields."""
     native = {k: v for k, v in body.items() if k not in WRAPPER_FIELDS}
     mock = _wrapper(model, body, native)
-    return _plan(model, native, {}, mock)
+    extra = _files_wrapper(model, body, native)
+    return dataclasses.replace(_plan(model, native, {}, mock), **extra)
 
 
 async def check_usable(session: AsyncSession, principal: Principal, model: ModelSpec) -> None:

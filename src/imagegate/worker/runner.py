@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import io
 import logging
@@ -23,8 +24,9 @@ from imagegate.errors import (
     TransientUpstreamError,
 )
 from imagegate.ids import new_id
-from imagegate.providers.base import ProviderRequest, ProviderResult
+from imagegate.providers.base import GeneratedImage, ProviderRequest, ProviderResult
 from imagegate.providers.registry import ProviderRegistry
+from imagegate.services import files as file_service
 from imagegate.services import jobs
 from imagegate.store.db import Database
 from imagegate.store.tables import File, utcnow
@@ -58,6 +60,7 @@ class JobRunner:
         lease_seconds: float,
         owner: str | None = None,
         on_finished: Callable[[str], None] = lambda job_id: None,
+        output_retention_seconds: int = 7 * 24 * 3600,
     ) -> None:
         self.db = db
         self.catalog = catalog
@@ -66,6 +69,16 @@ class JobRunner:
         self.lease_seconds = lease_seconds
         self.owner = owner or new_id("wrk")
         self.on_finished = on_finished
+        self.output_retention_seconds = output_retention_seconds
+        # sync_mode results, handed to the request waiting in this process instead of stored.
+        self._inline: dict[str, asyncio.Future[list[GeneratedImage]]] = {}
+
+    def expect_inline(self, job_id: str) -> asyncio.Future[list[GeneratedImage]]:
+        """Where a sync_mode job's images will arrive; take it before submitting the job."""
+        return self._inline.setdefault(job_id, asyncio.get_running_loop().create_future())
+
+    def forget_inline(self, job_id: str) -> None:
+        self._inline.pop(job_id, None)
 
     async def run(self, job_id: str) -> bool:
         """Run the job if it can be claimed; True if this call ran an attempt."""
@@ -115,6 +128,10 @@ class JobRunner:
         job = claim.job
         try:
             request = self._request(claim)
+            references = job.request["plan"].get("reference_files") or []
+            if references:
+                inputs = await file_service.load_inputs(self.db, self.blobs, job.workspace_id, references)
+                request = dataclasses.replace(request, inputs=inputs)
             provider = self.providers.get(job.provider)
             result = await asyncio.wait_for(provider.generate(request), timeout=request.timeout_s)
             if len(result.images) == 0:
@@ -143,8 +160,29 @@ class JobRunner:
             retry_at = utcnow() + timedelta(seconds=backoff_seconds(claim.attempt, retry_after))
         await jobs.fail(self.db, claim, code=code, message=message, retry_at=retry_at)
 
+    async def _deliver_inline(self, claim: jobs.Claim, result: ProviderResult) -> None:
+        """sync_mode: the images go to the waiting request, the job keeps no output."""
+        job = claim.job
+        revised = [image.revised_prompt for image in result.images]
+        async with self.db.session() as session:
+            stored = await jobs.succeed(
+                session,
+                claim,
+                [],
+                charged_amount=job.estimated_cost,
+                result={"revised_prompts": revised, "usage": result.usage, "inline_outputs": len(result.images)},
+                provider_request_id=result.provider_request_id,
+            )
+        waiting = self._inline.get(job.id)
+        if stored and waiting is not None and not waiting.done():
+            waiting.set_result(result.images)
+
     async def _store(self, claim: jobs.Claim, request: ProviderRequest, result: ProviderResult) -> None:
         job = claim.job
+        if job.request["plan"].get("sync_mode"):
+            await self._deliver_inline(claim, result)
+            return
+        expires_at = file_service.output_expiry(self.output_retention_seconds)
         files: list[File] = []
         for index, image in enumerate(result.images):
             extension = EXTENSIONS.get(image.content_type, "bin")
@@ -167,6 +205,7 @@ class JobRunner:
                     height=height,
                     sha256=hashlib.sha256(image.data).hexdigest(),
                     blob_key=key,
+                    expires_at=expires_at,
                 )
             )
         revised = [image.revised_prompt for image in result.images]
