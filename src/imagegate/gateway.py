@@ -69,14 +69,10 @@ class Gateway:
             self._signer = await load_signer(session)
         if self.run_workers:
             await self.dispatcher.start()
-            self._maintenance = asyncio.create_task(self._maintain())
+            self.start_maintenance()
 
     async def stop(self) -> None:
-        if self._maintenance is not None:
-            self._maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
-            self._maintenance = None
+        await self.stop_maintenance()
         await self.dispatcher.stop()
         await self.blobs.close()
         await self.db.close()
@@ -105,6 +101,18 @@ class Gateway:
             await signing.retire_signing_keys(session, self.settings.url_ttl_seconds)
         await self.refresh_signer()
         return purged
+
+    def start_maintenance(self) -> None:
+        """Run :meth:`sweep` now and every ``retention_sweep_seconds`` in the background."""
+        if self._maintenance is None:
+            self._maintenance = asyncio.create_task(self._maintain())
+
+    async def stop_maintenance(self) -> None:
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+            self._maintenance = None
 
     async def _maintain(self) -> None:
         while True:

@@ -76,13 +76,14 @@ async def _keep(
 async def create_file(request: Request, member: CurrentMember, gateway: GatewayDep) -> JSONResponse:
     """Upload an image (multipart ``file`` + ``purpose``), or keep an output (``file_id``)."""
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type == "multipart/form-data":
+    if media_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
         return await _upload(request, member, gateway)
     if media_type == "application/json":
         body = await json_object(request)
         return await _keep(gateway, request, member, body.get("file_id"), body.get("purpose"))
     raise InvalidRequest(
-        "Send multipart/form-data with a 'file' to upload, or JSON {\"file_id\": …} to keep an output.",
+        "Send multipart/form-data with a 'file' to upload, "
+        "or JSON {\"file_id\": …} to keep an output.",
         code="unsupported_media_type",
         status_code=415,
     )
