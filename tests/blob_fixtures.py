@@ -21,7 +21,11 @@ from imagegate.blobs.s3 import S3BlobStore
 from imagegate.config import Settings
 
 BACKENDS = ["local", "s3"]
-S3_CREDENTIALS = {"s3_access_key_id": "testing", "s3_secret_access_key": "testing", "s3_region": "us-east-1"}
+S3_CREDENTIALS = {
+    "s3_access_key_id": "testing",
+    "s3_secret_access_key": "testing",
+    "s3_region": "us-east-1",
+}
 
 
 def _free_port() -> int:
@@ -58,16 +62,20 @@ def s3_endpoint() -> Iterator[str]:
 
 
 def backend_settings(
-    request: pytest.FixtureRequest, tmp_path: Path, database_url: str, **overrides: object
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    database_url: str,
+    backend: str | None = None,
+    **overrides: object,
 ) -> Settings:
-    """Test settings for the backend named by the fixture's param."""
+    """Test settings for ``backend`` (default: the fixture's param), "local" or "s3"."""
     values: dict[str, object] = {
         "environment": "test",
         "data_dir": tmp_path / "data",
         "database_url": database_url,
         "lease_seconds": 5,
     }
-    if request.param == "s3":
+    if (backend or request.param) == "s3":
         values |= S3_CREDENTIALS | {
             "blob_backend": "s3",
             "s3_endpoint_url": request.getfixturevalue("s3_endpoint"),

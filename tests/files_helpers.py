@@ -32,11 +32,18 @@ def png_bomb(width: int = 20000, height: int = 20000) -> bytes:
     compressor = zlib.compressobj(9)
     idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", idat)
+        + _chunk(b"IEND", b"")
+    )
 
 
 @asynccontextmanager
-async def other_workspace(client: httpx.AsyncClient, gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
+async def other_workspace(
+    client: httpx.AsyncClient, gateway: Gateway
+) -> AsyncIterator[httpx.AsyncClient]:
     """A client for the admin of a second workspace, on the same app."""
     async with gateway.db.session() as session:
         workspace = await create_workspace(session, gateway.catalog, "Other")

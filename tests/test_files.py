@@ -67,8 +67,7 @@ async def test_a_url_expires_and_the_job_gives_a_fresh_one(
         assert first.status_code == 200
         assert Image.open(io.BytesIO(first.content)).size == (256, 256)
         expires = int(item["url"].split("expires=")[1].split("&")[0])
-        while time.time() <= expires:  # sleep only until the link's second has passed
-            await asyncio.sleep(0.05)
+        await asyncio.sleep(max(0.0, expires + 1 - time.time()))  # just past the link's life
         assert_error(await bare.get(item["url"]), 403, "link_expired")
         job = (await client.get(f"/v1/jobs/{body['job_id']}")).json()
         [output] = job["outputs"]
@@ -110,7 +109,9 @@ async def test_retention_purges_outputs_and_their_blobs_but_not_kept_files(
     assert kept.json()["expires_at"] is None
     assert kept.json()["purpose"] == "user_data"
     async with gateway.db.read_session() as session:
-        dropped_key = (await session.execute(select(File.blob_key).where(File.id == dropped_id))).scalar_one()
+        dropped_key = (
+            await session.execute(select(File.blob_key).where(File.id == dropped_id))
+        ).scalar_one()
 
     later = utcnow() + timedelta(seconds=gateway.settings.output_retention_seconds + 1)
     assert await files.purge_expired(gateway.db, gateway.blobs, now=later) == 1
@@ -140,7 +141,9 @@ async def test_an_expired_output_is_gone_before_the_sweep_runs(
     assert file_id not in [f["id"] for f in (await client.get("/v1/files")).json()["data"]]
 
 
-async def test_the_background_sweep_runs_on_its_own(client: httpx.AsyncClient, gateway: Gateway) -> None:
+async def test_the_background_sweep_runs_on_its_own(
+    client: httpx.AsyncClient, gateway: Gateway
+) -> None:
     body = await generate_url(client)
     file_id = body["data"][0]["file_id"]  # type: ignore[index]
     async with gateway.db.session() as session:
@@ -210,7 +213,12 @@ async def test_upload_then_fetch_list_reference_and_delete(client: httpx.AsyncCl
     [
         ({"prompt": "p", "reference_files": "file_x"}, 400, "invalid_parameter", "reference_files"),
         ({"prompt": "p", "reference_files": [1]}, 400, "invalid_parameter", "reference_files"),
-        ({"prompt": "p", "reference_files": ["file_nope"]}, 404, "file_not_found", "reference_files"),
+        (
+            {"prompt": "p", "reference_files": ["file_nope"]},
+            404,
+            "file_not_found",
+            "reference_files",
+        ),
         (
             {"prompt": "p", "model": "mock-vector", "reference_files": ["file_x"]},
             400,
@@ -244,8 +252,13 @@ async def test_listing_pages_with_a_cursor(client: httpx.AsyncClient) -> None:
 
 @pytest.mark.parametrize(
     ("params", "param"),
-    [({"limit": 0}, "limit"), ({"limit": 101}, "limit"), ({"limit": "x"}, "limit"),
-     ({"purpose": "secret"}, "purpose"), ({"order": "up"}, "order")],
+    [
+        ({"limit": 0}, "limit"),
+        ({"limit": 101}, "limit"),
+        ({"limit": "x"}, "limit"),
+        ({"purpose": "secret"}, "purpose"),
+        ({"order": "up"}, "order"),
+    ],
 )
 async def test_bad_list_parameters_are_400(
     client: httpx.AsyncClient, params: dict[str, object], param: str
@@ -277,7 +290,9 @@ async def test_content_needs_a_key_or_a_valid_signature(client: httpx.AsyncClien
     base = f"/v1/files/{meta['id']}/content"
     async with anonymous(client) as bare:
         assert_error(await bare.get(base), 401, "missing_api_key")
-        assert_error(await bare.get(base + "?expires=1&kid=x&signature=y"), 403, "invalid_signature")
+        assert_error(
+            await bare.get(base + "?expires=1&kid=x&signature=y"), 403, "invalid_signature"
+        )
         assert_error(await bare.get(base + "?signature=y"), 403, "invalid_signature")
         changed = meta["url"][:-1] + ("A" if meta["url"][-1] != "A" else "B")
         assert_error(await bare.get(changed), 403, "invalid_signature")
@@ -295,7 +310,12 @@ async def test_sync_mode_returns_the_image_inline_and_keeps_nothing(
 ) -> None:
     response = await client.post(
         GEN,
-        json={"prompt": "p", "size": "256x256", "sync_mode": True, "response_format": response_format},
+        json={
+            "prompt": "p",
+            "size": "256x256",
+            "sync_mode": True,
+            "response_format": response_format,
+        },
     )
     assert response.status_code == 200, response.text
     [item] = response.json()["data"]
@@ -319,7 +339,12 @@ async def test_sync_mode_is_refused_for_async_requests(client: httpx.AsyncClient
         GEN, json={"prompt": "p", "sync_mode": True}, headers={"Prefer": "respond-async"}
     )
     assert_error(response, 400, "invalid_parameter", "sync_mode")
-    assert_error(await client.post(GEN, json={"prompt": "p", "sync_mode": "yes"}), 400, "invalid_parameter", "sync_mode")
+    assert_error(
+        await client.post(GEN, json={"prompt": "p", "sync_mode": "yes"}),
+        400,
+        "invalid_parameter",
+        "sync_mode",
+    )
 
 
 # --- keeping outputs -----------------------------------------------------------------------
@@ -332,8 +357,12 @@ async def test_keep_by_multipart_field_and_bad_keeps(client: httpx.AsyncClient) 
     assert kept.json()["purpose"] == "reference"
     again = await client.post("/v1/files", json={"file_id": file_id, "purpose": "reference"})
     assert again.json()["id"] == file_id
-    assert_error(await client.post("/v1/files", json={"file_id": "file_nope"}), 404, "file_not_found")
-    assert_error(await client.post("/v1/files", json={"file_id": 5}), 400, "invalid_parameter", "file_id")
+    assert_error(
+        await client.post("/v1/files", json={"file_id": "file_nope"}), 404, "file_not_found"
+    )
+    assert_error(
+        await client.post("/v1/files", json={"file_id": 5}), 400, "invalid_parameter", "file_id"
+    )
     assert_error(
         await client.post("/v1/files", json={"file_id": file_id, "purpose": "output"}),
         400,

@@ -24,7 +24,10 @@ async def settings(request: pytest.FixtureRequest, tmp_path: Path, database_url:
 
 
 async def upload(
-    client: httpx.AsyncClient, data: bytes, name: str = "image.png", content_type: str | None = "image/png"
+    client: httpx.AsyncClient,
+    data: bytes,
+    name: str = "image.png",
+    content_type: str | None = "image/png",
 ) -> httpx.Response:
     part = (name, data, content_type) if content_type else (name, data)
     return await client.post("/v1/files", files={"file": part}, data={"purpose": "user_data"})
@@ -34,8 +37,12 @@ async def assert_nothing_stored(client: httpx.AsyncClient) -> None:
     assert (await client.get("/v1/files")).json()["data"] == []
 
 
-FORMATS = [("PNG", "png", "image/png"), ("JPEG", "jpg", "image/jpeg"), ("WEBP", "webp", "image/webp"),
-           ("GIF", "gif", "image/gif")]
+FORMATS = [
+    ("PNG", "png", "image/png"),
+    ("JPEG", "jpg", "image/jpeg"),
+    ("WEBP", "webp", "image/webp"),
+    ("GIF", "gif", "image/gif"),
+]
 if features.check("avif"):
     FORMATS.append(("AVIF", "avif", "image/avif"))
 
@@ -69,7 +76,9 @@ async def test_a_truncated_png_is_refused(client: httpx.AsyncClient) -> None:
     await assert_nothing_stored(client)
 
 
-async def test_a_png_cut_inside_its_pixel_data_is_refused_as_truncated(client: httpx.AsyncClient) -> None:
+async def test_a_png_cut_inside_its_pixel_data_is_refused_as_truncated(
+    client: httpx.AsyncClient,
+) -> None:
     from io import BytesIO
 
     from PIL import Image
@@ -107,7 +116,9 @@ async def test_html_named_png_is_refused(client: httpx.AsyncClient) -> None:
 
 async def test_svg_uploads_are_refused(client: httpx.AsyncClient) -> None:
     svg = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
-    assert_error(await upload(client, svg, "logo.svg", "image/svg+xml"), 400, "invalid_image", "file")
+    assert_error(
+        await upload(client, svg, "logo.svg", "image/svg+xml"), 400, "invalid_image", "file"
+    )
 
 
 async def test_a_format_outside_the_allowed_list_is_refused(client: httpx.AsyncClient) -> None:
@@ -120,14 +131,21 @@ async def test_a_format_outside_the_allowed_list_is_refused(client: httpx.AsyncC
 
 @pytest.mark.parametrize(
     ("name", "content_type"),
-    [("image.png", "image/jpeg"), ("image.png", "text/html"), ("image.jpg", "image/png"),
-     ("image.jpg", None)],
+    [
+        ("image.png", "image/jpeg"),
+        ("image.png", "text/html"),
+        ("image.jpg", "image/png"),
+        ("image.jpg", None),
+    ],
 )
 async def test_a_lying_content_type_or_name_is_refused(
     client: httpx.AsyncClient, name: str, content_type: str | None
 ) -> None:
     error = assert_error(
-        await upload(client, image_bytes("PNG"), name, content_type), 400, "content_type_mismatch", "file"
+        await upload(client, image_bytes("PNG"), name, content_type),
+        400,
+        "content_type_mismatch",
+        "file",
     )
     assert "image/png" in error["message"]
     await assert_nothing_stored(client)
@@ -143,7 +161,9 @@ async def test_an_oversized_file_is_413(client: httpx.AsyncClient) -> None:
     assert f"{MAX_UPLOAD:,}" in error["message"]
 
 
-async def test_a_body_over_the_request_limit_is_413(client: httpx.AsyncClient, gateway: object) -> None:
+async def test_a_body_over_the_request_limit_is_413(
+    client: httpx.AsyncClient, gateway: object
+) -> None:
     from imagegate.gateway import Gateway
 
     assert isinstance(gateway, Gateway)
@@ -155,20 +175,36 @@ async def test_a_body_over_the_request_limit_is_413(client: httpx.AsyncClient, g
     ("kwargs", "code", "param"),
     [
         ({"data": {"purpose": "user_data"}}, "file_required", "file"),
-        ({"files": {"image": ("a.png", b"x", "image/png")}, "data": {"purpose": "user_data"}},
-         "file_required", "file"),
-        ({"files": {"file": ("a.png", image_bytes(), "image/png")}, "data": {"purpose": "fine-tune"}},
-         "invalid_parameter", "purpose"),
-        ({"files": {"file": ("a.png", image_bytes(), "image/png")}}, "invalid_parameter", "purpose"),
+        (
+            {"files": {"image": ("a.png", b"x", "image/png")}, "data": {"purpose": "user_data"}},
+            "file_required",
+            "file",
+        ),
+        (
+            {
+                "files": {"file": ("a.png", image_bytes(), "image/png")},
+                "data": {"purpose": "fine-tune"},
+            },
+            "invalid_parameter",
+            "purpose",
+        ),
+        (
+            {"files": {"file": ("a.png", image_bytes(), "image/png")}},
+            "invalid_parameter",
+            "purpose",
+        ),
         ({"data": {"file": "not a file", "purpose": "user_data"}}, "file_required", "file"),
     ],
 )
 async def test_malformed_upload_requests_are_400(
     client: httpx.AsyncClient, kwargs: dict[str, object], code: str, param: str
 ) -> None:
-    assert_error(await client.post("/v1/files", **kwargs), 400, code, param)  # type: ignore[arg-type]
+    response = await client.post("/v1/files", **kwargs)  # type: ignore[arg-type]
+    assert_error(response, 400, code, param)
 
 
 async def test_other_request_types_are_415(client: httpx.AsyncClient) -> None:
-    response = await client.post("/v1/files", content=image_bytes(), headers={"content-type": "image/png"})
+    response = await client.post(
+        "/v1/files", content=image_bytes(), headers={"content-type": "image/png"}
+    )
     assert_error(response, 415, "unsupported_media_type")

@@ -11,8 +11,8 @@ from imagegate.blobs import BlobStore, blob_store
 from imagegate.catalog import Catalog, load_catalog
 from imagegate.config import Settings
 from imagegate.providers.registry import ProviderRegistry, default_registry
-from imagegate.services.bootstrap import bootstrap
 from imagegate.services import files, signing
+from imagegate.services.bootstrap import bootstrap
 from imagegate.services.signing import Signer, load_signer
 from imagegate.store.db import Database
 from imagegate.worker.dispatcher import EmbeddedDispatcher

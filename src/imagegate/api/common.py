@@ -62,7 +62,9 @@ def file_object(gateway: Gateway, request: Request, file: File) -> dict[str, Any
     }
 
 
-def inline_data(images: list[GeneratedImage], revised: list[str | None], response_format: str) -> list[dict[str, Any]]:
+def inline_data(
+    images: list[GeneratedImage], revised: list[str | None], response_format: str
+) -> list[dict[str, Any]]:
     """sync_mode results: each image inline (b64_json, or a data URI as ``url``), never stored."""
     data = []
     for index, image in enumerate(images):

@@ -90,7 +90,9 @@ async def create_image(request: Request, member: CurrentMember, gateway: Gateway
         async with gateway.db.read_session() as session:
             outputs = await jobs.job_outputs(session, job.id)
         data = await images_data(gateway, request, job, outputs, response_format)
-        dims = (outputs[0].width or plan.width, outputs[0].height or plan.height) if outputs else (plan.width, plan.height)
+        dims = (plan.width, plan.height)
+        if outputs:
+            dims = (outputs[0].width or plan.width, outputs[0].height or plan.height)
     payload: dict[str, Any] = {
         "created": int(job.created_at.timestamp()),
         "data": data,

@@ -51,7 +51,10 @@ class Plan:
 
     def describe(self) -> dict[str, Any]:
         described: dict[str, Any] = {
-            "n": self.n, "width": self.width, "height": self.height, "output_format": self.output_format
+            "n": self.n,
+            "width": self.width,
+            "height": self.height,
+            "output_format": self.output_format,
         }
         if self.sync_mode:
             described["sync_mode"] = True
@@ -112,11 +115,15 @@ def _plan(model: ModelSpec, native: dict[str, Any], rename: dict[str, str], mock
     return Plan(model, provider, params, n, width, height, output_format, cost, notices)
 
 
-def _files_wrapper(model: ModelSpec, body: dict[str, Any], native: dict[str, Any]) -> dict[str, Any]:
+def _files_wrapper(
+    model: ModelSpec, body: dict[str, Any], native: dict[str, Any]
+) -> dict[str, Any]:
     """``sync_mode`` (inline data URI, nothing stored) and ``reference_files`` (file ids)."""
     sync_mode = body.get("sync_mode", False)
     if not isinstance(sync_mode, bool):
-        raise InvalidParameter("Invalid value for 'sync_mode': expected true or false.", param="sync_mode")
+        raise InvalidParameter(
+            "Invalid value for 'sync_mode': expected true or false.", param="sync_mode"
+        )
     if "sync_mode" in model.params:
         native["sync_mode"] = sync_mode
     extra: dict[str, Any] = {"sync_mode": sync_mode}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import itertools
 import secrets
 import time
 from dataclasses import dataclass
@@ -106,7 +107,7 @@ async def retire_signing_keys(session: AsyncSession, link_ttl_seconds: int) -> l
     cutoff = utcnow() - timedelta(seconds=link_ttl_seconds + 60)
     retired = [
         older.kid
-        for older, newer in zip(rows, rows[1:], strict=False)
+        for older, newer in itertools.pairwise(rows)
         if newer.created_at < cutoff
     ]
     if retired:

@@ -130,7 +130,9 @@ class JobRunner:
             request = self._request(claim)
             references = job.request["plan"].get("reference_files") or []
             if references:
-                inputs = await file_service.load_inputs(self.db, self.blobs, job.workspace_id, references)
+                inputs = await file_service.load_inputs(
+                    self.db, self.blobs, job.workspace_id, references
+                )
                 request = dataclasses.replace(request, inputs=inputs)
             provider = self.providers.get(job.provider)
             result = await asyncio.wait_for(provider.generate(request), timeout=request.timeout_s)
@@ -170,7 +172,11 @@ class JobRunner:
                 claim,
                 [],
                 charged_amount=job.estimated_cost,
-                result={"revised_prompts": revised, "usage": result.usage, "inline_outputs": len(result.images)},
+                result={
+                    "revised_prompts": revised,
+                    "usage": result.usage,
+                    "inline_outputs": len(result.images),
+                },
                 provider_request_id=result.provider_request_id,
             )
         waiting = self._inline.get(job.id)
