@@ -71,7 +71,7 @@ class CheckedImage:
     height: int
 
 
-def _refused(message: str, code: str, status: int = 400) -> InvalidRequest:
+def _refused(message: str, *, code: str, status: int = 400) -> InvalidRequest:
     return InvalidRequest(message, code=code, param="file", status_code=status)
 
 
@@ -79,8 +79,8 @@ def _too_large(max_pixels: int, size: tuple[int, int] | None = None) -> InvalidR
     dims = f" ({size[0]}x{size[1]} = {size[0] * size[1]:,} pixels)" if size else ""
     return _refused(
         f"The image is too large{dims}; at most {max_pixels:,} pixels are accepted.",
-        "image_too_large",
-        422,
+        code="image_too_large",
+        status=422,
     )
 
 
@@ -97,7 +97,8 @@ def check_image(
         raise _too_large(max_pixels) from None
     except (UnidentifiedImageError, SyntaxError, OSError, ValueError, EOFError):
         raise _refused(
-            f"The file is not an image in an accepted format ({ALLOWED_NAMES}).", "invalid_image"
+            f"The file is not an image in an accepted format ({ALLOWED_NAMES}).",
+            code="invalid_image",
         ) from None
     with image:
         assert image.format is not None
@@ -112,20 +113,20 @@ def check_image(
         except (OSError, SyntaxError, ValueError, EOFError):
             raise _refused(
                 f"The {image.format} image could not be decoded: it is truncated or corrupt.",
-                "invalid_image",
+                code="invalid_image",
             ) from None
     declared = _TYPE_ALIASES.get(_media_type(declared_type), _media_type(declared_type))
     if declared not in _UNKNOWN_TYPES and declared != content_type:
         raise _refused(
             f"The file is a {content_type} image but was sent as {declared}. "
             "Send its real content type (or application/octet-stream).",
-            "content_type_mismatch",
+            code="content_type_mismatch",
         )
     by_name = _EXTENSION_TYPES.get(PurePath(filename or "").suffix.lower())
     if by_name is not None and by_name != content_type:
         raise _refused(
             f"The file is a {content_type} image but its name {filename!r} says {by_name}.",
-            "content_type_mismatch",
+            code="content_type_mismatch",
         )
     return CheckedImage(content_type, extension, width, height)
 
@@ -172,7 +173,7 @@ async def upload(
 ) -> File:
     """Check an uploaded image, stream it into the store, and record it as a permanent file."""
     if size == 0:
-        raise _refused("The file is empty.", "empty_file")
+        raise _refused("The file is empty.", code="empty_file")
     if size > max_bytes:
         raise PayloadTooLarge(
             f"The file is {size:,} bytes; at most {max_bytes:,} bytes are accepted.",
