@@ -258,6 +258,7 @@ async def test_listing_pages_with_a_cursor(client: httpx.AsyncClient) -> None:
         ({"limit": "x"}, "limit"),
         ({"purpose": "secret"}, "purpose"),
         ({"order": "up"}, "order"),
+        ({"after": "zzz"}, "after"),
     ],
 )
 async def test_bad_list_parameters_are_400(

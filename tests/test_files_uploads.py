@@ -203,6 +203,19 @@ async def test_malformed_upload_requests_are_400(
     assert_error(response, 400, code, param)
 
 
+async def test_unreadable_multipart_bodies_are_400(client: httpx.AsyncClient) -> None:
+    two = [
+        ("file", ("a.png", image_bytes(), "image/png")),
+        ("file", ("b.png", image_bytes(), "image/png")),
+    ]
+    response = await client.post("/v1/files", files=two, data={"purpose": "user_data"})
+    assert_error(response, 400, "invalid_multipart", "file")
+    no_boundary = await client.post(
+        "/v1/files", content=b"abc", headers={"content-type": "multipart/form-data"}
+    )
+    assert_error(no_boundary, 400, "invalid_multipart", "file")
+
+
 async def test_other_request_types_are_415(client: httpx.AsyncClient) -> None:
     response = await client.post(
         "/v1/files", content=image_bytes(), headers={"content-type": "image/png"}

@@ -6,12 +6,14 @@ signed link (no key needed), which names the file, its workspace and an expiry.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, StreamingResponse
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imagegate.api.common import file_object, json_object
 from imagegate.api.deps import CurrentMember, GatewayDep, current_member
@@ -30,12 +32,26 @@ SVG_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox",
     "Content-Disposition": "attachment",
 }
-LIST_PURPOSES = ("output", *files.UPLOAD_PURPOSES)
+FILE_ID = re.compile(r"file_[0-9a-z]{26}")
+
+
+async def _form(request: Request) -> FormData:
+    try:
+        return await request.form(max_files=1, max_fields=10)
+    except StarletteHTTPException as exc:  # malformed multipart, or more than one file
+        if exc.status_code != 400:
+            raise
+        raise InvalidRequest(
+            f"The multipart body cannot be read: {exc.detail} Send one 'file' and a 'purpose'.",
+            code="invalid_multipart",
+            param="file",
+        ) from None
 
 
 async def _upload(request: Request, member: Principal, gateway: Gateway) -> JSONResponse:
     settings = gateway.settings
-    async with request.form(max_files=1, max_fields=10) as form:
+    form = await _form(request)
+    try:
         upload = form.get("file")
         if "file_id" in form and upload is None:
             return await _keep(gateway, request, member, form.get("file_id"), form.get("purpose"))
@@ -58,6 +74,8 @@ async def _upload(request: Request, member: Principal, gateway: Gateway) -> JSON
             max_bytes=settings.upload_max_bytes,
             max_pixels=settings.upload_max_pixels,
         )
+    finally:
+        await form.close()
     return JSONResponse(file_object(gateway, request, file), status_code=201)
 
 
@@ -83,7 +101,7 @@ async def create_file(request: Request, member: CurrentMember, gateway: GatewayD
         return await _keep(gateway, request, member, body.get("file_id"), body.get("purpose"))
     raise InvalidRequest(
         "Send multipart/form-data with a 'file' to upload, "
-        "or JSON {\"file_id\": …} to keep an output.",
+        'or JSON {"file_id": …} to keep an output.',
         code="unsupported_media_type",
         status_code=415,
     )
@@ -101,6 +119,11 @@ async def list_files(
     purpose: Literal["output", "user_data", "reference"] | None = Query(default=None),
     order: Literal["desc", "asc"] = Query(default="desc", description="By creation time."),
 ) -> dict[str, Any]:
+    if after is not None and not FILE_ID.fullmatch(after):
+        raise InvalidParameter(
+            f"Invalid value for 'after': {after!r}. Give the last_id of the previous page.",
+            param="after",
+        )
     async with gateway.db.read_session() as session:
         page, has_more = await files.list_files(
             session, member.workspace_id, limit=limit, after=after, purpose=purpose, order=order
