@@ -302,6 +302,35 @@ async def test_content_needs_a_key_or_a_valid_signature(client: httpx.AsyncClien
         assert (await bare.get(meta["url"])).status_code == 200
 
 
+async def test_seed_001_persistence_pattern_with_the_openai_sdk(
+    client: httpx.AsyncClient, gateway: Gateway
+) -> None:
+    """Generate, download the URL within the hour, upload to Files, reference by id."""
+    from openai import AsyncOpenAI
+
+    sdk = AsyncOpenAI(
+        api_key=client.headers["authorization"].split()[1],
+        base_url="http://testserver/v1",
+        http_client=httpx.AsyncClient(transport=client._transport, base_url="http://testserver"),
+    )
+    async with sdk:
+        img = await sdk.images.generate(
+            model="mock-image", prompt="hero", size="256x256", response_format="url"
+        )
+        assert img.data
+        png = (await client.get(img.data[0].url or "")).content
+        f = await sdk.files.create(file=("hero.png", png), purpose="user_data")
+        assert f.id.startswith("file_")
+        assert f.bytes == len(png)
+        assert f.filename == "hero.png"
+        again = await sdk.files.retrieve(f.id)
+        assert again.id == f.id
+        listed = [item.id async for item in sdk.files.list()]
+        assert f.id in listed
+        assert (await sdk.files.content(f.id)).content == png
+        assert (await sdk.files.delete(f.id)).deleted is True
+
+
 # --- sync_mode ---------------------------------------------------------------------------
 
 

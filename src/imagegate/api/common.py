@@ -48,6 +48,7 @@ def file_object(gateway: Gateway, request: Request, file: File) -> dict[str, Any
         "id": file.id,
         "object": "file",
         "purpose": file.purpose,
+        "status": "processed",  # OpenAI's file objects carry one; ours are usable at once
         "filename": file.filename,
         "bytes": file.bytes,
         "content_type": file.content_type,
