@@ -432,6 +432,24 @@ def providers_check(
         raise typer.Exit(1)
 
 
+@app.command("rotate-signing-key")
+def rotate_signing_key() -> None:
+    """Sign file links with a new key; links signed before keep working until they expire."""
+    from imagegate.gateway import Gateway
+
+    async def main() -> str:
+        gateway = Gateway(Settings(), run_workers=False)
+        await gateway.start()
+        try:
+            return await gateway.rotate_signing_key()
+        finally:
+            await gateway.stop()
+
+    kid = _run(main())
+    console.print(f"New signing key {kid}; running gateways pick it up within a sweep interval.")
+    out.print(kid)
+
+
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     app()

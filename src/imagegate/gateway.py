@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from datetime import timedelta
 
-from imagegate.blobs import BlobStore, LocalBlobStore
+from imagegate.blobs import BlobStore, blob_store
 from imagegate.catalog import Catalog, load_catalog
 from imagegate.config import Settings
 from imagegate.providers.registry import ProviderRegistry, default_registry
+from imagegate.services import files, signing
 from imagegate.services.bootstrap import bootstrap
 from imagegate.services.signing import Signer, load_signer
 from imagegate.services.webhooks import WebhookSender
@@ -34,7 +38,7 @@ class Gateway:
         self.catalog = catalog or load_catalog(settings.catalog_dirs)
         self.providers = providers or default_registry(settings)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.blobs: BlobStore = blobs or LocalBlobStore(settings.blob_dir)
+        self.blobs: BlobStore = blobs or blob_store(settings)
         self.db = Database(settings.resolved_database_url)
         self.runner = JobRunner(
             self.db,
@@ -45,6 +49,7 @@ class Gateway:
             retry_base_seconds=settings.retry_base_seconds,
             retry_max_seconds=settings.retry_max_seconds,
             provider_concurrency=settings.provider_concurrency,
+            output_retention_seconds=settings.output_retention_seconds,
         )
         self.webhooks = WebhookSender(
             self.db,
@@ -62,6 +67,7 @@ class Gateway:
         self.run_workers = run_workers
         self._signer: Signer | None = None
         self.first_admin_key: str | None = None
+        self._maintenance: asyncio.Task[None] | None = None
 
     @property
     def signer(self) -> Signer:
@@ -80,9 +86,60 @@ class Gateway:
             self._signer = await load_signer(session)
         if self.run_workers:
             await self.dispatcher.start()
+            self.start_maintenance()
 
     async def stop(self) -> None:
+        await self.stop_maintenance()
         await self.dispatcher.stop()
         await self.webhooks.close()
         await self.providers.aclose()
+
+        await self.blobs.close()
         await self.db.close()
+
+    async def refresh_signer(self) -> None:
+        """Pick up keys rotated by another process (or the CLI)."""
+        async with self.db.read_session() as session:
+            self._signer = await load_signer(session)
+
+    async def rotate_signing_key(self) -> str:
+        async with self.db.session() as session:
+            kid = await signing.rotate_signing_key(session)
+        await self.refresh_signer()
+        return kid
+
+    async def sweep(self) -> int:
+        """One maintenance pass: purge expired files, rotate and retire signing keys."""
+        purged = await files.purge_expired(self.db, self.blobs)
+        every = self.settings.signing_key_rotation_days
+        if every > 0:
+            async with self.db.read_session() as session:
+                age = await signing.newest_key_age(session)
+            if age is None or age > timedelta(days=every):
+                await self.rotate_signing_key()
+        async with self.db.session() as session:
+            await signing.retire_signing_keys(session, self.settings.url_ttl_seconds)
+        await self.refresh_signer()
+        return purged
+
+    def start_maintenance(self) -> None:
+        """Run :meth:`sweep` now and every ``retention_sweep_seconds`` in the background."""
+        if self._maintenance is None:
+            self._maintenance = asyncio.create_task(self._maintain())
+
+    async def stop_maintenance(self) -> None:
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+            self._maintenance = None
+
+    async def _maintain(self) -> None:
+        while True:
+            try:
+                purged = await self.sweep()
+                if purged:
+                    log.info("purged %d expired files", purged)
+            except Exception:
+                log.exception("maintenance pass failed")
+            await asyncio.sleep(self.settings.retention_sweep_seconds)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -11,9 +12,10 @@ from fastapi import Request
 from imagegate.errors import InvalidRequest
 from imagegate.gateway import Gateway
 from imagegate.money import as_credits
+from imagegate.providers.base import GeneratedImage
 from imagegate.services import generation, idempotency, webhooks
 from imagegate.services.keys import Principal
-from imagegate.store.tables import File, Job
+from imagegate.store.tables import File, Job, utcnow
 
 
 async def json_object(request: Request) -> dict[str, Any]:
@@ -32,8 +34,55 @@ def base_url(gateway: Gateway, request: Request) -> str:
 
 
 def signed_url(gateway: Gateway, request: Request, file: File) -> tuple[str, int]:
-    link = gateway.signer.sign(file.id, file.workspace_id, gateway.settings.url_ttl_seconds)
+    ttl = gateway.settings.url_ttl_seconds
+    if file.expires_at is not None:  # a link never outlives its file
+        ttl = max(1, min(ttl, int((file.expires_at - utcnow()).total_seconds())))
+    link = gateway.signer.sign(file.id, file.workspace_id, ttl)
     return f"{base_url(gateway, request)}/v1/files/{file.id}/content?{link.query()}", link.expires
+
+
+def timestamp(value: datetime | None) -> int | None:
+    return int(value.timestamp()) if value is not None else None
+
+
+def file_object(gateway: Gateway, request: Request, file: File) -> dict[str, Any]:
+    url, expires = signed_url(gateway, request, file)
+    return {
+        "id": file.id,
+        "object": "file",
+        "purpose": file.purpose,
+        "status": "processed",  # OpenAI's file objects carry one; ours are usable at once
+        "filename": file.filename,
+        "bytes": file.bytes,
+        "content_type": file.content_type,
+        "width": file.width,
+        "height": file.height,
+        "sha256": file.sha256,
+        "job_id": file.job_id,
+        "created_at": timestamp(file.created_at),
+        "expires_at": timestamp(file.expires_at),
+        "url": url,
+        "url_expires_at": expires,
+    }
+
+
+def inline_data(
+    images: list[GeneratedImage], revised: list[str | None], response_format: str
+) -> list[dict[str, Any]]:
+    """sync_mode results: each image inline (b64_json, or a data URI as ``url``), never stored."""
+    data = []
+    for index, image in enumerate(images):
+        encoded = base64.b64encode(image.data).decode()
+        item: dict[str, Any] = (
+            {"b64_json": encoded}
+            if response_format == "b64_json"
+            else {"url": f"data:{image.content_type};base64,{encoded}"}
+        )
+        if index < len(revised) and revised[index]:
+            item["revised_prompt"] = revised[index]
+        item.update(width=image.width, height=image.height, content_type=image.content_type)
+        data.append(item)
+    return data
 
 
 def output_object(gateway: Gateway, request: Request, file: File) -> dict[str, Any]:
@@ -46,6 +95,7 @@ def output_object(gateway: Gateway, request: Request, file: File) -> dict[str, A
         "height": file.height,
         "content_type": file.content_type,
         "bytes": file.bytes,
+        "expires_at": timestamp(file.expires_at),
     }
 
 

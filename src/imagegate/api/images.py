@@ -7,11 +7,17 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from imagegate.api.common import create_job_from_request, images_data, job_object, json_object
+from imagegate.api.common import (
+    create_job_from_request,
+    images_data,
+    inline_data,
+    job_object,
+    json_object,
+)
 from imagegate.api.deps import CurrentMember, GatewayDep
 from imagegate.api.responses import JSONResponse
 from imagegate.catalog import Catalog
-from imagegate.errors import InvalidParameter, UpstreamError, error_for_job
+from imagegate.errors import GenerationFailed, InvalidParameter, UpstreamError, error_for_job
 from imagegate.money import as_credits
 from imagegate.services import generation, jobs
 
@@ -62,6 +68,11 @@ async def create_image(
             param="response_format",
         )
     respond_async, wait = _prefer(request)
+    if body.get("sync_mode") is True and respond_async:
+        raise InvalidParameter(
+            "sync_mode images come back only in this response; drop 'Prefer: respond-async'.",
+            param="sync_mode",
+        )
     submission = await create_job_from_request(
         request,
         gateway,
@@ -80,6 +91,8 @@ async def create_image(
             f"{fallback['model_fallback']['from']} -> {job.model}"
         )
     event = gateway.dispatcher.watch(job.id)
+    sync_mode = submission.plan is not None and submission.plan.sync_mode
+    inline = gateway.runner.expect_inline(job.id) if sync_mode else None
     try:
         if not submission.replayed:
             gateway.dispatcher.submit(job.id)
@@ -89,6 +102,7 @@ async def create_image(
         job = await generation.wait_for_job(gateway.db, event, member.workspace_id, job.id, timeout)
     finally:
         gateway.dispatcher.unwatch(event_job)
+        gateway.runner.forget_inline(event_job)
     if job.status not in jobs.TERMINAL:
         if respond_async or wait is not None:
             return JSONResponse(job_object(job) | fallback, status_code=202, headers=headers)
@@ -102,18 +116,37 @@ async def create_image(
         error = error_for_job(job.error_code, job.error_message, job.provider_reason)
         error.extra["job_id"] = job.id
         raise error
-    async with gateway.db.read_session() as session:
-        files = await jobs.job_outputs(session, job.id)
-    data = await images_data(gateway, request, job, files, response_format)
     plan_info = job.request["plan"]
+    if inline is not None:
+        if not inline.done():
+            raise GenerationFailed(
+                "The sync_mode result was produced by another process and is lost; retry.",
+                code="inline_result_lost",
+                extra={"job_id": job.id},
+            )
+        images = inline.result()
+        revised = (job.result or {}).get("revised_prompts") or []
+        data = inline_data(images, revised, response_format)
+        dims = (
+            (images[0].width, images[0].height)
+            if images
+            else (plan_info["width"], plan_info["height"])
+        )
+    else:
+        async with gateway.db.read_session() as session:
+            outputs = await jobs.job_outputs(session, job.id)
+        data = await images_data(gateway, request, job, outputs, response_format)
+        dims = (plan_info["width"], plan_info["height"])
+        if outputs:
+            dims = (outputs[0].width or dims[0], outputs[0].height or dims[1])
     payload: dict[str, Any] = {
         "created": int(job.created_at.timestamp()),
         "data": data,
         "id": job.id,
         "job_id": job.id,
         "model": job.model,
-        "width": files[0].width if files else plan_info["width"],
-        "height": files[0].height if files else plan_info["height"],
+        "width": dims[0],
+        "height": dims[1],
         "output_format": plan_info["output_format"],
         "estimated_cost": as_credits(job.estimated_cost),
         "charged_amount": as_credits(job.charged_amount or 0),

@@ -1,9 +1,11 @@
-"""The blob store interface."""
+"""The blob store interface: where file bytes live, streamed in and out, never in the database."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Protocol
+
+CHUNK_SIZE = 256 * 1024
 
 
 class BlobNotFound(LookupError):
@@ -11,10 +13,26 @@ class BlobNotFound(LookupError):
 
 
 class BlobStore(Protocol):
-    async def put(self, key: str, data: bytes, content_type: str) -> None: ...
+    """Bytes under keys. Writes are atomic: a reader sees the whole blob or none."""
 
-    def stream(self, key: str, chunk_size: int = 256 * 1024) -> AsyncIterator[bytes]: ...
+    async def put(self, key: str, data: bytes, content_type: str) -> None:
+        """Store bytes already in memory (a provider's output) without copying them."""
+
+    async def put_stream(self, key: str, chunks: AsyncIterable[bytes], content_type: str) -> int:
+        """Store chunks as they come; the number of bytes written."""
+
+    async def open(self, key: str, chunk_size: int = CHUNK_SIZE) -> AsyncIterator[bytes]:
+        """The blob's chunks; raises ``BlobNotFound`` here, before the first chunk."""
+
+    def stream(self, key: str, chunk_size: int = CHUNK_SIZE) -> AsyncIterator[bytes]:
+        """The blob's chunks; ``BlobNotFound`` surfaces on first iteration."""
 
     async def read(self, key: str) -> bytes: ...
 
-    async def delete(self, key: str) -> None: ...
+    async def delete(self, key: str) -> None:
+        """Remove the blob; a missing one is not an error."""
+
+    async def presigned_url(self, key: str, expires_in: int) -> str | None:
+        """A URL the store itself serves for ``expires_in`` seconds, or None if it can't."""
+
+    async def close(self) -> None: ...

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import AsyncIterator
+import secrets
+from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
+from typing import BinaryIO
 
-from imagegate.blobs.base import BlobNotFound
+from imagegate.blobs.base import CHUNK_SIZE, BlobNotFound
 
 
 class LocalBlobStore:
@@ -17,19 +20,60 @@ class LocalBlobStore:
 
     def path(self, key: str) -> Path:
         path = (self.root / key).resolve()
-        if not path.is_relative_to(self.root):
+        if not path.is_relative_to(self.root) or path == self.root:
             raise ValueError(f"blob key escapes the store: {key!r}")
         return path
 
-    def _write(self, key: str, data: bytes) -> None:
+    def _temp(self, key: str) -> tuple[Path, Path]:
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        return path, path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+    def _write(self, key: str, data: bytes) -> None:
+        path, tmp = self._temp(key)
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     async def put(self, key: str, data: bytes, content_type: str) -> None:
         await asyncio.to_thread(self._write, key, data)
+
+    async def put_stream(self, key: str, chunks: AsyncIterable[bytes], content_type: str) -> int:
+        path, tmp = await asyncio.to_thread(self._temp, key)
+        written = 0
+        try:
+            handle: BinaryIO = await asyncio.to_thread(tmp.open, "wb")
+            try:
+                async for chunk in chunks:
+                    await asyncio.to_thread(handle.write, chunk)
+                    written += len(chunk)
+            finally:
+                await asyncio.to_thread(handle.close)
+            await asyncio.to_thread(os.replace, tmp, path)
+        finally:
+            await asyncio.to_thread(tmp.unlink, True)
+        return written
+
+    async def open(self, key: str, chunk_size: int = CHUNK_SIZE) -> AsyncIterator[bytes]:
+        try:
+            handle: BinaryIO = await asyncio.to_thread(self.path(key).open, "rb")
+        except FileNotFoundError:
+            raise BlobNotFound(key) from None
+        return self._chunks(handle, chunk_size)
+
+    @staticmethod
+    async def _chunks(handle: BinaryIO, chunk_size: int) -> AsyncIterator[bytes]:
+        try:
+            while chunk := await asyncio.to_thread(handle.read, chunk_size):
+                yield chunk
+        finally:
+            handle.close()
+
+    async def stream(self, key: str, chunk_size: int = CHUNK_SIZE) -> AsyncIterator[bytes]:
+        async for chunk in await self.open(key, chunk_size):
+            yield chunk
 
     async def read(self, key: str) -> bytes:
         try:
@@ -37,16 +81,12 @@ class LocalBlobStore:
         except FileNotFoundError:
             raise BlobNotFound(key) from None
 
-    async def stream(self, key: str, chunk_size: int = 256 * 1024) -> AsyncIterator[bytes]:
-        try:
-            handle = await asyncio.to_thread(self.path(key).open, "rb")
-        except FileNotFoundError:
-            raise BlobNotFound(key) from None
-        try:
-            while chunk := await asyncio.to_thread(handle.read, chunk_size):
-                yield chunk
-        finally:
-            handle.close()
-
     async def delete(self, key: str) -> None:
-        await asyncio.to_thread(self.path(key).unlink, missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            await asyncio.to_thread(self.path(key).unlink)
+
+    async def presigned_url(self, key: str, expires_in: int) -> str | None:
+        return None
+
+    async def close(self) -> None:
+        return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +20,8 @@ from imagegate.catalog.schema import validate_params
 from imagegate.catalog.sizes import native_size, output_dimensions
 from imagegate.errors import InvalidParameter, NotFound
 from imagegate.ids import new_id
-from imagegate.services import billing, idempotency, jobs, workspace
+from imagegate.services import billing, files, idempotency, jobs, workspace
+from imagegate.services.files import check_reference_ids
 from imagegate.services.keys import Principal
 from imagegate.store.db import Database
 from imagegate.store.tables import Job, Member, Workspace, WorkspaceModel
@@ -42,7 +44,7 @@ OPENAI_FIELDS = frozenset(
         "user",
     }
 )
-WRAPPER_FIELDS = frozenset({"mock", "format"})
+WRAPPER_FIELDS = frozenset({"mock", "format", "sync_mode", "reference_files"})
 RESPONSE_FORMATS = ("url", "b64_json")
 FORMAT_PRESETS = ("shorts", "reels", "horizontal")
 
@@ -61,15 +63,22 @@ class Plan:
     estimated_cost: int
     notices: list[str] = field(default_factory=list)
     mock: bool = False
+    sync_mode: bool = False
+    reference_files: tuple[str, ...] = ()
 
     def describe(self) -> dict[str, Any]:
-        return {
+        described: dict[str, Any] = {
             "n": self.n,
             "width": self.width,
             "height": self.height,
             "output_format": self.output_format,
             "mock": self.mock,
         }
+        if self.sync_mode:
+            described["sync_mode"] = True
+        if self.reference_files:
+            described["reference_files"] = list(self.reference_files)
+        return described
 
 
 def _model_not_found(name: str) -> NotFound:
@@ -163,6 +172,27 @@ def _plan(model: ModelSpec, native: dict[str, Any], rename: dict[str, str], mock
     return Plan(model, provider, params, n, width, height, output_format, cost, notices, mock)
 
 
+def _files_wrapper(
+    model: ModelSpec, body: dict[str, Any], native: dict[str, Any]
+) -> dict[str, Any]:
+    """``sync_mode`` (inline data URI, nothing stored) and ``reference_files`` (file ids)."""
+    sync_mode = body.get("sync_mode", False)
+    if not isinstance(sync_mode, bool):
+        raise InvalidParameter(
+            "Invalid value for 'sync_mode': expected true or false.", param="sync_mode"
+        )
+    if "sync_mode" in model.params:
+        native["sync_mode"] = sync_mode
+    extra: dict[str, Any] = {"sync_mode": sync_mode}
+    if body.get("reference_files") is not None:
+        if not model.reference_images:
+            raise InvalidParameter(
+                f"Model {model.slug!r} takes no reference images.", param="reference_files"
+            )
+        extra["reference_files"] = check_reference_ids(body["reference_files"])
+    return extra
+
+
 def _wrapper(model: ModelSpec, body: dict[str, Any], native: dict[str, Any]) -> bool:
     """Apply the wrapper fields (``format``, ``mock``) to ``native``; whether to mock."""
     mock = body.get("mock", False)
@@ -248,14 +278,16 @@ def plan_openai(model: ModelSpec, body: dict[str, Any]) -> Plan:
                 f"Unknown parameter {name!r}. Allowed: {', '.join(allowed)}.", param=name
             )
     mock = _wrapper(model, body, native)
-    return _plan(model, native, rename, mock)
+    extra = _files_wrapper(model, body, native)
+    return dataclasses.replace(_plan(model, native, rename, mock), **extra)
 
 
 def plan_native(model: ModelSpec, body: dict[str, Any]) -> Plan:
     """A jobs-API body: the model's own parameters plus the wrapper fields."""
     native = {k: v for k, v in body.items() if k not in WRAPPER_FIELDS}
     mock = _wrapper(model, body, native)
-    return _plan(model, native, {}, mock)
+    extra = _files_wrapper(model, body, native)
+    return dataclasses.replace(_plan(model, native, {}, mock), **extra)
 
 
 async def check_usable(session: AsyncSession, principal: Principal, model: ModelSpec) -> None:
@@ -351,6 +383,7 @@ async def create_job(
                 choice = await choose_model(session, catalog, principal, model_name)
                 await check_usable(session, principal, choice.model)
                 plan = planner(choice.model, body)
+                await files.require_files(session, principal.workspace_id, plan.reference_files)
                 job = await submit(
                     session,
                     principal,

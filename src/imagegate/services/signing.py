@@ -5,16 +5,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import itertools
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagegate.errors import PermissionDenied
 from imagegate.ids import new_id
-from imagegate.store.tables import SigningKey
+from imagegate.store.tables import SigningKey, utcnow
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,13 @@ class Signer:
             raise ValueError("current signing key is unknown")
         self._keys = keys
         self._current = current
+
+    @property
+    def current_kid(self) -> str:
+        return self._current
+
+    def knows(self, kid: str) -> bool:
+        return kid in self._keys
 
     @staticmethod
     def _mac(secret: bytes, file_id: str, workspace_id: str, expires: int) -> str:
@@ -63,13 +72,42 @@ class Signer:
             )
 
 
+def _new_key() -> SigningKey:
+    return SigningKey(kid=new_id("sk")[-10:], secret=secrets.token_hex(32))
+
+
 async def load_signer(session: AsyncSession) -> Signer:
     """The signer from the stored keys, creating the first key if there is none."""
     rows = (await session.execute(select(SigningKey).order_by(SigningKey.id))).scalars().all()
     if not rows:
-        key = SigningKey(kid=new_id("sk")[-10:], secret=secrets.token_hex(32))
+        key = _new_key()
         session.add(key)
         await session.flush()
         rows = [key]
     keys = {row.kid: bytes.fromhex(row.secret) for row in rows}
     return Signer(keys, rows[-1].kid)
+
+
+async def rotate_signing_key(session: AsyncSession) -> str:
+    """Add a key that signs from now on; older keys keep verifying the links they signed."""
+    key = _new_key()
+    session.add(key)
+    await session.flush()
+    return key.kid
+
+
+async def newest_key_age(session: AsyncSession) -> timedelta | None:
+    created = (
+        await session.execute(select(SigningKey.created_at).order_by(SigningKey.id.desc()).limit(1))
+    ).scalar_one_or_none()
+    return None if created is None else utcnow() - created
+
+
+async def retire_signing_keys(session: AsyncSession, link_ttl_seconds: int) -> list[str]:
+    """Drop keys replaced longer ago than a link lives: nothing they signed is valid any more."""
+    rows = (await session.execute(select(SigningKey).order_by(SigningKey.id))).scalars().all()
+    cutoff = utcnow() - timedelta(seconds=link_ttl_seconds + 60)
+    retired = [older.kid for older, newer in itertools.pairwise(rows) if newer.created_at < cutoff]
+    if retired:
+        await session.execute(delete(SigningKey).where(SigningKey.kid.in_(retired)))
+    return retired

@@ -146,7 +146,10 @@ class Job(Base):
 
 class File(Base):
     __tablename__ = "files"
-    __table_args__ = (Index("ix_files_workspace_created", "workspace_id", "id"),)
+    __table_args__ = (
+        Index("ix_files_workspace_created", "workspace_id", "id"),
+        Index("ix_files_expires_at", "expires_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"))

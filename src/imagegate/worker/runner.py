@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import io
 import logging
@@ -27,8 +28,14 @@ from imagegate.errors import (
     UpstreamError,
 )
 from imagegate.ids import new_id
-from imagegate.providers.base import ProviderRequest, ProviderResult, SubmittedCallback
+from imagegate.providers.base import (
+    GeneratedImage,
+    ProviderRequest,
+    ProviderResult,
+    SubmittedCallback,
+)
 from imagegate.providers.registry import ProviderRegistry
+from imagegate.services import files as file_service
 from imagegate.services import jobs, workspace
 from imagegate.store.db import Database
 from imagegate.store.tables import File, utcnow
@@ -68,6 +75,7 @@ class JobRunner:
         provider_concurrency: int = 8,
         on_finished: Callable[[str], None] = lambda job_id: None,
         on_requeued: Callable[[str, float], None] = lambda job_id, delay: None,
+        output_retention_seconds: int = 7 * 24 * 3600,
     ) -> None:
         self.db = db
         self.catalog = catalog
@@ -81,6 +89,16 @@ class JobRunner:
         self.on_requeued = on_requeued
         self.provider_concurrency = provider_concurrency
         self._limits: dict[str, asyncio.Semaphore] = {}
+        self.output_retention_seconds = output_retention_seconds
+        # sync_mode results, handed to the request waiting in this process instead of stored.
+        self._inline: dict[str, asyncio.Future[list[GeneratedImage]]] = {}
+
+    def expect_inline(self, job_id: str) -> asyncio.Future[list[GeneratedImage]]:
+        """Where a sync_mode job's images will arrive; take it before submitting the job."""
+        return self._inline.setdefault(job_id, asyncio.get_running_loop().create_future())
+
+    def forget_inline(self, job_id: str) -> None:
+        self._inline.pop(job_id, None)
 
     async def run(self, job_id: str) -> bool:
         """Run the job if it can be claimed; True if this call ran an attempt."""
@@ -155,6 +173,12 @@ class JobRunner:
         try:
             # The workspace's rules as they are now: a model disabled after submit is not used.
             await workspace.check_job_allowed(self.db, self.catalog, job.workspace_id, job.model)
+            references = job.request["plan"].get("reference_files") or []
+            inputs = (
+                await file_service.load_inputs(self.db, self.blobs, job.workspace_id, references)
+                if references
+                else ()
+            )
         except ImagegateError as exc:
             await self._fail(claim, code=exc.code, message=exc.message)
             return
@@ -176,6 +200,8 @@ class JobRunner:
                 final = final or exc
                 continue
             request = self._request(claim, model, route, recorder(route.provider))
+            if inputs:
+                request = dataclasses.replace(request, inputs=tuple(inputs))
             limit = self._limits.setdefault(
                 route.provider, asyncio.Semaphore(self.provider_concurrency)
             )
@@ -237,16 +263,43 @@ class JobRunner:
         if await self._fail(claim, code=code, message=message, retry_at=retry_at):
             self.on_requeued(claim.job.id, delay)
 
-    def _actual_cost(self, claim: jobs.Claim, files: list[File]) -> int:
+    def _actual_cost(
+        self, claim: jobs.Claim, count: int, width: int | None, height: int | None
+    ) -> int:
         """The price of what was really returned: its count and its true dimensions."""
         job = claim.job
         model = self.catalog.resolve(job.model)
-        if job.request["plan"].get("mock") or model is None or not files:
+        if job.request["plan"].get("mock") or model is None or count == 0:
             return 0
-        first = files[0]
-        width = first.width or job.request["plan"]["width"]
-        height = first.height or job.request["plan"]["height"]
-        return estimate(model, job.params, len(files), width, height)
+        width = width or job.request["plan"]["width"]
+        height = height or job.request["plan"]["height"]
+        return estimate(model, job.params, count, width, height)
+
+    async def _deliver_inline(
+        self, claim: jobs.Claim, result: ProviderResult, provider: str, noted: list[str]
+    ) -> None:
+        """sync_mode: the images go to the waiting request, the job keeps no output."""
+        job = claim.job
+        revised = [image.revised_prompt for image in result.images]
+        first = result.images[0]
+        actual_cost = self._actual_cost(claim, len(result.images), first.width, first.height)
+        async with self.db.session() as session:
+            stored = await jobs.succeed(
+                session,
+                claim,
+                [],
+                actual_cost=actual_cost,
+                result={
+                    "revised_prompts": revised,
+                    "usage": result.usage,
+                    "inline_outputs": len(result.images),
+                    "provider": provider,
+                },
+                provider_request_id=result.provider_request_id or (noted[-1] if noted else None),
+            )
+        waiting = self._inline.get(job.id)
+        if stored and waiting is not None and not waiting.done():
+            waiting.set_result(result.images)
 
     async def _store(
         self,
@@ -257,6 +310,10 @@ class JobRunner:
         noted: list[str],
     ) -> None:
         job = claim.job
+        if job.request["plan"].get("sync_mode"):
+            await self._deliver_inline(claim, result, provider, noted)
+            return
+        expires_at = file_service.output_expiry(self.output_retention_seconds)
         files: list[File] = []
         for index, image in enumerate(result.images):
             extension = EXTENSIONS.get(image.content_type, "bin")
@@ -279,10 +336,13 @@ class JobRunner:
                     height=height,
                     sha256=hashlib.sha256(image.data).hexdigest(),
                     blob_key=key,
+                    expires_at=expires_at,
                 )
             )
         revised = [image.revised_prompt for image in result.images]
-        actual_cost = self._actual_cost(claim, files)
+        actual_cost = self._actual_cost(
+            claim, len(files), files[0].width if files else None, files[0].height if files else None
+        )
         async with self.db.session() as session:
             stored = await jobs.succeed(
                 session,

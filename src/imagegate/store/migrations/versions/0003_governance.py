@@ -1,7 +1,7 @@
 """governance: audit log of admin changes
 
-Revision ID: 0006
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-11-24 03:26:21.146867
 """
 
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006"
+revision: str = "0003"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

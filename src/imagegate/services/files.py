@@ -1,0 +1,403 @@
+"""Files: uploads checked before they are trusted, outputs kept or purged, references loaded.
+
+A file is a row (metadata, scoped to one workspace) and a blob (its bytes, in the blob
+store). Outputs carry ``expires_at`` and are purged with their blobs by
+:func:`purge_expired`; uploads and kept outputs have none and live until deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import PurePath
+from typing import BinaryIO
+
+from PIL import Image, UnidentifiedImageError, features
+from sqlalchemy import ColumnElement, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from imagegate.blobs import BlobNotFound, BlobStore
+from imagegate.errors import InvalidParameter, InvalidRequest, NotFound, PayloadTooLarge
+from imagegate.ids import new_id
+from imagegate.providers.base import InputImage
+from imagegate.services.keys import Principal
+from imagegate.store.db import Database
+from imagegate.store.tables import File, utcnow
+
+log = logging.getLogger("imagegate.files")
+
+OUTPUT = "output"
+UPLOAD_PURPOSES = ("user_data", "reference")
+MAX_REFERENCES = 16
+
+# Pillow format name → (content type, extension). AVIF only where this Pillow decodes it.
+FORMATS: dict[str, tuple[str, str]] = {
+    "PNG": ("image/png", "png"),
+    "JPEG": ("image/jpeg", "jpg"),
+    "WEBP": ("image/webp", "webp"),
+    "GIF": ("image/gif", "gif"),
+}
+if features.check("avif"):
+    FORMATS["AVIF"] = ("image/avif", "avif")
+ALLOWED_NAMES = ", ".join(name.replace("WEBP", "WebP") for name in FORMATS)
+
+_TYPE_ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg", "image/x-png": "image/png"}
+_UNKNOWN_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
+_EXTENSION_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".jfif": "image/jpeg",
+    ".webp": "image/webp",
+    ".gif": "image/gif",
+    ".avif": "image/avif",
+    ".svg": "image/svg+xml",
+    ".html": "text/html",
+    ".htm": "text/html",
+}
+_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f/\\\\]")
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedImage:
+    content_type: str
+    extension: str
+    width: int
+    height: int
+
+
+def _refused(message: str, *, code: str, status: int = 400) -> InvalidRequest:
+    return InvalidRequest(message, code=code, param="file", status_code=status)
+
+
+def _too_large(max_pixels: int, size: tuple[int, int] | None = None) -> InvalidRequest:
+    dims = f" ({size[0]}x{size[1]} = {size[0] * size[1]:,} pixels)" if size else ""
+    return _refused(
+        f"The image is too large{dims}; at most {max_pixels:,} pixels are accepted.",
+        code="image_too_large",
+        status=422,
+    )
+
+
+def check_image(
+    handle: BinaryIO, *, declared_type: str | None, filename: str | None, max_pixels: int
+) -> CheckedImage:
+    """Decode the whole image and check it against what the client said it is.
+
+    Blocking (Pillow decodes): run it in a thread.
+    """
+    try:
+        image = Image.open(handle, formats=list(FORMATS))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise _too_large(max_pixels) from None
+    except (UnidentifiedImageError, SyntaxError, OSError, ValueError, EOFError):
+        raise _refused(
+            f"The file is not an image in an accepted format ({ALLOWED_NAMES}).",
+            code="invalid_image",
+        ) from None
+    with image:
+        assert image.format is not None
+        content_type, extension = FORMATS[image.format]
+        width, height = image.size
+        if width * height > max_pixels:
+            raise _too_large(max_pixels, image.size)
+        try:
+            image.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise _too_large(max_pixels, image.size) from None
+        except (OSError, SyntaxError, ValueError, EOFError):
+            raise _refused(
+                f"The {image.format} image could not be decoded: it is truncated or corrupt.",
+                code="invalid_image",
+            ) from None
+    declared = _TYPE_ALIASES.get(_media_type(declared_type), _media_type(declared_type))
+    if declared not in _UNKNOWN_TYPES and declared != content_type:
+        raise _refused(
+            f"The file is a {content_type} image but was sent as {declared}. "
+            "Send its real content type (or application/octet-stream).",
+            code="content_type_mismatch",
+        )
+    by_name = _EXTENSION_TYPES.get(PurePath(filename or "").suffix.lower())
+    if by_name is not None and by_name != content_type:
+        raise _refused(
+            f"The file is a {content_type} image but its name {filename!r} says {by_name}.",
+            code="content_type_mismatch",
+        )
+    return CheckedImage(content_type, extension, width, height)
+
+
+def _media_type(value: str | None) -> str:
+    return (value or "").split(";", 1)[0].strip().lower()
+
+
+def clean_filename(filename: str | None, fallback: str) -> str:
+    name = _UNSAFE_NAME.sub("_", PurePath((filename or "").replace("\\", "/")).name).strip()
+    return name[:255] or fallback
+
+
+def check_purpose(purpose: object) -> str:
+    if purpose not in UPLOAD_PURPOSES:
+        raise InvalidParameter(
+            f"Invalid value for 'purpose': {purpose!r}. Allowed: {', '.join(UPLOAD_PURPOSES)}.",
+            param="purpose",
+        )
+    assert isinstance(purpose, str)
+    return purpose
+
+
+async def _hashed_chunks(
+    handle: BinaryIO, digest: hashlib._Hash, chunk_size: int = 1024 * 1024
+) -> AsyncIterator[bytes]:
+    while chunk := await asyncio.to_thread(handle.read, chunk_size):
+        digest.update(chunk)
+        yield chunk
+
+
+async def upload(
+    db: Database,
+    blobs: BlobStore,
+    principal: Principal,
+    handle: BinaryIO,
+    *,
+    size: int,
+    filename: str | None,
+    declared_type: str | None,
+    purpose: str,
+    max_bytes: int,
+    max_pixels: int,
+) -> File:
+    """Check an uploaded image, stream it into the store, and record it as a permanent file."""
+    if size == 0:
+        raise _refused("The file is empty.", code="empty_file")
+    if size > max_bytes:
+        raise PayloadTooLarge(
+            f"The file is {size:,} bytes; at most {max_bytes:,} bytes are accepted.",
+            code="file_too_large",
+            param="file",
+        )
+    checked = await asyncio.to_thread(
+        check_image, handle, declared_type=declared_type, filename=filename, max_pixels=max_pixels
+    )
+    await asyncio.to_thread(handle.seek, 0)
+    file_id = new_id("file")
+    key = f"{principal.workspace_id}/uploads/{file_id}.{checked.extension}"
+    digest = hashlib.sha256()
+    written = await blobs.put_stream(key, _hashed_chunks(handle, digest), checked.content_type)
+    file = File(
+        id=file_id,
+        workspace_id=principal.workspace_id,
+        purpose=purpose,
+        filename=clean_filename(filename, f"{file_id}.{checked.extension}"),
+        content_type=checked.content_type,
+        bytes=written,
+        width=checked.width,
+        height=checked.height,
+        sha256=digest.hexdigest(),
+        blob_key=key,
+    )
+    try:
+        async with db.session() as session:
+            session.add(file)
+    except BaseException:
+        await blobs.delete(key)
+        raise
+    return file
+
+
+def _live(now: datetime | None = None) -> ColumnElement[bool]:
+    return File.expires_at.is_(None) | (File.expires_at > (now or utcnow()))
+
+
+def not_found(file_id: str, param: str = "file_id") -> NotFound:
+    return NotFound(f"No file {file_id!r} in this workspace.", code="file_not_found", param=param)
+
+
+async def get_file(session: AsyncSession, workspace_id: str, file_id: str) -> File | None:
+    """The file if it exists in this workspace and has not expired."""
+    return (
+        await session.execute(
+            select(File).where(File.id == file_id, File.workspace_id == workspace_id, _live())
+        )
+    ).scalar_one_or_none()
+
+
+async def get_any(session: AsyncSession, file_id: str) -> File | None:
+    """The live file with this id in any workspace (for signed links, which name the workspace)."""
+    return (
+        await session.execute(select(File).where(File.id == file_id, _live()))
+    ).scalar_one_or_none()
+
+
+async def keep(db: Database, principal: Principal, file_id: str, purpose: str) -> File:
+    """Make an output permanent: the same id, no expiry, no longer purged with its job's outputs."""
+    async with db.session() as session:
+        result = await session.execute(
+            update(File)
+            .where(File.id == file_id, File.workspace_id == principal.workspace_id, _live())
+            .values(expires_at=None, purpose=purpose)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise not_found(file_id)
+        file = await get_file(session, principal.workspace_id, file_id)
+    assert file is not None
+    return file
+
+
+async def list_files(
+    session: AsyncSession,
+    workspace_id: str,
+    *,
+    limit: int,
+    after: str | None = None,
+    purpose: str | None = None,
+    order: str = "desc",
+) -> tuple[list[File], bool]:
+    """One page of files, newest first by default; whether more follow."""
+    query = select(File).where(File.workspace_id == workspace_id, _live())
+    if purpose is not None:
+        query = query.where(File.purpose == purpose)
+    if order == "asc":
+        query = query.order_by(File.id.asc())
+        if after is not None:
+            query = query.where(File.id > after)
+    else:
+        query = query.order_by(File.id.desc())
+        if after is not None:
+            query = query.where(File.id < after)
+    rows = list((await session.execute(query.limit(limit + 1))).scalars())
+    return rows[:limit], len(rows) > limit
+
+
+async def delete_file(db: Database, blobs: BlobStore, workspace_id: str, file_id: str) -> None:
+    async with db.session() as session:
+        key = (
+            await session.execute(
+                delete(File)
+                .where(File.id == file_id, File.workspace_id == workspace_id, _live())
+                .returning(File.blob_key)
+            )
+        ).scalar_one_or_none()
+    if key is None:
+        raise not_found(file_id)
+    await blobs.delete(key)
+
+
+async def purge_expired(
+    db: Database, blobs: BlobStore, *, now: datetime | None = None, batch: int = 500
+) -> int:
+    """Delete expired files and their blobs; how many were purged.
+
+    Rows go first, so no reader can find a file whose blob is gone; a crash in between
+    leaves an unreferenced blob behind, never a dangling row.
+    """
+    now = now or utcnow()
+    purged = 0
+    while True:
+        async with db.session() as session:
+            ids = list(
+                (
+                    await session.execute(
+                        select(File.id)
+                        .where(File.expires_at <= now)
+                        .order_by(File.expires_at)
+                        .limit(batch)
+                    )
+                ).scalars()
+            )
+            if not ids:
+                return purged
+            keys = list(
+                (
+                    await session.execute(
+                        delete(File)
+                        .where(File.id.in_(ids), File.expires_at <= now)
+                        .returning(File.blob_key)
+                    )
+                ).scalars()
+            )
+        for key in keys:
+            try:
+                await blobs.delete(key)
+            except Exception:
+                log.exception("could not delete blob %s of an expired file", key)
+        purged += len(keys)
+        if len(ids) < batch:
+            return purged
+
+
+def output_expiry(retention_seconds: int, now: datetime | None = None) -> datetime:
+    return (now or utcnow()) + timedelta(seconds=retention_seconds)
+
+
+def check_reference_ids(value: object, param: str = "reference_files") -> tuple[str, ...]:
+    """The file ids of a ``reference_files`` list, or a 400 saying what is expected."""
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise InvalidParameter(
+            f"Invalid value for {param!r}: expected a list of file ids.", param=param
+        )
+    if len(value) > MAX_REFERENCES:
+        raise InvalidParameter(
+            f"Too many reference files: {len(value)}; at most {MAX_REFERENCES}.",
+            code="too_many_references",
+            param=param,
+        )
+    return tuple(value)
+
+
+async def require_files(
+    session: AsyncSession,
+    workspace_id: str,
+    file_ids: Sequence[str],
+    param: str = "reference_files",
+) -> None:
+    """404 naming the first id that is not a live file of this workspace."""
+    if not file_ids:
+        return
+    found = set(
+        (
+            await session.execute(
+                select(File.id).where(
+                    File.workspace_id == workspace_id, File.id.in_(file_ids), _live()
+                )
+            )
+        ).scalars()
+    )
+    for file_id in file_ids:
+        if file_id not in found:
+            raise not_found(file_id, param)
+
+
+async def load_inputs(
+    db: Database, blobs: BlobStore, workspace_id: str, file_ids: Sequence[str]
+) -> tuple[InputImage, ...]:
+    """Reference files as provider inputs, in the order given."""
+    if not file_ids:
+        return ()
+    async with db.read_session() as session:
+        rows = {
+            f.id: f
+            for f in (
+                await session.execute(
+                    select(File).where(
+                        File.workspace_id == workspace_id, File.id.in_(file_ids), _live()
+                    )
+                )
+            ).scalars()
+        }
+    inputs = []
+    for file_id in file_ids:
+        file = rows.get(file_id)
+        if file is None:
+            raise not_found(file_id, "reference_files")
+        try:
+            data = await blobs.read(file.blob_key)
+        except BlobNotFound:
+            raise not_found(file_id, "reference_files") from None
+        inputs.append(InputImage(data=data, content_type=file.content_type))
+    return tuple(inputs)

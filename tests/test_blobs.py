@@ -1,0 +1,128 @@
+"""The blob stores, local and S3, behave the same: streamed in, streamed out, atomic."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from imagegate.blobs import BlobNotFound, BlobStore, LocalBlobStore, blob_store
+from imagegate.blobs.s3 import S3BlobStore
+from imagegate.config import Settings
+from tests.blob_fixtures import BACKENDS, S3_CREDENTIALS, s3_endpoint  # noqa: F401
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobStore]:
+    if request.param == "local":
+        yield LocalBlobStore(tmp_path / "blobs")
+        return
+    s3 = S3BlobStore(
+        f"blobs-{secrets.token_hex(6)}",
+        prefix="p/",
+        endpoint_url=request.getfixturevalue("s3_endpoint"),
+        region="us-east-1",
+        access_key_id="testing",
+        secret_access_key="testing",
+    )
+    await s3.create_bucket()
+    try:
+        yield s3
+    finally:
+        await s3.close()
+
+
+async def chunks_of(data: bytes, size: int) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+async def test_put_read_open_delete(store: BlobStore) -> None:
+    await store.put("ws/a.png", b"hello", "image/png")
+    assert await store.read("ws/a.png") == b"hello"
+    assert b"".join([c async for c in await store.open("ws/a.png", chunk_size=2)]) == b"hello"
+    assert b"".join([c async for c in store.stream("ws/a.png")]) == b"hello"
+    await store.delete("ws/a.png")
+    await store.delete("ws/a.png")  # deleting what is gone is fine
+    with pytest.raises(BlobNotFound):
+        await store.read("ws/a.png")
+
+
+async def test_open_of_a_missing_blob_fails_before_the_first_chunk(store: BlobStore) -> None:
+    with pytest.raises(BlobNotFound):
+        await store.open("nope/missing.png")
+
+
+async def test_put_stream_small_and_multipart(store: BlobStore) -> None:
+    small = os.urandom(100_000)
+    assert await store.put_stream(
+        "s.bin", chunks_of(small, 7_000), "application/octet-stream"
+    ) == len(small)
+    assert await store.read("s.bin") == small
+    # Over one S3 part (8 MiB): goes up as a multipart upload, one part in memory at a time.
+    large = os.urandom(9 * 1024 * 1024 + 123)
+    written = await store.put_stream(
+        "l.bin", chunks_of(large, 1024 * 1024), "application/octet-stream"
+    )
+    assert written == len(large)
+    assert await store.read("l.bin") == large
+
+
+async def test_a_failed_stream_leaves_no_blob(store: BlobStore) -> None:
+    async def broken() -> AsyncIterator[bytes]:
+        yield os.urandom(9 * 1024 * 1024)
+        raise RuntimeError("client went away")
+
+    with pytest.raises(RuntimeError):
+        await store.put_stream("broken.bin", broken(), "application/octet-stream")
+    with pytest.raises(BlobNotFound):
+        await store.read("broken.bin")
+
+
+async def test_local_keys_cannot_escape_the_directory(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path / "blobs")
+    for key in ("../outside", "a/../../outside", "/etc/passwd", ""):
+        with pytest.raises(ValueError):
+            await store.put(key, b"x", "text/plain")
+    assert not (tmp_path / "outside").exists()
+    assert await store.presigned_url("a", 60) is None
+
+
+async def test_s3_presigned_urls_are_served_by_the_store(s3_endpoint: str) -> None:  # noqa: F811
+    store = S3BlobStore(
+        f"presign-{secrets.token_hex(6)}",
+        endpoint_url=s3_endpoint,
+        region="us-east-1",
+        access_key_id="testing",
+        secret_access_key="testing",
+    )
+    await store.create_bucket()
+    try:
+        await store.put("k.png", b"bytes", "image/png")
+        url = await store.presigned_url("k.png", 60)
+        assert url is not None and url.startswith(s3_endpoint)
+        async with httpx.AsyncClient() as http:
+            response = await http.get(url)
+        assert response.status_code == 200
+        assert response.content == b"bytes"
+    finally:
+        await store.close()
+
+
+def test_settings_choose_the_store(tmp_path: Path) -> None:
+    local = blob_store(Settings(data_dir=tmp_path))
+    assert isinstance(local, LocalBlobStore)
+    assert local.root == (tmp_path / "blobs").resolve()
+    s3 = blob_store(
+        Settings(
+            data_dir=tmp_path, blob_backend="s3", s3_bucket="b", s3_prefix="x/", **S3_CREDENTIALS
+        )  # type: ignore[arg-type]
+    )
+    assert isinstance(s3, S3BlobStore)
+    assert (s3.bucket, s3.object_key("k")) == ("b", "x/k")
+    with pytest.raises(ValueError, match="IMAGEGATE_S3_BUCKET"):
+        Settings(data_dir=tmp_path, blob_backend="s3")
