@@ -36,19 +36,19 @@ def _scalar(spec: ParamSpec, kind: str, name: str) -> Any:
         return None
     if kind == "array":
         item = _annotation(spec.items, f"{name}_item") if spec.items else Any
-        return Annotated[list[item], Field(min_length=spec.min_items, max_length=spec.max_items)]  # type: ignore[valid-type]
+        return Annotated[list[item], Field(min_length=spec.min_items, max_length=spec.max_items)]
     if kind == "object":
         fields: dict[str, Any] = {}
         for key, sub in (spec.properties or {}).items():
             fields[key] = (_annotation(sub, key), ... if sub.required else None)
-        return create_model(  # type: ignore[call-overload]
-            f"{name}_object", __config__=ConfigDict(extra="forbid"), **fields
-        )
+        return create_model(f"{name}_object", __config__=ConfigDict(extra="forbid"), **fields)
     raise ValueError(f"unknown type {kind}")
 
 
 def _annotation(spec: ParamSpec, name: str) -> Any:
     options = [_scalar(spec, kind, name) for kind in spec.types]
+    if spec.has_default and spec.default is None and "null" not in spec.types:
+        options.append(None)  # a documented null default may also be sent explicitly
     if len(options) == 1:
         return options[0]
     return Union[tuple(options)]  # noqa: UP007 - built at run time
@@ -61,7 +61,7 @@ def validator_for(model: ModelSpec) -> type[BaseModel]:
         fields: dict[str, Any] = {}
         for name, spec in model.params.items():
             fields[name] = (_annotation(spec, name), ... if spec.required else None)
-        cached = create_model(  # type: ignore[call-overload]
+        cached = create_model(
             f"{model.slug}_params", __config__=ConfigDict(extra="forbid"), **fields
         )
         model._validator = cached
@@ -126,14 +126,25 @@ def _to_invalid_parameter(
 
 
 def _schema(spec: ParamSpec) -> dict[str, Any]:
-    out: dict[str, Any] = {}
     types = spec.types
-    out["type"] = types[0] if len(types) == 1 else types
+    if len(types) > 1 and (spec.enum is not None or spec.properties is not None):
+        # An enum or properties apply to one of the types only: say so with anyOf.
+        out: dict[str, Any] = {
+            "anyOf": [_schema(spec.model_copy(update={"type": kind, "description": ""})) for kind in types]
+        }
+        for branch in out["anyOf"]:
+            branch.pop("default", None)
+        if spec.description:
+            out["description"] = spec.description
+        if spec.has_default:
+            out["default"] = spec.default
+        return out
+    out = {"type": types[0] if len(types) == 1 else types}
     if spec.description:
         out["description"] = spec.description
     if spec.has_default:
         out["default"] = spec.default
-    if spec.enum is not None:
+    if spec.enum is not None and types[0] in ("string", "integer", "number"):
         if spec.free_form:
             out["examples"] = spec.enum
         else:
@@ -150,7 +161,7 @@ def _schema(spec: ParamSpec) -> dict[str, Any]:
             out[key] = int(value) if isinstance(value, float) and value.is_integer() else value
     if spec.items is not None:
         out["items"] = _schema(spec.items)
-    if spec.properties is not None:
+    if spec.properties is not None and "object" in types:
         out["properties"] = {k: _schema(v) for k, v in spec.properties.items()}
         out["required"] = [k for k, v in spec.properties.items() if v.required]
         out["additionalProperties"] = False
