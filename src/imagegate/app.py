@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from imagegate.api.responses import JSONResponse
 
 from imagegate import __version__
-from imagegate.api import errors, files, images, jobs, models
+from imagegate.api import errors, files, images, jobs, models, pricing
 from imagegate.api.limits import BodySizeLimit
 from imagegate.config import Settings
 from imagegate.gateway import Gateway
@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     )
     app.state.gateway = gw
     errors.install(app)
-    for router in (models.router, images.router, jobs.router, files.router):
+    for router in (models.router, pricing.router, images.router, jobs.router, files.router):
         app.include_router(router)
 
     @app.get("/healthz", include_in_schema=False)

@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=16, ge=1, description="Jobs run at once by this process.")
     lease_seconds: float = Field(default=30.0, gt=0, description="A worker's lease on a running job.")
     bootstrap_workspace: str = Field(default="Default workspace", description="Name of the first workspace.")
+    credits_per_usd: int = Field(
+        default=200, ge=1, description="Credits charged per US dollar of a price stated in USD."
+    )
+    credit_value_micro_eur: int = Field(
+        default=4600, ge=1, description="What one credit is worth in micro-euros, for EUR price display."
+    )
     log_level: str = "info"
 
     @model_validator(mode="after")

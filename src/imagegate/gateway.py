@@ -30,7 +30,7 @@ class Gateway:
         run_workers: bool = True,
     ) -> None:
         self.settings = settings
-        self.catalog = catalog or load_catalog()
+        self.catalog = catalog or load_catalog(credits_per_usd=settings.credits_per_usd)
         self.providers = providers or default_registry()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.blobs: BlobStore = blobs or LocalBlobStore(settings.blob_dir)

@@ -10,6 +10,7 @@ from imagegate.api.responses import JSONResponse
 
 from imagegate.api.common import images_data, job_object, json_object
 from imagegate.api.deps import CurrentMember, GatewayDep
+from imagegate.api.pricing import dry_run, estimate_response
 from imagegate.errors import InvalidParameter, UpstreamError, error_for_job
 from imagegate.services import generation, jobs
 
@@ -34,15 +35,15 @@ async def create_image(request: Request, member: CurrentMember, gateway: Gateway
             param="response_format",
         )
     respond_async, wait = _prefer(request)
+    if dry_run(request):
+        return await estimate_response(gateway, member, body)
     async with gateway.db.session() as session:
-        model = await generation.resolve_model(session, gateway.catalog, member, body.get("model"))
+        model, chosen = await generation.choose_model(session, gateway.catalog, member, body)
         await generation.check_usable(session, member, model)
         plan = generation.plan_openai(model, body)
+        plan.notices[:0] = chosen
         job = await generation.submit(session, member, plan, body, action="generate")
-    headers = {}
-    if plan.notices:
-        headers["Deprecation"] = "true"
-        headers["X-Imagegate-Notice"] = " ".join(plan.notices)
+    headers = generation.deprecation_headers(plan)
     event = gateway.dispatcher.watch(job.id)
     try:
         gateway.dispatcher.submit(job.id)

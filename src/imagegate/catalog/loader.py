@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import yaml
 
@@ -20,12 +21,6 @@ _SPECIAL = {"arena.yaml", "choice.yaml"}
 
 class CatalogError(ValueError):
     """A data file is malformed; the message names the file and the model."""
-
-
-class _Readable(Protocol):
-    name: str
-
-    def read_text(self, encoding: str = ...) -> str: ...
 
 
 class Catalog:
@@ -68,7 +63,7 @@ class Catalog:
         return list(self._models)
 
 
-def _parse_file(path: _Readable, name: str, credits_per_usd: int) -> list[ModelSpec]:
+def _parse_file(path: Traversable | Path, name: str, credits_per_usd: int) -> list[ModelSpec]:
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     defaults = {"provider": data.get("provider"), "provider_name": data.get("provider_name", "")}
     models = []

@@ -36,7 +36,7 @@ def _scalar(spec: ParamSpec, kind: str, name: str) -> Any:
         return None
     if kind == "array":
         item = _annotation(spec.items, f"{name}_item") if spec.items else Any
-        return Annotated[list[item], Field(min_length=spec.min_items, max_length=spec.max_items)]
+        return Annotated[list[item], Field(min_length=spec.min_items, max_length=spec.max_items)]  # type: ignore[valid-type]
     if kind == "object":
         fields: dict[str, Any] = {}
         for key, sub in (spec.properties or {}).items():

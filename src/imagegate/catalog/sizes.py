@@ -86,6 +86,43 @@ def _custom_fits(spec: SizeSpec, width: int, height: int) -> bool:
     )
 
 
+def fit_custom(spec: SizeSpec, width: int, height: int) -> tuple[int, int]:
+    """``width`` x ``height`` scaled, keeping its shape, into the custom-size bounds."""
+    custom = spec.custom
+    if custom is None or _custom_fits(spec, width, height):
+        return width, height
+    pixels = width * height
+    grow = max(
+        custom.min / min(width, height),
+        math.sqrt(custom.min_pixels / pixels) if custom.min_pixels else 0.0,
+        1.0,
+    )
+    shrink = min(
+        custom.max / max(width, height),
+        math.sqrt(custom.max_pixels / pixels) if custom.max_pixels else math.inf,
+        1.0,
+    )
+    factor = grow if grow > 1.0 else shrink
+    return math.ceil(width * factor), math.ceil(height * factor)
+
+
+def check_custom(model: ModelSpec, value: dict[str, Any], param: str) -> tuple[dict[str, Any], list[str]]:
+    """An explicit ``{width, height}``: scaled into bounds where the provider does so, else checked."""
+    spec = model.sizes
+    width, height = int(value["width"]), int(value["height"])
+    if spec.custom is None or _custom_fits(spec, width, height):
+        return value, []
+    if spec.custom.scale:
+        w, h = fit_custom(spec, width, height)
+        return {"width": w, "height": h}, [f"{width}x{height} is outside {model.slug}'s pixel bounds; it returns {w}x{h}."]
+    custom = spec.custom
+    raise InvalidParameter(
+        f"Invalid value for {param!r}: {width}x{height} is outside the bounds of {model.slug!r}: "
+        f"each side {custom.min}-{custom.max} px, {custom.min_pixels or 1}-{custom.max_pixels or 'any'} pixels in total.",
+        param=param,
+    )
+
+
 def aspect_ratios(spec: SizeSpec) -> list[str]:
     """The aspect ratios a caller may ask for."""
     if spec.style == "aspect_ratio":
@@ -250,7 +287,9 @@ def native_size(model: ModelSpec, size: str, param: str = "size") -> str:
     """The native value of the model's size field for ``size`` (kept for callers of old)."""
     choice = from_wxh(model, size, param)
     value = choice.native.get(model.sizes.field or "")
-    return value if isinstance(value, str) else f"{value['width']}x{value['height']}"
+    if isinstance(value, dict):
+        return f"{value['width']}x{value['height']}"
+    return str(value)
 
 
 def _free_form_dims(spec: SizeSpec, value: str) -> tuple[int, int] | None:

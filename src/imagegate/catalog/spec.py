@@ -72,6 +72,9 @@ class CustomSize(_Strict):
     max: int = 14142
     min_pixels: int | None = None
     max_pixels: int | None = None
+    scale: bool = Field(
+        default=False, description="The provider scales sizes outside the pixel bounds into them."
+    )
 
 
 class SizeSpec(_Strict):

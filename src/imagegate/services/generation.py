@@ -13,7 +13,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from imagegate.catalog import Catalog, ModelSpec
 from imagegate.catalog.pricing import estimate
 from imagegate.catalog.schema import validate_params
-from imagegate.catalog.sizes import native_size, output_dimensions
+from imagegate.catalog.sizes import (
+    SizeChoice,
+    check_custom,
+    fit_custom,
+    from_aspect_ratio,
+    from_image_size,
+    from_wxh,
+    output_dimensions,
+)
+from imagegate.catalog.spec import Route
 from imagegate.errors import InvalidParameter, NotFound, PermissionDenied
 from imagegate.ids import new_id
 from imagegate.services import jobs
@@ -26,6 +35,10 @@ OPENAI_FIELDS = frozenset(
     {"model", "prompt", "n", "size", "response_format", "output_format", "quality", "seed",
      "style", "background", "moderation", "output_compression", "user"}
 )
+# Size fields any model understands; each becomes the model's own size field.
+SIZE_FIELDS = frozenset({"aspect_ratio", "image_size", "resolution"})
+# Model choice: read by choose_model, not passed to the model.
+CHOICE_FIELDS = frozenset({"tier", "use_case"})
 WRAPPER_FIELDS = frozenset({"mock", "format"})
 RESPONSE_FORMATS = ("url", "b64_json")
 FORMAT_PRESETS = ("shorts", "reels", "horizontal")
@@ -44,9 +57,31 @@ class Plan:
     output_format: str
     estimated_cost: int
     notices: list[str] = field(default_factory=list)
+    route: Route | None = None
 
     def describe(self) -> dict[str, Any]:
-        return {"n": self.n, "width": self.width, "height": self.height, "output_format": self.output_format}
+        return {
+            "n": self.n,
+            "width": self.width,
+            "height": self.height,
+            "output_format": self.output_format,
+            "region": self.route.region if self.route else None,
+            "notices": self.notices,
+        }
+
+
+def deprecation_headers(plan: Plan) -> dict[str, str]:
+    """Headers that tell a caller its model is on its way out, and what replaces it."""
+    model = plan.model
+    headers: dict[str, str] = {}
+    if model.status in ("legacy", "deprecated"):
+        headers["Deprecation"] = "true"
+        if model.replacement is not None:
+            headers["Link"] = f'</v1/models/{model.replacement}>; rel="successor-version"'
+            headers["X-Imagegate-Replacement"] = model.replacement
+    if plan.notices:
+        headers["X-Imagegate-Notice"] = " ".join(plan.notices)
+    return headers
 
 
 def _model_not_found(name: str) -> NotFound:
@@ -75,6 +110,60 @@ async def resolve_model(
     return model
 
 
+def _choice_value(body: dict[str, Any], name: str, allowed: list[str]) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if value not in allowed:
+        raise InvalidParameter(
+            f"Invalid value for {name!r}: {value!r}. Allowed: {', '.join(allowed)}.", param=name
+        )
+    return str(value)
+
+
+async def choose_model(
+    session: AsyncSession, catalog: Catalog, principal: Principal, body: dict[str, Any]
+) -> tuple[ModelSpec, list[str]]:
+    """The model a request gets: by name, by ``tier`` preset, by ``use_case`` for ``model: "auto"``,
+    or the workspace default; and a notice when the gateway chose it."""
+    choices = catalog.choices
+    tier = _choice_value(body, "tier", list(choices.tiers))
+    use_case = _choice_value(body, "use_case", list(choices.use_cases))
+    name = body.get("model")
+    if name == "auto" or (name is None and use_case is not None):
+        return await _auto_model(session, catalog, principal, use_case)
+    if name is None and tier is not None:
+        preset = catalog.resolve(choices.tiers[tier])
+        assert preset is not None  # the loader checks choice.yaml's names
+        return preset, [f"tier {tier!r} uses {preset.slug}."]
+    return await resolve_model(session, catalog, principal, name), []
+
+
+async def _auto_model(
+    session: AsyncSession, catalog: Catalog, principal: Principal, use_case: str | None
+) -> tuple[ModelSpec, list[str]]:
+    if use_case is None:
+        default = await resolve_model(session, catalog, principal, None)
+        return default, [f"model 'auto' without a use_case uses the workspace default, {default.slug}."]
+    advice = catalog.choices.use_cases[use_case]
+    enabled = await enabled_models(session, principal.workspace_id)
+    candidates = [catalog.resolve(name) for name in advice.models]
+    if advice.region is not None:
+        # Any enabled model that can run there is better than none.
+        candidates += [m for m in catalog if m.slug in enabled and advice.region in m.regions]
+    for candidate in candidates:
+        if candidate is not None and candidate.slug in enabled:
+            if advice.region is None or advice.region in candidate.regions:
+                return candidate, [f"use_case {use_case!r} chose {candidate.slug}."]
+    raise InvalidParameter(
+        f"No enabled model suits use_case {use_case!r} ({advice.description}). "
+        f"Enable one of: {', '.join(advice.models)}.",
+        code="no_model_for_use_case",
+        param="use_case",
+        extra={"recommended_models": advice.models},
+    )
+
+
 async def enabled_models(session: AsyncSession, workspace_id: str) -> set[str]:
     rows = await session.execute(
         select(WorkspaceModel.model).where(
@@ -84,8 +173,71 @@ async def enabled_models(session: AsyncSession, workspace_id: str) -> set[str]:
     return {row[0] for row in rows}
 
 
-def _plan(model: ModelSpec, native: dict[str, Any], rename: dict[str, str], mock: bool) -> Plan:
+def _references(model: ModelSpec, native: dict[str, Any]) -> tuple[int, list[str]]:
+    """Check the reference images against the model's limits; their count and any notice."""
+    limit = model.limits.references
+    if limit is None:
+        return 0, []
+    value = native.get(limit.field)
+    if isinstance(value, list):
+        count = len(value)
+    else:
+        count = 0 if value is None or value == "" else 1
+    if count == 0 and limit.required:
+        raise InvalidParameter(
+            f"Model {model.slug!r} needs a source image: give {limit.field!r} "
+            f"(HTTPS URL{'s' if limit.max > 1 else ''} of the image{'s' if limit.max > 1 else ''} to work on).",
+            code="image_url_required",
+            param=limit.field,
+        )
+    if count > limit.max:
+        if limit.overflow == "keep_last" and isinstance(value, list):
+            native[limit.field] = value[-limit.max :]
+            return limit.max, [f"{model.slug} uses the last {limit.max} of the {count} images in {limit.field!r}."]
+        raise InvalidParameter(
+            f"Model {model.slug!r} takes at most {limit.max} reference image{'s' if limit.max > 1 else ''} "
+            f"in {limit.field!r}; {count} were given.",
+            code="too_many_references",
+            param=limit.field,
+            extra={"max_references": limit.max},
+        )
+    return count, []
+
+
+def _custom_size(model: ModelSpec, native: dict[str, Any], rename: dict[str, str]) -> list[str]:
+    field_name = model.sizes.field
+    value = native.get(field_name) if field_name is not None else None
+    if field_name is None or not isinstance(value, dict):
+        return []
+    if not all(isinstance(value.get(k), int) for k in ("width", "height")):
+        return []  # the schema names what is wrong
+    checked, notices = check_custom(model, value, rename.get(field_name, field_name))
+    native[field_name] = checked
+    return notices
+
+
+def _plan(
+    model: ModelSpec,
+    native: dict[str, Any],
+    rename: dict[str, str],
+    mock: bool,
+    notices: list[str] | None = None,
+) -> Plan:
+    notices = list(notices or [])
+    references, ref_notices = _references(model, native)
+    notices += ref_notices + _custom_size(model, native, rename)
     params = validate_params(model, native, rename=rename)
+    limits = model.limits
+    per_generation = 1
+    if limits.outputs_per_generation_field is not None:
+        per_generation = int(params.get(limits.outputs_per_generation_field) or 1)
+    if limits.max_total_images is not None and references + per_generation > limits.max_total_images:
+        field_name = limits.outputs_per_generation_field or (model.count_field or "n")
+        raise InvalidParameter(
+            f"Model {model.slug!r} takes at most {limits.max_total_images} images in total "
+            f"(inputs plus images made per generation); {references} + {per_generation} were asked for.",
+            param=rename.get(field_name, field_name),
+        )
     n = int(params.get(model.count_field, 1)) if model.count_field else 1
     width, height = output_dimensions(model, params)
     output_format = (
@@ -93,12 +245,14 @@ def _plan(model: ModelSpec, native: dict[str, Any], rename: dict[str, str], mock
         if model.format_field and params.get(model.format_field) is not None
         else model.default_output_format
     )
-    notices = []
     if model.status == "legacy" and model.replacement:
         notices.append(f"{model.slug} is legacy; use {model.replacement} instead.")
-    provider = "mock" if mock else model.routes[0].provider
-    cost = 0 if mock else estimate(model, params, n, width, height)
-    return Plan(model, provider, params, n, width, height, output_format, cost, notices)
+    elif model.status == "deprecated":
+        notices.append(f"{model.slug} is deprecated by its provider.")
+    route = model.routes[0]
+    provider = "mock" if mock else route.provider
+    cost = 0 if mock else estimate(model, params, n * per_generation, width, height)
+    return Plan(model, provider, params, n, width, height, output_format, cost, notices, route)
 
 
 def _wrapper(model: ModelSpec, body: dict[str, Any], native: dict[str, Any]) -> bool:
@@ -120,8 +274,27 @@ def _wrapper(model: ModelSpec, body: dict[str, Any], native: dict[str, Any]) -> 
             raise InvalidParameter(
                 f"Give either 'format' or '{field_name}', not both.", param="format"
             )
-        native[field_name] = model.sizes.format_mapping[preset]
+        value = model.sizes.format_mapping[preset]
+        if isinstance(value, dict):
+            width, height = fit_custom(model.sizes, int(value["width"]), int(value["height"]))
+            value = {"width": width, "height": height}
+        native[field_name] = value
     return mock
+
+
+def _native_size_param(model: ModelSpec, name: str) -> bool:
+    """Whether ``name`` is the model's own size or resolution field (passed through as is)."""
+    return name in (model.sizes.field, model.sizes.resolution_field) and name in model.params
+
+
+def _size_choice(model: ModelSpec, name: str, value: Any, resolution: Any) -> SizeChoice:
+    if name == "size":
+        if not isinstance(value, str):
+            raise InvalidParameter("Invalid value for 'size': expected 'WIDTHxHEIGHT'.", param="size")
+        return from_wxh(model, value, "size", resolution)
+    if name == "aspect_ratio":
+        return from_aspect_ratio(model, value, "aspect_ratio", resolution)
+    return from_image_size(model, value, "image_size")
 
 
 def plan_openai(model: ModelSpec, body: dict[str, Any]) -> Plan:
@@ -134,8 +307,10 @@ def plan_openai(model: ModelSpec, body: dict[str, Any]) -> Plan:
     if model.prompt_field is None:
         raise InvalidParameter(f"Model {model.slug!r} takes no prompt.", param="prompt")
     native[model.prompt_field] = prompt
+    size_asks: list[tuple[str, Any]] = []
     for name, value in body.items():
-        if name in ("model", "prompt", "response_format", "user") or name in WRAPPER_FIELDS:
+        skipped = ("model", "prompt", "response_format", "user")
+        if name in skipped or name in WRAPPER_FIELDS or name in CHOICE_FIELDS:
             continue
         if name == "n":
             if model.count_field is None:
@@ -146,13 +321,18 @@ def plan_openai(model: ModelSpec, body: dict[str, Any]) -> Plan:
                 continue
             native[model.count_field] = value
             rename[model.count_field] = "n"
-        elif name == "size":
-            if not isinstance(value, str):
-                raise InvalidParameter("Invalid value for 'size': expected 'WIDTHxHEIGHT'.", param="size")
-            native_value = native_size(model, value)  # raises when the model takes no size
-            assert model.sizes.field is not None
-            native[model.sizes.field] = native_value
-            rename[model.sizes.field] = "size"
+        elif name in SIZE_FIELDS and _native_size_param(model, name):
+            native[name] = value
+            if name == model.sizes.field:
+                size_asks.append((name, None))
+        elif name == "resolution":
+            raise InvalidParameter(
+                f"Model {model.slug!r} has no 'resolution'; ask for a size instead "
+                f"({', '.join(model.sizes.supported_sizes()) or 'it takes none'}).",
+                param="resolution",
+            )
+        elif name == "size" or name in SIZE_FIELDS:
+            size_asks.append((name, value))
         elif name == "output_format":
             if model.format_field is None:
                 if value not in model.output_formats:
@@ -176,17 +356,42 @@ def plan_openai(model: ModelSpec, body: dict[str, Any]) -> Plan:
                 f"Model {model.slug!r} does not support {name!r}.", param=name
             )
         else:
-            allowed = sorted((OPENAI_FIELDS | WRAPPER_FIELDS | set(model.params)) - {model.prompt_field})
+            known = OPENAI_FIELDS | WRAPPER_FIELDS | CHOICE_FIELDS | SIZE_FIELDS | set(model.params)
+            allowed = sorted(known - {model.prompt_field})
             raise InvalidParameter(
                 f"Unknown parameter {name!r}. Allowed: {', '.join(allowed)}.", param=name
             )
+    notices: list[str] = []
+    if len(size_asks) > 1:
+        names = sorted(name for name, _ in size_asks)
+        raise InvalidParameter(
+            f"Give one of {', '.join(repr(n) for n in names)}, not several.", param=names[-1]
+        )
+    for name, value in size_asks:
+        if value is None:
+            continue  # the model's own field, passed through
+        resolution = native.get(model.sizes.resolution_field or "")
+        choice = _size_choice(model, name, value, resolution)
+        for key, chosen in choice.native.items():
+            native.setdefault(key, chosen)
+            rename.setdefault(key, name)
+        notices += choice.notices
     mock = _wrapper(model, body, native)
-    return _plan(model, native, rename, mock)
+    return _plan(model, native, rename, mock, notices)
 
 
 def plan_native(model: ModelSpec, body: dict[str, Any]) -> Plan:
-    """A jobs-API body: the model's own parameters plus the wrapper fields."""
+    """A jobs-API body: the model's own parameters plus the wrapper fields.
+
+    With neither ``format`` nor the model's size field, the model's ``format_mapping``
+    default applies (seed 002: ``format`` defaults per model).
+    """
     native = {k: v for k, v in body.items() if k not in WRAPPER_FIELDS}
+    mapping = model.sizes.format_mapping
+    field_name = model.sizes.field
+    if body.get("format") is None and field_name is not None and field_name not in native:
+        if "default" in mapping:
+            native[field_name] = mapping["default"]
     mock = _wrapper(model, body, native)
     return _plan(model, native, {}, mock)
 
