@@ -11,7 +11,9 @@ from typing import Any
 
 from imagegate.catalog.spec import MICRO, MILLI, ModelSpec, PriceSpec
 
-MEGAPIXEL = 1_000_000
+# 1024 x 1024 pixels: the seeds bill 1024x1024 as 1 MP (not 2 when rounded up) and
+# 1920x1080 as 2 MP, 2048x2048 as 4 MP.
+MEGAPIXEL = 1024 * 1024
 REFERENCE_SIZE = (1024, 1024)  # the size prices are shown at (seed 000)
 
 

@@ -70,7 +70,11 @@ def validator_for(model: ModelSpec) -> type[BaseModel]:
 
 def _describe_allowed(spec: ParamSpec) -> str:
     if spec.enum:
-        return "one of " + ", ".join(repr(v) for v in spec.enum)
+        allowed = "one of " + ", ".join(repr(v) for v in spec.enum)
+        if spec.properties is not None:
+            bounds = ", ".join(f"{k} {_describe_allowed(v)}" for k, v in spec.properties.items())
+            allowed += f", or an object with {bounds}"
+        return allowed
     parts = []
     if spec.minimum is not None and spec.maximum is not None:
         parts.append(f"between {spec.minimum:g} and {spec.maximum:g}")
@@ -78,8 +82,12 @@ def _describe_allowed(spec: ParamSpec) -> str:
         parts.append(f"at least {spec.minimum:g}")
     elif spec.maximum is not None:
         parts.append(f"at most {spec.maximum:g}")
-    if spec.max_length is not None:
+    if spec.min_length is not None and spec.max_length is not None:
+        parts.append(f"{spec.min_length} to {spec.max_length} characters")
+    elif spec.max_length is not None:
         parts.append(f"at most {spec.max_length} characters")
+    elif spec.min_length is not None:
+        parts.append(f"at least {spec.min_length} characters")
     if spec.max_items is not None:
         parts.append(f"at most {spec.max_items} items")
     kinds = " or ".join(spec.types)
@@ -121,6 +129,10 @@ def _to_invalid_parameter(
     if error["type"] == "missing":
         return InvalidParameter(f"Missing required parameter {param!r}.", param=param)
     spec = model.params.get(name or "")
+    for part in loc[1:]:
+        # A nested error (an object's field) is described by that field's own spec.
+        if spec is not None and spec.properties is not None and part in spec.properties:
+            spec = spec.properties[part]
     allowed = f" Allowed: {_describe_allowed(spec)}." if spec is not None else ""
     return InvalidParameter(f"Invalid value for {param!r}: {error['msg']}.{allowed}", param=param)
 

@@ -114,7 +114,7 @@ def check_custom(model: ModelSpec, value: dict[str, Any], param: str) -> tuple[d
         return value, []
     if spec.custom.scale:
         w, h = fit_custom(spec, width, height)
-        return {"width": w, "height": h}, [f"{width}x{height} is outside {model.slug}'s pixel bounds; it returns {w}x{h}."]
+        return value, [f"{width}x{height} is outside {model.slug}'s pixel bounds; it returns {w}x{h}."]
     custom = spec.custom
     raise InvalidParameter(
         f"Invalid value for {param!r}: {width}x{height} is outside the bounds of {model.slug!r}: "
@@ -310,7 +310,10 @@ def output_dimensions(model: ModelSpec, params: dict[str, Any]) -> tuple[int, in
     if spec.field is not None:
         value = params.get(spec.field, spec.default)
         if isinstance(value, dict) and "width" in value and "height" in value:
-            return int(value["width"]), int(value["height"])
+            width, height = int(value["width"]), int(value["height"])
+            if spec.custom is not None and spec.custom.scale:
+                return fit_custom(spec, width, height)  # the provider scales into its bounds
+            return width, height
         if isinstance(value, str) and value in spec.options:
             width, height = spec.options[value]
         elif isinstance(value, str) and (dims := _free_form_dims(spec, value)) is not None:

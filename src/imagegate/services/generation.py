@@ -275,7 +275,9 @@ def _wrapper(model: ModelSpec, body: dict[str, Any], native: dict[str, Any]) -> 
                 f"Give either 'format' or '{field_name}', not both.", param="format"
             )
         value = model.sizes.format_mapping[preset]
-        if isinstance(value, dict):
+        custom = model.sizes.custom
+        if isinstance(value, dict) and custom is not None and not custom.scale:
+            # Our preset must be valid for the model: keep its shape, scale it into bounds.
             width, height = fit_custom(model.sizes, int(value["width"]), int(value["height"]))
             value = {"width": width, "height": height}
         native[field_name] = value
