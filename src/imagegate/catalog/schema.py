@@ -23,7 +23,10 @@ def _scalar(spec: ParamSpec, kind: str, name: str) -> Any:
     if kind == "string":
         if spec.enum and not spec.free_form:
             return Literal[tuple(spec.enum)]
-        return Annotated[StrictStr, Field(min_length=spec.min_length, max_length=spec.max_length)]
+        return Annotated[
+            StrictStr,
+            Field(min_length=spec.min_length, max_length=spec.max_length, pattern=spec.pattern),
+        ]
     if kind == "integer":
         if spec.enum:
             return Literal[tuple(spec.enum)]
@@ -113,26 +116,44 @@ def validate_params(
     return result
 
 
+def _clean_loc(model: ModelSpec, loc: tuple[Any, ...]) -> tuple[list[str], ParamSpec | None]:
+    """An error location without pydantic's union-member tags, and the spec it points at."""
+    if not loc:
+        return [], None
+    parts = [str(loc[0])]
+    spec = model.params.get(parts[0])
+    for part in loc[1:]:
+        if isinstance(part, int):
+            parts.append(str(part))
+            spec = spec.items if spec is not None else None
+        elif spec is not None and spec.properties is not None and part in spec.properties:
+            parts.append(str(part))
+            spec = spec.properties[part]
+    return parts, spec
+
+
 def _to_invalid_parameter(
     model: ModelSpec, exc: ValidationError, rename: dict[str, str]
 ) -> InvalidParameter:
-    error = exc.errors()[0]
-    loc = [str(part) for part in error["loc"]]
+    # Of a union's errors, the one reaching deepest into the value says most.
+    errors = exc.errors()
+    cleaned = [(_clean_loc(model, tuple(e["loc"])), e) for e in errors]
+    (loc, spec), error = max(
+        cleaned, key=lambda item: (len(item[0][0]), item[1]["type"] != "literal_error")
+    )
     name = loc[0] if loc else None
     shown = rename.get(name, name) if name else None
     param = ".".join([shown, *loc[1:]]) if shown else None
     if error["type"] == "extra_forbidden":
+        if len(loc) > 1 or (loc and loc[0] in model.params):
+            return InvalidParameter(f"Unknown field in {param!r}: {error['loc'][-1]!r}.", param=param)
+        param = rename.get(str(error["loc"][0]), str(error["loc"][0]))
         allowed = ", ".join(sorted(rename.get(p, p) for p in model.params))
         return InvalidParameter(
             f"Unknown parameter {param!r} for model {model.slug!r}. Allowed: {allowed}.", param=param
         )
     if error["type"] == "missing":
         return InvalidParameter(f"Missing required parameter {param!r}.", param=param)
-    spec = model.params.get(name or "")
-    for part in loc[1:]:
-        # A nested error (an object's field) is described by that field's own spec.
-        if spec is not None and spec.properties is not None and part in spec.properties:
-            spec = spec.properties[part]
     allowed = f" Allowed: {_describe_allowed(spec)}." if spec is not None else ""
     return InvalidParameter(f"Invalid value for {param!r}: {error['msg']}.{allowed}", param=param)
 
@@ -161,6 +182,8 @@ def _schema(spec: ParamSpec) -> dict[str, Any]:
             out["examples"] = spec.enum
         else:
             out["enum"] = spec.enum
+    if spec.pattern is not None and "string" in types:
+        out["pattern"] = spec.pattern
     for key, value in (
         ("minimum", spec.minimum),
         ("maximum", spec.maximum),
