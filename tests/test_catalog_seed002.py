@@ -13,7 +13,14 @@ from imagegate.services.generation import plan_native
 
 MISSING = object()
 RATIOS_10 = ["21:9", "16:9", "3:2", "4:3", "5:4", "1:1", "4:5", "3:4", "2:3", "9:16"]
-PRESETS = ["square_hd", "square", "portrait_4_3", "portrait_16_9", "landscape_4_3", "landscape_16_9"]
+PRESETS = [
+    "square_hd",
+    "square",
+    "portrait_4_3",
+    "portrait_16_9",
+    "landscape_4_3",
+    "landscape_16_9",
+]
 
 
 def row(
@@ -42,7 +49,8 @@ def row(
 
 
 def _branches(prop: dict[str, Any]) -> list[dict[str, Any]]:
-    return prop["anyOf"] if "anyOf" in prop else [prop]
+    branches: list[dict[str, Any]] = prop.get("anyOf", [prop])
+    return branches
 
 
 def _types(prop: dict[str, Any]) -> set[str]:
@@ -90,7 +98,10 @@ def check_table(schema: dict[str, Any], rows: list[dict[str, Any]]) -> None:
             assert obj["required"] == ["width", "height"], name
             for side in ("width", "height"):
                 assert obj["properties"][side]["type"] == "integer", name
-                assert (obj["properties"][side]["minimum"], obj["properties"][side]["maximum"]) == (low, high)
+                assert (obj["properties"][side]["minimum"], obj["properties"][side]["maximum"]) == (
+                    low,
+                    high,
+                )
 
 
 async def schema_of(client: httpx.AsyncClient, slug: str) -> dict[str, Any]:
@@ -106,7 +117,13 @@ async def test_flux_schnell_table(client: httpx.AsyncClient) -> None:
         await schema_of(client, "flux_schnell"),
         [
             row("prompt", "string", required=True),
-            row("image_size", "string|object", default="landscape_4_3", enum=PRESETS, object_range=(1, 14142)),
+            row(
+                "image_size",
+                "string|object",
+                default="landscape_4_3",
+                enum=PRESETS,
+                object_range=(1, 14142),
+            ),
             row("num_inference_steps", "integer", default=4, range_=(1, 12)),
             row("num_images", "integer", default=1, range_=(1, 4)),
             row("guidance_scale", "number", default=3.5, range_=(1, 20)),
@@ -151,7 +168,13 @@ async def test_flux_realism_table(client: httpx.AsyncClient) -> None:
         await schema_of(client, "flux_realism"),
         [
             row("prompt", "string", required=True),
-            row("image_size", "string|object", default="landscape_4_3", enum=PRESETS, object_range=(1, 14142)),
+            row(
+                "image_size",
+                "string|object",
+                default="landscape_4_3",
+                enum=PRESETS,
+                object_range=(1, 14142),
+            ),
             row("guidance_scale", "number", default=2.5, range_=(0, 20)),
             row("num_inference_steps", "integer", default=40, range_=(4, 50)),
             row("acceleration", "string", default="regular", enum=["none", "regular"]),
@@ -244,9 +267,18 @@ async def test_seedream_v5_lite_edit_table(client: httpx.AsyncClient) -> None:
 
 async def test_topaz_upscale_table(client: httpx.AsyncClient) -> None:
     topaz_models = [
-        "Low Resolution V2", "Standard V2", "CGI", "High Fidelity V2", "Text Refine", "Recovery",
-        "Redefine", "Recovery V2", "Standard MAX", "Wonder", "Wonder 3",
-    ]  # fmt: skip
+        "Low Resolution V2",
+        "Standard V2",
+        "CGI",
+        "High Fidelity V2",
+        "Text Refine",
+        "Recovery",
+        "Redefine",
+        "Recovery V2",
+        "Standard MAX",
+        "Wonder",
+        "Wonder 3",
+    ]
     check_table(
         await schema_of(client, "topaz_upscale_image"),
         [
@@ -255,7 +287,12 @@ async def test_topaz_upscale_table(client: httpx.AsyncClient) -> None:
             row("upscale_factor", "number", default=2, range_=(1, 4)),
             row("crop_to_fill", "boolean", default=False),
             row("output_format", "string", default="jpeg", enum=["jpeg", "png"]),
-            row("subject_detection", "string", default="All", enum=["All", "Foreground", "Background"]),
+            row(
+                "subject_detection",
+                "string",
+                default="All",
+                enum=["All", "Foreground", "Background"],
+            ),
             row("face_enhancement", "boolean", default=True),
             row("face_enhancement_creativity", "number", default=0, range_=(0, 1)),
             row("face_enhancement_strength", "number", default=0.8, range_=(0, 1)),
@@ -285,7 +322,13 @@ CATALOG = load_catalog()
         ("flux_pro", {"prompt": "p"}, "9:16", "16:9", "9:16"),
         ("flux_realism", {"prompt": "p"}, "portrait_16_9", "landscape_16_9", "landscape_4_3"),
         ("nano_banana", {"prompt": "p"}, "9:16", "16:9", "1:1"),
-        ("nano_banana_edit", {"prompt": "ppp", "image_urls": ["https://x/a.png"]}, "9:16", "16:9", "auto"),
+        (
+            "nano_banana_edit",
+            {"prompt": "ppp", "image_urls": ["https://x/a.png"]},
+            "9:16",
+            "16:9",
+            "auto",
+        ),
         (
             "seedream_v5_edit",
             {"prompt": "p", "image_urls": ["https://x/a.png"]},
@@ -310,7 +353,9 @@ def test_format_maps_to_the_models_size_field(
 def test_seedream_v45_format_is_scaled_into_its_size_bounds() -> None:
     model = CATALOG.resolve("seedream_v45_edit")
     assert model is not None
-    plan = plan_native(model, {"prompt": "p", "image_urls": ["https://x/a.png"], "format": "shorts"})
+    plan = plan_native(
+        model, {"prompt": "p", "image_urls": ["https://x/a.png"], "format": "shorts"}
+    )
     # 1080x1920 is below the model's 1920 px minimum side: same shape, scaled up
     assert (plan.width, plan.height) == (1920, 3414)
     assert plan.params["image_size"] == {"width": 1920, "height": 3414}

@@ -17,27 +17,96 @@ from tests.helpers import enable_models
 CATALOG = load_catalog()
 
 SEED_NAMES = {
-    "000": ["gpt-image-2", "gpt-image-1.5", "gemini-3-pro", "flux-2-pro", "gemini-2.5-flash",
-            "flux-2-flex", "flux-kontext-max", "recraft-v3-svg"],
-    "001": ["dall-e-3", "gemini-2-5-flash-image", "gemini-2.5-flash-image", "imagen-4", "qwen-image",
-            "flux-1-pro", "grok-image"],
-    "002": ["flux_schnell", "flux_pro", "flux_realism", "nano_banana", "nano_banana_edit",
-            "seedream_v45_edit", "seedream_v5_edit", "topaz_upscale_image"],
-    "003": ["recraft-v4", "recraft-v4-pro", "recraft-v4-vector", "recraft-v4-vector-pro", "flux-2-pro",
-            "flux-kontext-pro", "ideogram-v3", "gpt-image-2", "minimax-image-01", "imagen-4-fast",
-            "imagen-4", "imagen-4-ultra", "nano-banana", "nano-banana-3-flash", "flux-1.1-ultra",
-            "recraft-v3"],
-    "004": ["flux-1-quick", "flux-2-klein", "flux-kontext-fast", "imagen-3-flash", "gpt-image-1-mini-low",
-            "luma-photon-flash-1", "gpt-image-2-mini", "flux-1-pro", "imagen-3-pro", "flux-2-pro",
-            "gpt-image-1-mini-medium", "ideogram-v3-turbo", "luma-photon-1", "recraft-v4",
-            "leonardo-phoenix", "flux-2-flex", "flux-2-max", "flux-kontext-pro", "ideogram-v3",
-            "imagen-4-pro", "recraft-v3", "gemini-2.5-flash-image", "gpt-image-1-mini-high",
-            "gpt-image-1-medium", "gpt-image-2", "flux-1-ultra", "imagen-4-ultra", "dall-e-3",
-            "gemini-3.1-flash-image-mini", "flux-kontext-max", "recraft-v3-svg", "recraft-v4-svg",
-            "ideogram-v3-quality", "gemini-3.1-flash-image", "gemini-3-pro-image",
-            "gemini-3.1-flash-image-hd", "gpt-image-2-hd", "gpt-image-1-high", "gemini-3-pro-image-hd",
-            "recraft-v4-pro"],
-}  # fmt: skip
+    "000": [
+        "gpt-image-2",
+        "gpt-image-1.5",
+        "gemini-3-pro",
+        "flux-2-pro",
+        "gemini-2.5-flash",
+        "flux-2-flex",
+        "flux-kontext-max",
+        "recraft-v3-svg",
+    ],
+    "001": [
+        "dall-e-3",
+        "gemini-2-5-flash-image",
+        "gemini-2.5-flash-image",
+        "imagen-4",
+        "qwen-image",
+        "flux-1-pro",
+        "grok-image",
+    ],
+    "002": [
+        "flux_schnell",
+        "flux_pro",
+        "flux_realism",
+        "nano_banana",
+        "nano_banana_edit",
+        "seedream_v45_edit",
+        "seedream_v5_edit",
+        "topaz_upscale_image",
+    ],
+    "003": [
+        "recraft-v4",
+        "recraft-v4-pro",
+        "recraft-v4-vector",
+        "recraft-v4-vector-pro",
+        "flux-2-pro",
+        "flux-kontext-pro",
+        "ideogram-v3",
+        "gpt-image-2",
+        "minimax-image-01",
+        "imagen-4-fast",
+        "imagen-4",
+        "imagen-4-ultra",
+        "nano-banana",
+        "nano-banana-3-flash",
+        "flux-1.1-ultra",
+        "recraft-v3",
+    ],
+    "004": [
+        "flux-1-quick",
+        "flux-2-klein",
+        "flux-kontext-fast",
+        "imagen-3-flash",
+        "gpt-image-1-mini-low",
+        "luma-photon-flash-1",
+        "gpt-image-2-mini",
+        "flux-1-pro",
+        "imagen-3-pro",
+        "flux-2-pro",
+        "gpt-image-1-mini-medium",
+        "ideogram-v3-turbo",
+        "luma-photon-1",
+        "recraft-v4",
+        "leonardo-phoenix",
+        "flux-2-flex",
+        "flux-2-max",
+        "flux-kontext-pro",
+        "ideogram-v3",
+        "imagen-4-pro",
+        "recraft-v3",
+        "gemini-2.5-flash-image",
+        "gpt-image-1-mini-high",
+        "gpt-image-1-medium",
+        "gpt-image-2",
+        "flux-1-ultra",
+        "imagen-4-ultra",
+        "dall-e-3",
+        "gemini-3.1-flash-image-mini",
+        "flux-kontext-max",
+        "recraft-v3-svg",
+        "recraft-v4-svg",
+        "ideogram-v3-quality",
+        "gemini-3.1-flash-image",
+        "gemini-3-pro-image",
+        "gemini-3.1-flash-image-hd",
+        "gpt-image-2-hd",
+        "gpt-image-1-high",
+        "gemini-3-pro-image-hd",
+        "recraft-v4-pro",
+    ],
+}
 
 
 async def test_the_model_list_names_every_model_of_the_seeds(client: httpx.AsyncClient) -> None:
@@ -60,9 +129,14 @@ def test_every_entry_records_its_provenance_and_price_source() -> None:
 
 
 def test_one_model_named_differently_is_one_entry() -> None:
-    for names in (["flux_schnell", "flux-1-quick"], ["gemini-2-5-flash-image", "gemini-2.5-flash-image", "nano-banana"],
-                  ["flux_pro", "flux-1-ultra", "flux-1.1-ultra"], ["nano_banana", "gemini-3-pro-image"],
-                  ["imagen-4", "imagen-4-pro"], ["recraft-v4-vector", "recraft-v4-svg"]):  # fmt: skip
+    for names in (
+        ["flux_schnell", "flux-1-quick"],
+        ["gemini-2-5-flash-image", "gemini-2.5-flash-image", "nano-banana"],
+        ["flux_pro", "flux-1-ultra", "flux-1.1-ultra"],
+        ["nano_banana", "gemini-3-pro-image"],
+        ["imagen-4", "imagen-4-pro"],
+        ["recraft-v4-vector", "recraft-v4-svg"],
+    ):
         slugs = {CATALOG.resolve(name).slug for name in names}  # type: ignore[union-attr]
         assert len(slugs) == 1, names
 
@@ -80,7 +154,9 @@ def _plan(slug: str, body: dict[str, Any]) -> Any:
     ("size", "usd_micros", "credits"),
     [("1024x1024", 41_000, 8_200), ("1920x1080", 61_000, 12_200), ("2048x2048", 101_000, 20_200)],
 )
-def test_flux_2_pro_is_billed_per_megapixel_with_markup(size: str, usd_micros: int, credits: int) -> None:
+def test_flux_2_pro_is_billed_per_megapixel_with_markup(
+    size: str, usd_micros: int, credits: int
+) -> None:
     plan = _plan("flux-2-pro", {"size": size})
     assert f"{plan.width}x{plan.height}" == size
     # seed 003's dollar figures come out of the rule, then credits at 200 per USD
@@ -98,7 +174,9 @@ def test_flux_2_pro_is_billed_per_megapixel_with_markup(size: str, usd_micros: i
         ({"size": "2048x2048", "n": 3}, 12),
     ],
 )
-def test_flux_schnell_is_billed_per_megapixel_rounded_up(body: dict[str, Any], credits: int) -> None:
+def test_flux_schnell_is_billed_per_megapixel_rounded_up(
+    body: dict[str, Any], credits: int
+) -> None:
     assert _plan("flux_schnell", body).estimated_cost == credits * 1000
 
 
@@ -110,8 +188,25 @@ def test_flux_schnell_is_billed_per_megapixel_rounded_up(body: dict[str, Any], c
         ("nano_banana", {"resolution": "4K"}, 60),
         ("nano_banana", {"resolution": "4K", "n": 2}, 120),
         ("nano_banana_edit", {"prompt": "make it blue", "image_urls": ["https://x/a.png"]}, 30),
-        ("nano_banana_edit", {"prompt": "make it blue", "image_urls": ["https://x/a.png"], "enable_web_search": True}, 33),
-        ("nano_banana_edit", {"prompt": "make it blue", "image_urls": ["https://x/a.png"], "resolution": "4K", "enable_web_search": True}, 63),
+        (
+            "nano_banana_edit",
+            {
+                "prompt": "make it blue",
+                "image_urls": ["https://x/a.png"],
+                "enable_web_search": True,
+            },
+            33,
+        ),
+        (
+            "nano_banana_edit",
+            {
+                "prompt": "make it blue",
+                "image_urls": ["https://x/a.png"],
+                "resolution": "4K",
+                "enable_web_search": True,
+            },
+            63,
+        ),
         ("flux_pro", {}, 12),
         ("seedream_v45_edit", {"image_urls": ["https://x/a.png"]}, 8),
         ("seedream_v5_edit", {"image_urls": ["https://x/a.png"]}, 7),
@@ -126,7 +221,7 @@ def test_flux_schnell_is_billed_per_megapixel_rounded_up(body: dict[str, Any], c
         ("gemini-3-pro-image-hd", {}, 120),
         ("recraft-v3-svg", {}, 40),
     ],
-)  # fmt: skip
+)
 def test_the_seeds_prices(slug: str, body: dict[str, Any], credits: float) -> None:
     assert _plan(slug, body).estimated_cost == round(credits * 1000)
 
@@ -149,22 +244,52 @@ def test_a_price_in_dollars_follows_the_credits_per_usd_setting() -> None:
 
 # (models, 1:1, 16:9, 9:16) as seed 004 states them
 SEED_004_DIMENSIONS = [
-    (["gpt-image-2-mini", "gpt-image-2", "gpt-image-2-hd", "gpt-image-1", "gpt-image-1-high",
-      "gpt-image-1-mini-low", "gpt-image-1-mini-medium", "gpt-image-1-mini-high"],
-     (1024, 1024), (1536, 1024), (1024, 1536)),
-    (["imagen-3-flash", "imagen-3-pro", "imagen-4-pro", "imagen-4-ultra"], (1024, 1024), (1408, 768), (768, 1344)),
-    (["ideogram-v3", "ideogram-v3-turbo", "ideogram-v3-quality"], (1024, 1024), (1280, 768), (768, 1344)),
+    (
+        [
+            "gpt-image-2-mini",
+            "gpt-image-2",
+            "gpt-image-2-hd",
+            "gpt-image-1",
+            "gpt-image-1-high",
+            "gpt-image-1-mini-low",
+            "gpt-image-1-mini-medium",
+            "gpt-image-1-mini-high",
+        ],
+        (1024, 1024),
+        (1536, 1024),
+        (1024, 1536),
+    ),
+    (
+        ["imagen-3-flash", "imagen-3-pro", "imagen-4-pro", "imagen-4-ultra"],
+        (1024, 1024),
+        (1408, 768),
+        (768, 1344),
+    ),
+    (
+        ["ideogram-v3", "ideogram-v3-turbo", "ideogram-v3-quality"],
+        (1024, 1024),
+        (1280, 768),
+        (768, 1344),
+    ),
     (["flux-1-pro"], (1024, 1024), (1376, 768), (768, 1376)),
-    (["flux-2-pro", "flux-2-flex", "flux-2-max", "flux-kontext-fast", "flux-kontext-max"],
-     (1440, 1440), (1920, 1088), (1088, 1920)),
+    (
+        ["flux-2-pro", "flux-2-flex", "flux-2-max", "flux-kontext-fast", "flux-kontext-max"],
+        (1440, 1440),
+        (1920, 1088),
+        (1088, 1920),
+    ),
     (["leonardo-phoenix"], (1024, 1024), (1376, 768), (768, 1376)),
     (["recraft-v3", "recraft-v3-svg"], (1024, 1024), (1820, 1024), (1024, 1820)),
     (["luma-photon-1", "luma-photon-flash-1"], (1536, 1536), (2048, 1152), (1152, 2048)),
-    (["gemini-3.1-flash-image-mini", "gemini-3.1-flash-image", "gemini-3.1-flash-image-hd"],
-     (1024, 1024), (1920, 1080), (1080, 1920)),
+    (
+        ["gemini-3.1-flash-image-mini", "gemini-3.1-flash-image", "gemini-3.1-flash-image-hd"],
+        (1024, 1024),
+        (1920, 1080),
+        (1080, 1920),
+    ),
     (["gemini-3-pro-image-hd"], (2048, 2048), (3840, 2160), (2160, 3840)),
     (["gemini-2.5-flash-image"], (1024, 1024), (1920, 1080), (1080, 1920)),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("slugs", "square", "wide", "tall"), SEED_004_DIMENSIONS)
@@ -190,7 +315,9 @@ def test_flux_kontext_pro_dimensions_need_its_source_image() -> None:
     assert (plan.width, plan.height) == (1920, 1088)
 
 
-async def test_a_gpt_image_model_asked_for_16_9_reports_1536x1024(client: httpx.AsyncClient) -> None:
+async def test_a_gpt_image_model_asked_for_16_9_reports_1536x1024(
+    client: httpx.AsyncClient,
+) -> None:
     for body in ({"aspect_ratio": "16:9"}, {"size": "1792x1024"}, {"format": "horizontal"}):
         response = await client.post(
             "/v1/pricing/estimate", json={"model": "gpt-image-1", "prompt": "p", **body}
@@ -217,7 +344,9 @@ def test_format_shorts_on_flux_schnell_becomes_portrait_16_9() -> None:
 def test_seedream_v5_reports_the_size_it_scales_to() -> None:
     model = CATALOG.resolve("seedream_v5_edit")
     assert model is not None
-    plan = plan_native(model, {"prompt": "p", "image_urls": ["https://x/a.png"], "format": "shorts"})
+    plan = plan_native(
+        model, {"prompt": "p", "image_urls": ["https://x/a.png"], "format": "shorts"}
+    )
     assert plan.params["image_size"] == {"width": 1080, "height": 1920}  # sent as the seed says
     assert (plan.width, plan.height) == (1440, 2560)  # what the provider returns
 

@@ -115,7 +115,9 @@ async def list_models(
     capability: str | None = Query(
         default=None, description="generate, edit, upscale, vector or reference_images."
     ),
-    region: str | None = Query(default=None, description="eu, us or global: models that can run there."),
+    region: str | None = Query(
+        default=None, description="eu, us or global: models that can run there."
+    ),
     provider: str | None = Query(
         default=None, description="A maker (openai, bfl, google, …) or a route's provider (fal, …)."
     ),
@@ -142,7 +144,9 @@ async def list_models(
 
 
 @router.get("/models/{slug}")
-async def get_model(slug: str, member: CurrentMember, gateway: GatewayDep, session: Session) -> dict[str, Any]:
+async def get_model(
+    slug: str, member: CurrentMember, gateway: GatewayDep, session: Session
+) -> dict[str, Any]:
     model = gateway.catalog.resolve(slug)
     enabled = await enabled_models(session, member.workspace_id)
     if model is None or (model.slug not in enabled and not member.is_admin):

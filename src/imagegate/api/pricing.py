@@ -110,7 +110,11 @@ async def estimate_response(
         "estimated_cost": credits(plan.estimated_cost),
         "estimated_cost_eur": euros(rates.micro_eur(plan.estimated_cost)),
         "margin_percent": rates.margin_percent,
-        "price": {"rule": model.price.rule, "description": describe_rule(model.price), "source": model.price.source},
+        "price": {
+            "rule": model.price.rule,
+            "description": describe_rule(model.price),
+            "source": model.price.source,
+        },
         "notices": notices,
     }
     headers = generation.deprecation_headers(plan)
@@ -120,7 +124,9 @@ async def estimate_response(
 
 
 @router.get("")
-async def price_table(member: CurrentMember, gateway: GatewayDep, session: Session) -> dict[str, Any]:
+async def price_table(
+    member: CurrentMember, gateway: GatewayDep, session: Session
+) -> dict[str, Any]:
     """Every model's price rule and its price per image at 1024x1024, in credits and EUR."""
     rates = await workspace_rates(session, gateway, member.workspace_id)
     enabled = await generation.enabled_models(session, member.workspace_id)
@@ -152,7 +158,9 @@ async def price_table(member: CurrentMember, gateway: GatewayDep, session: Sessi
 
 
 @router.post("/estimate", response_model=None)
-async def estimate_request(request: Request, member: CurrentMember, gateway: GatewayDep) -> JSONResponse:
+async def estimate_request(
+    request: Request, member: CurrentMember, gateway: GatewayDep
+) -> JSONResponse:
     """The same body as POST /v1/images/generations; returns the estimate, generates nothing."""
     body = await json_object(request)
     return await estimate_response(gateway, member, body)

@@ -105,7 +105,10 @@ def describe_rule(price: PriceSpec) -> str:
         rounding = "rounded up" if price.rounding == "up" else "rounded to the nearest"
         base = f"{amount(price.amount)} per megapixel ({rounding})"
         if price.first is not None and price.first != price.amount:
-            base = f"{amount(price.first)} for the first megapixel, {amount(price.amount)} per extra megapixel ({rounding})"
+            base = (
+                f"{amount(price.first)} for the first megapixel, "
+                f"{amount(price.amount)} per extra megapixel ({rounding})"
+            )
     elif price.rule == "per_quality":
         qualities = ", ".join(f"{q}: {amount(v)}" for q, v in price.by_quality.items())
         base = f"per image by {price.quality_field} ({qualities})"

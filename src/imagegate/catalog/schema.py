@@ -32,7 +32,9 @@ def _scalar(spec: ParamSpec, kind: str, name: str) -> Any:
             return Literal[tuple(spec.enum)]
         return Annotated[StrictInt, Field(ge=spec.minimum, le=spec.maximum)]
     if kind == "number":
-        return Annotated[float, Field(ge=spec.minimum, le=spec.maximum, strict=True, allow_inf_nan=False)]
+        return Annotated[
+            float, Field(ge=spec.minimum, le=spec.maximum, strict=True, allow_inf_nan=False)
+        ]
     if kind == "boolean":
         return StrictBool
     if kind == "null":
@@ -146,11 +148,14 @@ def _to_invalid_parameter(
     param = ".".join([shown, *loc[1:]]) if shown else None
     if error["type"] == "extra_forbidden":
         if len(loc) > 1 or (loc and loc[0] in model.params):
-            return InvalidParameter(f"Unknown field in {param!r}: {error['loc'][-1]!r}.", param=param)
+            return InvalidParameter(
+                f"Unknown field in {param!r}: {error['loc'][-1]!r}.", param=param
+            )
         param = rename.get(str(error["loc"][0]), str(error["loc"][0]))
         allowed = ", ".join(sorted(rename.get(p, p) for p in model.params))
         return InvalidParameter(
-            f"Unknown parameter {param!r} for model {model.slug!r}. Allowed: {allowed}.", param=param
+            f"Unknown parameter {param!r} for model {model.slug!r}. Allowed: {allowed}.",
+            param=param,
         )
     if error["type"] == "missing":
         return InvalidParameter(f"Missing required parameter {param!r}.", param=param)
@@ -163,7 +168,9 @@ def _schema(spec: ParamSpec) -> dict[str, Any]:
     if len(types) > 1 and (spec.enum is not None or spec.properties is not None):
         # An enum or properties apply to one of the types only: say so with anyOf.
         out: dict[str, Any] = {
-            "anyOf": [_schema(spec.model_copy(update={"type": kind, "description": ""})) for kind in types]
+            "anyOf": [
+                _schema(spec.model_copy(update={"type": kind, "description": ""})) for kind in types
+            ]
         }
         for branch in out["anyOf"]:
             branch.pop("default", None)

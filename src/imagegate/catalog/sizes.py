@@ -106,19 +106,24 @@ def fit_custom(spec: SizeSpec, width: int, height: int) -> tuple[int, int]:
     return math.ceil(width * factor), math.ceil(height * factor)
 
 
-def check_custom(model: ModelSpec, value: dict[str, Any], param: str) -> tuple[dict[str, Any], list[str]]:
-    """An explicit ``{width, height}``: scaled into bounds where the provider does so, else checked."""
+def check_custom(
+    model: ModelSpec, value: dict[str, Any], param: str
+) -> tuple[dict[str, Any], list[str]]:
+    """An explicit ``{width, height}``: scaled where the provider scales, else checked."""
     spec = model.sizes
     width, height = int(value["width"]), int(value["height"])
     if spec.custom is None or _custom_fits(spec, width, height):
         return value, []
     if spec.custom.scale:
         w, h = fit_custom(spec, width, height)
-        return value, [f"{width}x{height} is outside {model.slug}'s pixel bounds; it returns {w}x{h}."]
+        return value, [
+            f"{width}x{height} is outside {model.slug}'s pixel bounds; it returns {w}x{h}."
+        ]
     custom = spec.custom
     raise InvalidParameter(
         f"Invalid value for {param!r}: {width}x{height} is outside the bounds of {model.slug!r}: "
-        f"each side {custom.min}-{custom.max} px, {custom.min_pixels or 1}-{custom.max_pixels or 'any'} pixels in total.",
+        f"each side {custom.min}-{custom.max} px, "
+        f"{custom.min_pixels or 1}-{custom.max_pixels or 'any'} pixels in total.",
         param=param,
     )
 
@@ -140,7 +145,8 @@ def _unsupported(model: ModelSpec, asked: str, param: str) -> InvalidParameter:
     ratios = aspect_ratios(spec)
     message = (
         f"Invalid value for {param!r}: {asked!r} is not supported by {model.slug!r}. "
-        f"Supported sizes: {', '.join(supported) or 'none'}; aspect ratios: {', '.join(ratios) or 'none'}."
+        f"Supported sizes: {', '.join(supported) or 'none'}; "
+        f"aspect ratios: {', '.join(ratios) or 'none'}."
     )
     if spec.custom is not None:
         custom = spec.custom
@@ -175,7 +181,9 @@ def _scales(model: ModelSpec, resolution: Any) -> dict[str | None, float]:
     return scales
 
 
-def from_wxh(model: ModelSpec, value: str, param: str = "size", resolution: Any = None) -> SizeChoice:
+def from_wxh(
+    model: ModelSpec, value: str, param: str = "size", resolution: Any = None
+) -> SizeChoice:
     """A ``WxH`` request (or ``auto``) as native values, snapped where it must be."""
     spec = model.sizes
     size_field = _needs_field(model, param)
@@ -185,7 +193,9 @@ def from_wxh(model: ModelSpec, value: str, param: str = "size", resolution: Any 
     width, height = parse_wxh(value, param)
     for res, scale in _scales(model, resolution).items():
         for native, (w, h) in spec.options.items():
-            if (round(w * scale), round(h * scale)) == (width, height) and not native.startswith("auto"):
+            if (round(w * scale), round(h * scale)) == (width, height) and not native.startswith(
+                "auto"
+            ):
                 chosen: dict[str, Any] = {size_field: native}
                 if res is not None and spec.resolution_field is not None:
                     chosen[spec.resolution_field] = res
@@ -204,18 +214,28 @@ def _snap(
     scale = next(iter(_scales(model, resolution).values()))
     candidates: list[tuple[str, int, int]] = []
     for native, (w, h) in spec.options.items():
-        named = _RATIO.match(native) is not None and _same_ratio(float(parse_ratio(native)), float(ratio))
+        named = _RATIO.match(native) is not None and _same_ratio(
+            float(parse_ratio(native)), float(ratio)
+        )
         if not native.startswith("auto") and (named or _same_ratio(w / h, float(ratio))):
             candidates.append((native, round(w * scale), round(h * scale)))
     documented = next(
-        (opt for r, opt in spec.aspect_ratios.items() if _same_ratio(float(parse_ratio(r)), float(ratio))),
+        (
+            opt
+            for r, opt in spec.aspect_ratios.items()
+            if _same_ratio(float(parse_ratio(r)), float(ratio))
+        ),
         None,
     )
     if not candidates and documented is not None:
         w, h = spec.options[documented]
         candidates.append((documented, round(w * scale), round(h * scale)))
     if not candidates:
-        if spec.style == "aspect_ratio" and spec.free_form_pixels and model.params[size_field].free_form:
+        if (
+            spec.style == "aspect_ratio"
+            and spec.free_form_pixels
+            and model.params[size_field].free_form
+        ):
             text = _ratio_text(ratio)
             return SizeChoice(
                 {size_field: text},
@@ -230,7 +250,9 @@ def _snap(
     return SizeChoice(chosen, [notice])
 
 
-def from_aspect_ratio(model: ModelSpec, value: Any, param: str = "aspect_ratio", resolution: Any = None) -> SizeChoice:
+def from_aspect_ratio(
+    model: ModelSpec, value: Any, param: str = "aspect_ratio", resolution: Any = None
+) -> SizeChoice:
     """An ``aspect_ratio`` request as native values."""
     spec = model.sizes
     size_field = _needs_field(model, param)
@@ -246,7 +268,11 @@ def from_aspect_ratio(model: ModelSpec, value: Any, param: str = "aspect_ratio",
     if value in spec.aspect_ratios:
         native = spec.aspect_ratios[value]
         w, h = spec.options[native]
-        notices = [] if _same_ratio(w / h, float(ratio)) else [f"{model.slug} returns {w}x{h} for {value}."]
+        notices = (
+            []
+            if _same_ratio(w / h, float(ratio))
+            else [f"{model.slug} returns {w}x{h} for {value}."]
+        )
         return SizeChoice({size_field: native}, notices)
     base = spec.options.get(spec.default or "", (1024, 1024))
     pixels = base[0] * base[1]
@@ -272,13 +298,15 @@ def from_image_size(model: ModelSpec, value: Any, param: str = "image_size") -> 
         width, height = value.get("width"), value.get("height")
         if not isinstance(width, int) or not isinstance(height, int) or isinstance(width, bool):
             raise InvalidParameter(
-                f"Invalid value for {param!r}: expected {{'width': int, 'height': int}}.", param=param
+                f"Invalid value for {param!r}: expected {{'width': int, 'height': int}}.",
+                param=param,
             )
         return from_wxh(model, f"{width}x{height}", param)
     if value in PRESET_RATIOS:
         return from_aspect_ratio(model, PRESET_RATIOS[value], param)
     raise InvalidParameter(
-        f"Invalid value for {param!r}: {value!r}. Allowed: {', '.join(PRESET_RATIOS)} or {{width, height}}.",
+        f"Invalid value for {param!r}: {value!r}. "
+        f"Allowed: {', '.join(PRESET_RATIOS)} or {{width, height}}.",
         param=param,
     )
 

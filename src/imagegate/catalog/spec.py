@@ -55,7 +55,9 @@ class ParamSpec(_Strict):
     items: ParamSpec | None = None
     properties: dict[str, ParamSpec] | None = None
     free_form: bool = Field(default=False, description="Values outside enum are also accepted.")
-    pattern: str | None = Field(default=None, description="A regular expression string values match.")
+    pattern: str | None = Field(
+        default=None, description="A regular expression string values match."
+    )
 
     @property
     def has_default(self) -> bool:

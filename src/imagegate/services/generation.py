@@ -144,7 +144,8 @@ async def _auto_model(
 ) -> tuple[ModelSpec, list[str]]:
     if use_case is None:
         default = await resolve_model(session, catalog, principal, None)
-        return default, [f"model 'auto' without a use_case uses the workspace default, {default.slug}."]
+        notice = f"model 'auto' without a use_case uses the workspace default, {default.slug}."
+        return default, [notice]
     advice = catalog.choices.use_cases[use_case]
     enabled = await enabled_models(session, principal.workspace_id)
     candidates = [catalog.resolve(name) for name in advice.models]
@@ -152,9 +153,10 @@ async def _auto_model(
         # Any enabled model that can run there is better than none.
         candidates += [m for m in catalog if m.slug in enabled and advice.region in m.regions]
     for candidate in candidates:
-        if candidate is not None and candidate.slug in enabled:
-            if advice.region is None or advice.region in candidate.regions:
-                return candidate, [f"use_case {use_case!r} chose {candidate.slug}."]
+        if candidate is None or candidate.slug not in enabled:
+            continue
+        if advice.region is None or advice.region in candidate.regions:
+            return candidate, [f"use_case {use_case!r} chose {candidate.slug}."]
     raise InvalidParameter(
         f"No enabled model suits use_case {use_case!r} ({advice.description}). "
         f"Enable one of: {', '.join(advice.models)}.",
@@ -179,23 +181,22 @@ def _references(model: ModelSpec, native: dict[str, Any]) -> tuple[int, list[str
     if limit is None:
         return 0, []
     value = native.get(limit.field)
-    if isinstance(value, list):
-        count = len(value)
-    else:
-        count = 0 if value is None or value == "" else 1
+    count = len(value) if isinstance(value, list) else int(value is not None and value != "")
+    plural = "s" if limit.max > 1 else ""
     if count == 0 and limit.required:
         raise InvalidParameter(
             f"Model {model.slug!r} needs a source image: give {limit.field!r} "
-            f"(HTTPS URL{'s' if limit.max > 1 else ''} of the image{'s' if limit.max > 1 else ''} to work on).",
+            f"(HTTPS URL{plural} of the image{plural} to work on).",
             code="image_url_required",
             param=limit.field,
         )
     if count > limit.max:
         if limit.overflow == "keep_last" and isinstance(value, list):
             native[limit.field] = value[-limit.max :]
-            return limit.max, [f"{model.slug} uses the last {limit.max} of the {count} images in {limit.field!r}."]
+            notice = f"{model.slug} uses the last {limit.max} of {count} images in {limit.field!r}."
+            return limit.max, [notice]
         raise InvalidParameter(
-            f"Model {model.slug!r} takes at most {limit.max} reference image{'s' if limit.max > 1 else ''} "
+            f"Model {model.slug!r} takes at most {limit.max} reference image{plural} "
             f"in {limit.field!r}; {count} were given.",
             code="too_many_references",
             param=limit.field,
@@ -231,11 +232,13 @@ def _plan(
     per_generation = 1
     if limits.outputs_per_generation_field is not None:
         per_generation = int(params.get(limits.outputs_per_generation_field) or 1)
-    if limits.max_total_images is not None and references + per_generation > limits.max_total_images:
+    most = limits.max_total_images
+    if most is not None and references + per_generation > most:
         field_name = limits.outputs_per_generation_field or (model.count_field or "n")
         raise InvalidParameter(
             f"Model {model.slug!r} takes at most {limits.max_total_images} images in total "
-            f"(inputs plus images made per generation); {references} + {per_generation} were asked for.",
+            f"(inputs plus images made per generation); "
+            f"{references} + {per_generation} were asked for.",
             param=rename.get(field_name, field_name),
         )
     n = int(params.get(model.count_field, 1)) if model.count_field else 1
@@ -292,7 +295,8 @@ def _native_size_param(model: ModelSpec, name: str) -> bool:
 def _size_choice(model: ModelSpec, name: str, value: Any, resolution: Any) -> SizeChoice:
     if name == "size":
         if not isinstance(value, str):
-            raise InvalidParameter("Invalid value for 'size': expected 'WIDTHxHEIGHT'.", param="size")
+            message = "Invalid value for 'size': expected 'WIDTHxHEIGHT'."
+            raise InvalidParameter(message, param="size")
         return from_wxh(model, value, "size", resolution)
     if name == "aspect_ratio":
         return from_aspect_ratio(model, value, "aspect_ratio", resolution)
@@ -391,9 +395,10 @@ def plan_native(model: ModelSpec, body: dict[str, Any]) -> Plan:
     native = {k: v for k, v in body.items() if k not in WRAPPER_FIELDS}
     mapping = model.sizes.format_mapping
     field_name = model.sizes.field
-    if body.get("format") is None and field_name is not None and field_name not in native:
-        if "default" in mapping:
-            native[field_name] = mapping["default"]
+    no_size = field_name is not None and field_name not in native
+    if body.get("format") is None and no_size and "default" in mapping:
+        assert field_name is not None
+        native[field_name] = mapping["default"]
     mock = _wrapper(model, body, native)
     return _plan(model, native, {}, mock)
 
