@@ -33,6 +33,7 @@ def test_the_catalog_settings_are_documented() -> None:
         field = Settings.model_fields[name]
         assert f"`IMAGEGATE_{name.upper()}`" in DOC
         assert f"| `IMAGEGATE_{name.upper()}` | {field.default} |" in DOC
+    assert "| `IMAGEGATE_CATALOG_DIR` | none |" in DOC
 
 
 def test_error_codes_tiers_and_use_cases_are_documented() -> None:

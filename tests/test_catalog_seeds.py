@@ -3,6 +3,7 @@ of the catalog's rules."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -10,6 +11,7 @@ import pytest
 
 from imagegate.catalog import load_catalog
 from imagegate.catalog.pricing import unit_price
+from imagegate.config import Settings
 from imagegate.gateway import Gateway
 from imagegate.services.generation import plan_native, plan_openai
 from tests.helpers import enable_models
@@ -375,3 +377,33 @@ async def test_a_legacy_model_still_works_and_says_what_replaces_it(
     assert response.headers["link"] == '</v1/models/recraft-v4>; rel="successor-version"'
     assert "recraft-v4" in response.headers["x-imagegate-notice"]
     assert response.json()["model"] == "recraft-v3"
+
+
+def test_an_operator_data_file_adds_models_and_reprices_built_in_ones(tmp_path: Path) -> None:
+    (tmp_path / "ours.yaml").write_text(
+        """
+provider: local
+models:
+  - slug: recraft-v4
+    name: Recraft V4 (our contract)
+    params: {prompt: {type: string, required: true}}
+    price: {rule: per_image, amount: 5, source: our contract with Recraft}
+    routes: [{provider: recraft, upstream_id: recraftv4}]
+    provenance: our contract
+  - slug: house-model
+    name: House model
+    params: {prompt: {type: string, required: true}}
+    price: {rule: free, source: runs on our own GPUs}
+    routes: [{provider: local, upstream_id: house}]
+    provenance: our own deployment
+""",
+        encoding="utf-8",
+    )
+    catalog = load_catalog([tmp_path])
+    assert len(catalog) == len(CATALOG) + 1
+    recraft = catalog.resolve("recraft-v4")
+    assert recraft is not None and recraft.price.source == "our contract with Recraft"
+    assert plan_openai(recraft, {"prompt": "p"}).estimated_cost == 5000
+    assert catalog.resolve("house-model") is not None
+    settings = Settings(data_dir=tmp_path / "data", catalog_dir=tmp_path)  # IMAGEGATE_CATALOG_DIR
+    assert Gateway(settings).catalog.resolve("house-model") is not None

@@ -373,3 +373,14 @@ async def test_members_estimate_only_models_they_may_use(
         await member_client.post(ESTIMATE, json={"prompt": "p", "model": "nano_banana"})
     ).status_code == 200
     assert (await member_client.get("/v1/pricing")).status_code == 200
+
+
+async def test_eu_only_takes_the_models_eu_route(
+    client: httpx.AsyncClient, gateway: Gateway
+) -> None:
+    await enable_models(gateway, "gpt-image-2")
+    plain = (await client.post(ESTIMATE, json={"prompt": "p", "model": "gpt-image-2"})).json()
+    assert (plain["provider"], plain["region"]) == ("openai", "us")
+    eu = await client.post(ESTIMATE, json={"prompt": "p", "model": "auto", "use_case": "eu-only"})
+    assert eu.json()["model"] == "gpt-image-2"
+    assert (eu.json()["provider"], eu.json()["region"]) == ("openai", "eu")

@@ -37,8 +37,12 @@ class Settings(BaseSettings):
     credits_per_usd: int = Field(
         default=200, ge=1, description="Credits charged per US dollar of a price stated in USD."
     )
+    catalog_dir: Path | None = Field(
+        default=None,
+        description="Extra catalog files; an entry with a built-in slug replaces that one.",
+    )
     credit_value_micro_eur: int = Field(
-        default=4600, ge=1, description="What one credit is worth in micro-euros, for EUR price display."
+        default=4600, ge=1, description="One credit in micro-euros, for EUR price display."
     )
     log_level: str = "info"
 

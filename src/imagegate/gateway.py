@@ -30,7 +30,8 @@ class Gateway:
         run_workers: bool = True,
     ) -> None:
         self.settings = settings
-        self.catalog = catalog or load_catalog(credits_per_usd=settings.credits_per_usd)
+        extra = [settings.catalog_dir] if settings.catalog_dir is not None else []
+        self.catalog = catalog or load_catalog(extra, credits_per_usd=settings.credits_per_usd)
         self.providers = providers or default_registry()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.blobs: BlobStore = blobs or LocalBlobStore(settings.blob_dir)

@@ -40,7 +40,8 @@ async def create_image(request: Request, member: CurrentMember, gateway: Gateway
     async with gateway.db.session() as session:
         model, chosen = await generation.choose_model(session, gateway.catalog, member, body)
         await generation.check_usable(session, member, model)
-        plan = generation.plan_openai(model, body)
+        region = generation.preferred_region(gateway.catalog, body)
+        plan = generation.plan_openai(model, body, region=region)
         plan.notices[:0] = chosen
         job = await generation.submit(session, member, plan, body, action="generate")
     headers = generation.deprecation_headers(plan)

@@ -91,7 +91,8 @@ async def estimate_response(
         model, chosen = await generation.choose_model(session, gateway.catalog, member, body)
         if not member.is_admin:
             await generation.check_usable(session, member, model)
-        plan = generation.plan_openai(model, body)
+        region = generation.preferred_region(gateway.catalog, body)
+        plan = generation.plan_openai(model, body, region=region)
         rates = await workspace_rates(session, gateway, member.workspace_id)
     notices = [*chosen, *plan.notices]
     payload = {

@@ -92,9 +92,15 @@ def load_catalog(
     for item in sorted(data.iterdir(), key=lambda p: p.name):
         if item.name.endswith(".yaml") and item.name not in _SPECIAL:
             models.extend(_parse_file(item, item.name, credits_per_usd))
+    builtin = {m.slug for m in models}
     for directory in extra_dirs:
+        if not directory.is_dir():
+            raise CatalogError(f"{directory}: not a directory of catalog files")
         for path in sorted(directory.glob("*.yaml")):
-            models.extend(_parse_file(path, str(path), credits_per_usd))
+            # An operator's entry with a built-in slug replaces the built-in one (re-pricing).
+            extra = _parse_file(path, str(path), credits_per_usd)
+            replaced = {m.slug for m in extra} & builtin
+            models = [m for m in models if m.slug not in replaced] + extra
     arena = load_arena((data / "arena.yaml").read_text(encoding="utf-8"))
     choices = load_choices((data / "choice.yaml").read_text(encoding="utf-8"))
     names = {name for m in models for name in (m.slug, *m.aliases)}

@@ -223,6 +223,7 @@ def _plan(
     rename: dict[str, str],
     mock: bool,
     notices: list[str] | None = None,
+    region: str | None = None,
 ) -> Plan:
     notices = list(notices or [])
     references, ref_notices = _references(model, native)
@@ -252,7 +253,7 @@ def _plan(
         notices.append(f"{model.slug} is legacy; use {model.replacement} instead.")
     elif model.status == "deprecated":
         notices.append(f"{model.slug} is deprecated by its provider.")
-    route = model.routes[0]
+    route = next((r for r in model.routes if region and r.region == region), model.routes[0])
     provider = "mock" if mock else route.provider
     cost = 0 if mock else estimate(model, params, n * per_generation, width, height)
     return Plan(model, provider, params, n, width, height, output_format, cost, notices, route)
@@ -303,8 +304,17 @@ def _size_choice(model: ModelSpec, name: str, value: Any, resolution: Any) -> Si
     return from_image_size(model, value, "image_size")
 
 
-def plan_openai(model: ModelSpec, body: dict[str, Any]) -> Plan:
-    """Translate an OpenAI Images API body (plus any native parameters) for ``model``."""
+def preferred_region(catalog: Catalog, body: dict[str, Any]) -> str | None:
+    """The region a request's ``use_case`` asks for (``eu-only``), if any."""
+    advice = catalog.choices.use_cases.get(str(body.get("use_case")))
+    return advice.region if advice is not None else None
+
+
+def plan_openai(model: ModelSpec, body: dict[str, Any], *, region: str | None = None) -> Plan:
+    """Translate an OpenAI Images API body (plus any native parameters) for ``model``.
+
+    ``region`` picks the model's route in that region where it has one.
+    """
     native: dict[str, Any] = {}
     rename: dict[str, str] = {}
     prompt = body.get("prompt")
@@ -383,7 +393,7 @@ def plan_openai(model: ModelSpec, body: dict[str, Any]) -> Plan:
             rename.setdefault(key, name)
         notices += choice.notices
     mock = _wrapper(model, body, native)
-    return _plan(model, native, rename, mock, notices)
+    return _plan(model, native, rename, mock, notices, region)
 
 
 def plan_native(model: ModelSpec, body: dict[str, Any]) -> Plan:

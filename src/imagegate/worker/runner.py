@@ -94,8 +94,10 @@ class JobRunner:
         model = self.catalog.resolve(job.model)
         if model is None:
             raise ImagegateError(f"Model {job.model!r} is no longer in the catalog.", code="model_not_found")
-        route = next((r for r in model.routes if r.provider == job.provider), model.routes[0])
         plan: dict[str, Any] = job.request["plan"]
+        routes = [r for r in model.routes if r.provider == job.provider] or model.routes
+        # The plan's region (e.g. use_case eu-only) picks among a provider's routes.
+        route = next((r for r in routes if r.region == plan.get("region")), routes[0])
         return ProviderRequest(
             job_id=job.id,
             model=model.slug,
