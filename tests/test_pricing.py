@@ -384,3 +384,25 @@ async def test_eu_only_takes_the_models_eu_route(
     eu = await client.post(ESTIMATE, json={"prompt": "p", "model": "auto", "use_case": "eu-only"})
     assert eu.json()["model"] == "gpt-image-2"
     assert (eu.json()["provider"], eu.json()["region"]) == ("openai", "eu")
+
+
+async def test_a_tier_generates_with_its_preset(
+    client: httpx.AsyncClient, gateway: Gateway
+) -> None:
+    await enable_models(gateway, "flux_schnell")
+    response = await client.post(GEN, json={"prompt": "a red fox", "tier": "draft", "mock": True})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == "flux_schnell"
+    assert (body["width"], body["height"]) == (1024, 768)  # the model's default landscape_4_3
+    assert "flux_schnell" in response.headers["x-imagegate-notice"]
+
+
+async def test_a_dry_run_of_a_legacy_model_names_its_replacement(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        GEN, params={"dry_run": "true"}, json={"model": "flux-1.1-ultra", "prompt": "p"}
+    )
+    assert response.status_code == 200
+    assert response.json()["replacement"] == "flux-2-pro"
+    assert response.headers["deprecation"] == "true"
+    assert response.headers["x-imagegate-replacement"] == "flux-2-pro"
