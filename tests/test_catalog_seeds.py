@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from imagegate.catalog import load_catalog
-from imagegate.catalog.pricing import unit_price
+from imagegate.catalog.pricing import actual_cost, unit_price
 from imagegate.config import Settings
 from imagegate.gateway import Gateway
 from imagegate.services.generation import plan_native, plan_openai
@@ -407,3 +407,16 @@ models:
     assert catalog.resolve("house-model") is not None
     settings = Settings(data_dir=tmp_path / "data", catalog_dir=tmp_path)  # IMAGEGATE_CATALOG_DIR
     assert Gateway(settings).catalog.resolve("house-model") is not None
+
+
+def test_the_actual_cost_follows_the_dimensions_returned() -> None:
+    model = CATALOG.resolve("flux-2-pro")
+    assert model is not None
+    plan = _plan("flux-2-pro", {"size": "2048x2048"})
+    assert plan.estimated_cost == 20_200
+    # the provider returned a smaller image than asked: it is billed at what came back
+    assert actual_cost(model, plan.params, [(1024, 1024)]) == 8_200
+    nano = CATALOG.resolve("nano_banana")
+    assert nano is not None
+    four_k = _plan("nano_banana", {"resolution": "4K", "n": 2})
+    assert actual_cost(nano, four_k.params, [(4096, 4096)]) == 60_000  # one of two came back

@@ -62,6 +62,15 @@ def estimate(model: ModelSpec, params: dict[str, Any], n: int, width: int, heigh
     return to_credits(model.price, unit_price(model.price, params, width, height)) * n
 
 
+def actual_cost(model: ModelSpec, params: dict[str, Any], outputs: list[tuple[int, int]]) -> int:
+    """What the images really returned cost: each priced at its own dimensions.
+
+    Per-megapixel models (FLUX.2 Pro) are captured at the true output size (seed 003).
+    """
+    price = model.price
+    return sum(to_credits(price, unit_price(price, params, w, h)) for w, h in outputs)
+
+
 @dataclass(frozen=True, slots=True)
 class Rates:
     """How credits are shown in euros: ``micro_eur_per_credit`` and the workspace margin."""
