@@ -142,7 +142,7 @@ class PriceSpec(_Strict):
     markup_percent: int = 100
     round_to: int = 1
     credits_per_usd: int = 200
-    source: str = Field(description="The price as its source states it, and where.")
+    source: str = Field(default="", description="The price as its source states it, and where.")
 
     @model_validator(mode="before")
     @classmethod
@@ -150,6 +150,8 @@ class PriceSpec(_Strict):
         if not isinstance(data, dict):
             return data
         data = dict(data)
+        if "credits" in data and "amount" not in data:  # the first cut's name for a credit amount
+            data["amount"] = data.pop("credits")
         convert = to_microdollars if data.get("currency") == "usd" else to_millicredits
         for key in ("amount", "first", "round_to"):
             if data.get(key) is not None:
