@@ -27,3 +27,15 @@ def assert_error(
         assert error["param"] == param, error
     assert error["message"]
     return error
+
+
+async def enable_models(gateway: Any, *slugs: str) -> None:
+    """Turn models on in the first workspace, as an admin would."""
+    from sqlalchemy import select
+
+    from imagegate.store.tables import Workspace, WorkspaceModel
+
+    async with gateway.db.session() as session:
+        workspace = (await session.execute(select(Workspace).limit(1))).scalar_one()
+        for slug in slugs:
+            session.add(WorkspaceModel(workspace_id=workspace.id, model=slug, enabled=True))

@@ -66,5 +66,5 @@ def test_every_admin_command_is_documented(command: str) -> None:
 
 
 def test_the_setting_is_documented() -> None:
-    assert "IMAGEGATE_CREDIT_VALUE_EUR" in DOC
-    assert "credit_value_eur" in Settings.model_fields
+    assert "IMAGEGATE_CREDIT_VALUE_MICRO_EUR" in DOC
+    assert "credit_value_micro_eur" in Settings.model_fields

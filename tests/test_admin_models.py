@@ -31,11 +31,11 @@ async def test_listing_groups_every_model_by_provider_with_its_badges(
     assert gpt["reference_images"] is True
     assert gpt["deprecated"] is False and gpt["preview"] is False
     assert gpt["enabled"] is False and gpt["default"] is False
-    # 30 credits at 1024x1024, one credit 0.01 EUR, 20 % margin.
+    # 30 credits at 1024x1024, one credit 4600 micro-euros, 20 % margin.
     assert gpt["price"] == {
         "size": "1024x1024",
         "credits": 30,
-        "eur": "0.3600",
+        "eur": "0.1656",
         "margin_percent": 20,
     }
     assert entry(body, "nano_banana")["stars"] == 5
@@ -52,7 +52,7 @@ async def test_margin_changes_the_eur_price(client: httpx.AsyncClient) -> None:
     response = await client.patch("/v1/admin/settings", json={"margin_percent": 50})
     assert response.status_code == 200, response.text
     gpt = entry(await listing(client), "gpt-image-1")
-    assert gpt["price"]["eur"] == "0.4500"
+    assert gpt["price"]["eur"] == "0.2070"  # 30 credits x 0.0046 EUR x 1.5
     assert gpt["price"]["margin_percent"] == 50
 
 

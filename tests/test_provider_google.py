@@ -27,7 +27,11 @@ NANO = spec(
         "resolution": {"type": "string", "default": "1K", "enum": ["1K", "2K"]},
         "num_images": {"type": "integer", "default": 1, "minimum": 1, "maximum": 4},
     },
-    sizes=aspect_sizes({"1:1": [1024, 1024], "16:9": [1344, 768], "9:16": [768, 1344]}),
+    sizes={
+        **aspect_sizes({"1:1": [1024, 1024], "16:9": [1344, 768], "9:16": [768, 1344]}),
+        "resolution_field": "resolution",
+        "resolution_scale": {"1K": 1, "2K": 2},
+    },
     count_field="num_images",
 )
 IMAGEN = spec(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
@@ -75,12 +74,13 @@ class Settings(BaseSettings):
     bootstrap_workspace: str = Field(
         default="Default workspace", description="Name of the first workspace."
     )
-    log_level: str = "info"
-    credit_value_eur: Decimal = Field(
-        default=Decimal("0.01"),
-        gt=0,
-        description="What one credit costs in euro before a workspace's margin (EUR prices).",
+    credits_per_usd: int = Field(
+        default=200, ge=1, description="Credits charged per US dollar of a price stated in USD."
     )
+    credit_value_micro_eur: int = Field(
+        default=4600, ge=1, description="One credit in micro-euros, for EUR price display."
+    )
+    log_level: str = "info"
 
     # Providers (docs/providers.md). A credential left unset here falls back to the
     # provider's own environment variable (OPENAI_API_KEY, BFL_API_KEY, ...).

@@ -35,7 +35,9 @@ class Gateway:
         run_workers: bool = True,
     ) -> None:
         self.settings = settings
-        self.catalog = catalog or load_catalog(settings.catalog_dirs)
+        self.catalog = catalog or load_catalog(
+            settings.catalog_dirs, credits_per_usd=settings.credits_per_usd
+        )
         self.providers = providers or default_registry(settings)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.blobs: BlobStore = blobs or blob_store(settings)

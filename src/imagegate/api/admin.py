@@ -108,7 +108,9 @@ async def _parse(request: Request, model: type[B]) -> B:
 
 def _price(gateway: Gateway, state: Governance, model: ModelSpec) -> dict[str, Any]:
     millicredits = workspace.reference_price(model)
-    eur = workspace.price_eur(millicredits, gateway.settings.credit_value_eur, state.margin_percent)
+    eur = workspace.price_eur(
+        millicredits, gateway.settings.credit_value_micro_eur, state.margin_percent
+    )
     return {
         "size": "1024x1024",
         "credits": millicredits / 1000,

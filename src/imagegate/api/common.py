@@ -149,7 +149,7 @@ async def create_job_from_request(
     member: Principal,
     body: dict[str, Any],
     *,
-    model_name: Any,
+    choice: dict[str, Any],
     planner: generation.Planner,
     action: str,
 ) -> generation.Submission:
@@ -164,7 +164,7 @@ async def create_job_from_request(
         gateway.db,
         gateway.catalog,
         member,
-        model_name=model_name,
+        choice=choice,
         body=body,
         planner=planner,
         endpoint=request.url.path,

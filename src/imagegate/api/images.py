@@ -15,8 +15,8 @@ from imagegate.api.common import (
     json_object,
 )
 from imagegate.api.deps import CurrentMember, GatewayDep
+from imagegate.api.pricing import dry_run, estimate_response
 from imagegate.api.responses import JSONResponse
-from imagegate.catalog import Catalog
 from imagegate.errors import GenerationFailed, InvalidParameter, UpstreamError, error_for_job
 from imagegate.money import as_credits
 from imagegate.services import generation, jobs
@@ -30,16 +30,6 @@ def _prefer(request: Request) -> tuple[bool, float | None]:
     prefer = request.headers.get("prefer", "")
     wait = _WAIT.search(prefer)
     return "respond-async" in prefer, float(wait.group(1)) if wait else None
-
-
-def _notices(catalog: Catalog, model: str) -> dict[str, str]:
-    spec = catalog.resolve(model)
-    if spec is None or spec.status != "legacy" or not spec.replacement:
-        return {}
-    return {
-        "Deprecation": "true",
-        "X-Imagegate-Notice": f"{spec.slug} is legacy; use {spec.replacement} instead.",
-    }
 
 
 def _fallback(choice: generation.ModelChoice | None) -> dict[str, Any]:
@@ -68,6 +58,8 @@ async def create_image(
             param="response_format",
         )
     respond_async, wait = _prefer(request)
+    if dry_run(request):
+        return await estimate_response(gateway, member, body)
     if body.get("sync_mode") is True and respond_async:
         raise InvalidParameter(
             "sync_mode images come back only in this response; drop 'Prefer: respond-async'.",
@@ -78,13 +70,17 @@ async def create_image(
         gateway,
         member,
         body,
-        model_name=body.get("model"),
-        planner=generation.plan_openai,
+        choice={name: body.get(name) for name in ("model", "tier", "use_case")},
+        planner=lambda model, body: generation.plan_openai(
+            model, body, region=generation.preferred_region(gateway.catalog, body)
+        ),
         action="generate",
     )
     job = submission.job
     event_job = job.id
-    headers = _notices(gateway.catalog, job.model)
+    headers = generation.deprecation_headers(
+        gateway.catalog.resolve(job.model), job.request["plan"].get("notices") or []
+    )
     fallback = _fallback(submission.choice)
     if fallback:
         headers["X-Imagegate-Model-Fallback"] = (

@@ -36,7 +36,7 @@ async def submit_job(
         gateway,
         member,
         body,
-        model_name=model,
+        choice={"model": model},
         planner=generation.plan_native,
         action="generate",
     )

@@ -2,55 +2,74 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 from fastapi import APIRouter, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagegate.api.deps import CurrentMember, GatewayDep, Session
+from imagegate.api.pricing import price_object, workspace_rates
 from imagegate.catalog import ModelSpec
+from imagegate.catalog.pricing import Rates
 from imagegate.catalog.schema import json_schema
-from imagegate.errors import NotFound
-from imagegate.money import as_credits
+from imagegate.catalog.sizes import aspect_ratios
+from imagegate.catalog.spec import Action, Region, Status
+from imagegate.errors import InvalidParameter, NotFound
 from imagegate.services.generation import enabled_models
 from imagegate.store.tables import Workspace
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
 CREATED = 1_700_000_000  # catalog entries carry no creation time; a fixed one keeps lists stable
+CAPABILITIES = [*get_args(Action), "vector", "reference_images"]
+REGIONS = list(get_args(Region))
+STATUSES = list(get_args(Status))
+MODALITIES = ["image"]
 
 
 def allowed_params(model: ModelSpec) -> dict[str, Any]:
+    sizes = model.sizes
     allowed: dict[str, Any] = {
-        "supported_sizes": model.sizes.supported_sizes(),
+        "supported_sizes": sizes.supported_sizes(),
+        "aspect_ratios": aspect_ratios(sizes),
         "output_formats": model.output_formats,
     }
-    if model.sizes.style == "aspect_ratio":
-        allowed["aspect_ratios"] = list(model.sizes.options)
-    if model.sizes.style == "preset":
-        allowed["image_size_presets"] = list(model.sizes.options)
+    if sizes.style == "preset":
+        allowed["image_size_presets"] = list(sizes.options)
+    if sizes.custom is not None:
+        allowed["custom_size"] = sizes.custom.model_dump(exclude_none=True, exclude={"scale"})
+    if sizes.resolution_field is not None:
+        allowed["resolutions"] = list(sizes.resolution_scale)
     if model.count_field is not None:
         spec = model.params[model.count_field]
         allowed["max_images"] = int(spec.maximum) if spec.maximum is not None else 1
     else:
         allowed["max_images"] = 1
+    if model.limits.references is not None:
+        allowed["max_reference_images"] = model.limits.references.max
     return allowed
 
 
-def model_object(model: ModelSpec, enabled: bool, default: bool) -> dict[str, Any]:
+def model_object(model: ModelSpec, enabled: bool, default: bool, rates: Rates) -> dict[str, Any]:
     return {
         "id": model.slug,
         "object": "model",
         "created": CREATED,
         "owned_by": model.provider,
         "name": model.name,
+        "provider": model.provider,
+        "provider_name": model.provider_name,
         "description": model.description,
         "aliases": model.aliases,
         "modality": model.modality,
-        "capabilities": model.actions + (["vector"] if model.vector else []),
+        "capabilities": model.capabilities,
         "status": model.status,
+        "deprecated": model.status in ("deprecated", "legacy"),
+        "preview": model.status == "preview",
         "replacement": model.replacement,
         "region": model.region,
+        "regions": model.regions,
+        "routes": [route.model_dump() for route in model.routes],
         "tier": model.tier,
         "premium": model.premium,
         "reference_images": model.reference_images,
@@ -59,8 +78,32 @@ def model_object(model: ModelSpec, enabled: bool, default: bool) -> dict[str, An
         "enabled": enabled,
         "default": default,
         "allowedParams": allowed_params(model),
-        "pricing": {"rule": model.price.rule, "credits_per_unit": as_credits(model.price.credits)},
+        "pricing": price_object(model, rates),
     }
+
+
+def _check(value: str | None, allowed: list[str], param: str) -> None:
+    if value is not None and value not in allowed:
+        raise InvalidParameter(
+            f"Invalid value for {param!r}: {value!r}. Allowed: {', '.join(allowed)}.", param=param
+        )
+
+
+def _matches(
+    model: ModelSpec,
+    modality: str | None,
+    capability: str | None,
+    region: str | None,
+    provider: str | None,
+    status: str | None,
+) -> bool:
+    return (
+        (modality is None or model.modality == modality)
+        and (capability is None or capability in model.capabilities)
+        and (region is None or region in model.regions)
+        and (provider is None or provider in model.providers)
+        and (status is None or model.status == status)
+    )
 
 
 @router.get("/models")
@@ -69,15 +112,33 @@ async def list_models(
     gateway: GatewayDep,
     session: Session,
     modality: str | None = Query(default=None, description="Only models of this modality (image)."),
+    capability: str | None = Query(
+        default=None, description="generate, edit, upscale, vector or reference_images."
+    ),
+    region: str | None = Query(
+        default=None, description="eu, us or global: models that can run there."
+    ),
+    provider: str | None = Query(
+        default=None, description="A maker (openai, bfl, google, …) or a route's provider (fal, …)."
+    ),
+    status: str | None = Query(default=None, description="ga, preview, deprecated or legacy."),
     all: bool = Query(default=False, description="Admins: include models not enabled."),
 ) -> dict[str, Any]:
+    _check(modality, MODALITIES, "modality")
+    _check(capability, CAPABILITIES, "capability")
+    _check(region, REGIONS, "region")
+    _check(status, STATUSES, "status")
+    providers = sorted({name for model in gateway.catalog for name in model.providers})
+    _check(provider, providers, "provider")
     enabled = await enabled_models(session, member.workspace_id)
     default = await _default_model(session, member.workspace_id)
+    rates = await workspace_rates(session, gateway, member.workspace_id)
     show_all = all and member.is_admin
     data = [
-        model_object(model, model.slug in enabled, model.slug == default)
+        model_object(model, model.slug in enabled, model.slug == default, rates)
         for model in gateway.catalog
-        if (modality is None or model.modality == modality) and (show_all or model.slug in enabled)
+        if _matches(model, modality, capability, region, provider, status)
+        and (show_all or model.slug in enabled)
     ]
     return {"object": "list", "data": data}
 
@@ -91,8 +152,10 @@ async def get_model(
     if model is None or (model.slug not in enabled and not member.is_admin):
         raise NotFound(f"The model {slug!r} does not exist.", code="model_not_found", param="model")
     default = await _default_model(session, member.workspace_id)
-    body = model_object(model, model.slug in enabled, model.slug == default)
+    rates = await workspace_rates(session, gateway, member.workspace_id)
+    body = model_object(model, model.slug in enabled, model.slug == default, rates)
     body["input_schema"] = json_schema(model)
+    body["limits"] = model.limits.model_dump(exclude_none=True)
     body["provenance"] = model.provenance
     return body
 

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from imagegate.catalog.arena import Arena, load_arena
+from imagegate.catalog.choice import Choices, load_choices
 from imagegate.catalog.spec import ModelSpec
+
+DEFAULT_CREDITS_PER_USD = 200
+# Files in data/ that are not model files.
+_SPECIAL = {"arena.yaml", "choice.yaml"}
 
 
 class CatalogError(ValueError):
@@ -17,7 +24,13 @@ class CatalogError(ValueError):
 
 
 class Catalog:
-    def __init__(self, models: Iterable[ModelSpec]) -> None:
+    def __init__(
+        self,
+        models: Iterable[ModelSpec],
+        *,
+        arena: Arena | None = None,
+        choices: Choices | None = None,
+    ) -> None:
         self._models: dict[str, ModelSpec] = {}
         self._names: dict[str, str] = {}
         for model in models:
@@ -29,6 +42,11 @@ class Catalog:
         for model in self._models.values():
             if model.replacement is not None and model.replacement not in self._names:
                 raise CatalogError(f"{model.slug}: replacement {model.replacement!r} is unknown")
+        self.arena = arena
+        self.choices = choices or Choices()
+        for slug in self.choices.slugs():
+            if slug not in self._names:
+                raise CatalogError(f"choice.yaml: unknown model {slug!r}")
 
     def __iter__(self) -> Iterator[ModelSpec]:
         return iter(self._models.values())
@@ -45,12 +63,15 @@ class Catalog:
         return list(self._models)
 
 
-def _parse_file(path: Path | Any, name: str) -> list[ModelSpec]:
+def _parse_file(path: Traversable | Path, name: str, credits_per_usd: int) -> list[ModelSpec]:
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    provider = data.get("provider")
+    defaults = {"provider": data.get("provider"), "provider_name": data.get("provider_name", "")}
     models = []
     for entry in data.get("models", []):
-        entry = {"provider": provider, **entry}
+        entry = {**defaults, **entry}
+        price: Any = entry.get("price")
+        if isinstance(price, dict):
+            entry["price"] = {**price, "credits_per_usd": credits_per_usd}
         try:
             models.append(ModelSpec.model_validate(entry))
         except ValueError as exc:
@@ -58,14 +79,38 @@ def _parse_file(path: Path | Any, name: str) -> list[ModelSpec]:
     return models
 
 
-def load_catalog(extra_dirs: Iterable[Path] = ()) -> Catalog:
-    """The built-in data files plus any operator-supplied directories."""
+def load_catalog(
+    extra_dirs: Iterable[Path] = (), *, credits_per_usd: int = DEFAULT_CREDITS_PER_USD
+) -> Catalog:
+    """The built-in data files plus any operator-supplied directories.
+
+    Prices stated in US dollars become credits at ``credits_per_usd``; quality stars
+    come from the recorded arena snapshot (``data/arena.yaml``).
+    """
     models: list[ModelSpec] = []
     data = resources.files("imagegate.catalog") / "data"
     for item in sorted(data.iterdir(), key=lambda p: p.name):
-        if item.name.endswith(".yaml"):
-            models.extend(_parse_file(item, item.name))
+        if item.name.endswith(".yaml") and item.name not in _SPECIAL:
+            models.extend(_parse_file(item, item.name, credits_per_usd))
+    builtin = {m.slug for m in models}
     for directory in extra_dirs:
+        if not directory.is_dir():
+            raise CatalogError(f"{directory}: not a directory of catalog files")
         for path in sorted(directory.glob("*.yaml")):
-            models.extend(_parse_file(path, str(path)))
-    return Catalog(models)
+            # An operator's entry with a built-in slug replaces the built-in one (re-pricing).
+            extra = _parse_file(path, str(path), credits_per_usd)
+            replaced = {m.slug for m in extra} & builtin
+            models = [m for m in models if m.slug not in replaced] + extra
+    arena = load_arena((data / "arena.yaml").read_text(encoding="utf-8"))
+    choices = load_choices((data / "choice.yaml").read_text(encoding="utf-8"))
+    names = {name for m in models for name in (m.slug, *m.aliases)}
+    unknown = sorted(set(arena.models()) - names)
+    if unknown:
+        raise CatalogError(f"arena.yaml: unknown models {unknown}")
+    stars = arena.stars()
+    by_name = {name: m.slug for m in models for name in (m.slug, *m.aliases)}
+    filled = {by_name[name]: value for name, value in stars.items()}
+    models = [
+        m.model_copy(update={"stars": filled[m.slug]}) if m.slug in filled else m for m in models
+    ]
+    return Catalog(models, arena=arena, choices=choices)

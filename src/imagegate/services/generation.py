@@ -17,7 +17,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from imagegate.catalog import Catalog, ModelSpec
 from imagegate.catalog.pricing import estimate
 from imagegate.catalog.schema import validate_params
-from imagegate.catalog.sizes import native_size, output_dimensions
+from imagegate.catalog.sizes import (
+    SizeChoice,
+    check_custom,
+    fit_custom,
+    from_aspect_ratio,
+    from_image_size,
+    from_wxh,
+    output_dimensions,
+)
+from imagegate.catalog.spec import Route
 from imagegate.errors import InvalidParameter, NotFound
 from imagegate.ids import new_id
 from imagegate.services import billing, files, idempotency, jobs, workspace
@@ -44,6 +53,10 @@ OPENAI_FIELDS = frozenset(
         "user",
     }
 )
+# Size fields any model understands; each becomes the model's own size field.
+SIZE_FIELDS = frozenset({"aspect_ratio", "image_size", "resolution"})
+# Model choice: read by choose_model, not passed to the model.
+CHOICE_FIELDS = frozenset({"tier", "use_case"})
 WRAPPER_FIELDS = frozenset({"mock", "format", "sync_mode", "reference_files"})
 RESPONSE_FORMATS = ("url", "b64_json")
 FORMAT_PRESETS = ("shorts", "reels", "horizontal")
@@ -63,6 +76,7 @@ class Plan:
     estimated_cost: int
     notices: list[str] = field(default_factory=list)
     mock: bool = False
+    route: Route | None = None
     sync_mode: bool = False
     reference_files: tuple[str, ...] = ()
 
@@ -73,12 +87,27 @@ class Plan:
             "height": self.height,
             "output_format": self.output_format,
             "mock": self.mock,
+            "region": self.route.region if self.route else None,
+            "notices": self.notices,
         }
         if self.sync_mode:
             described["sync_mode"] = True
         if self.reference_files:
             described["reference_files"] = list(self.reference_files)
         return described
+
+
+def deprecation_headers(model: ModelSpec | None, notices: list[str]) -> dict[str, str]:
+    """Headers that tell a caller its model is on its way out, and what replaces it."""
+    headers: dict[str, str] = {}
+    if model is not None and model.status in ("legacy", "deprecated"):
+        headers["Deprecation"] = "true"
+        if model.replacement is not None:
+            headers["Link"] = f'</v1/models/{model.replacement}>; rel="successor-version"'
+            headers["X-Imagegate-Replacement"] = model.replacement
+    if notices:
+        headers["X-Imagegate-Notice"] = " ".join(notices)
+    return headers
 
 
 def _model_not_found(name: str) -> NotFound:
@@ -91,15 +120,17 @@ def _model_not_found(name: str) -> NotFound:
 
 @dataclass(frozen=True, slots=True)
 class ModelChoice:
-    """The model a request will use, and why: named in it, the member's selection, or the default.
+    """The model a request will use, and why: named in it, a ``tier`` preset, ``auto`` with
+    a ``use_case``, the member's remembered selection, or the workspace default.
 
     ``fallback_from`` is the member's remembered selection when it had been disabled and the
-    workspace default was used instead.
+    workspace default was used instead; ``notices`` say when the gateway chose.
     """
 
     model: ModelSpec
-    source: Literal["request", "selection", "default"]
+    source: Literal["request", "tier", "auto", "selection", "default"]
     fallback_from: str | None = None
+    notices: tuple[str, ...] = ()
 
     def notice(self) -> str | None:
         if self.fallback_from is None:
@@ -110,12 +141,34 @@ class ModelChoice:
         )
 
 
+def _choice_value(body: dict[str, Any], name: str, allowed: list[str]) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if value not in allowed:
+        raise InvalidParameter(
+            f"Invalid value for {name!r}: {value!r}. Allowed: {', '.join(allowed)}.", param=name
+        )
+    return str(value)
+
+
 async def choose_model(
-    session: AsyncSession, catalog: Catalog, principal: Principal, name: Any
+    session: AsyncSession, catalog: Catalog, principal: Principal, body: dict[str, Any]
 ) -> ModelChoice:
-    """The model asked for by slug or alias; else the member's selection; else the default."""
+    """The model a request gets: by name or alias, by ``tier`` preset, by ``use_case`` for
+    ``model: "auto"``, else the member's selection, else the workspace default."""
     state = await workspace.governance(session, principal.workspace_id)
     workspace.ensure_generation_enabled(state)
+    choices = catalog.choices
+    tier = _choice_value(body, "tier", list(choices.tiers))
+    use_case = _choice_value(body, "use_case", list(choices.use_cases))
+    name = body.get("model")
+    if name == "auto" or (name is None and use_case is not None):
+        return await _auto_model(session, catalog, principal, use_case)
+    if name is None and tier is not None:
+        preset = catalog.resolve(choices.tiers[tier])
+        assert preset is not None  # the loader checks choice.yaml's names
+        return ModelChoice(preset, "tier", notices=(f"tier {tier!r} uses {preset.slug}.",))
     if name is not None:
         if not isinstance(name, str) or not name:
             raise InvalidParameter(
@@ -143,7 +196,35 @@ async def resolve_model(
     session: AsyncSession, catalog: Catalog, principal: Principal, name: Any
 ) -> ModelSpec:
     """The model asked for by slug or alias, or the member's selection, or the default."""
-    return (await choose_model(session, catalog, principal, name)).model
+    return (await choose_model(session, catalog, principal, {"model": name})).model
+
+
+async def _auto_model(
+    session: AsyncSession, catalog: Catalog, principal: Principal, use_case: str | None
+) -> ModelChoice:
+    if use_case is None:
+        default = await resolve_model(session, catalog, principal, None)
+        notice = f"model 'auto' without a use_case uses the workspace default, {default.slug}."
+        return ModelChoice(default, "auto", notices=(notice,))
+    advice = catalog.choices.use_cases[use_case]
+    enabled = await enabled_models(session, principal.workspace_id)
+    candidates = [catalog.resolve(name) for name in advice.models]
+    if advice.region is not None:
+        # Any enabled model that can run there is better than none.
+        candidates += [m for m in catalog if m.slug in enabled and advice.region in m.regions]
+    for candidate in candidates:
+        if candidate is None or candidate.slug not in enabled:
+            continue
+        if advice.region is None or advice.region in candidate.regions:
+            notice = f"use_case {use_case!r} chose {candidate.slug}."
+            return ModelChoice(candidate, "auto", notices=(notice,))
+    raise InvalidParameter(
+        f"No enabled model suits use_case {use_case!r} ({advice.description}). "
+        f"Enable one of: {', '.join(advice.models)}.",
+        code="no_model_for_use_case",
+        param="use_case",
+        extra={"recommended_models": advice.models},
+    )
 
 
 async def enabled_models(session: AsyncSession, workspace_id: str) -> set[str]:
@@ -155,8 +236,73 @@ async def enabled_models(session: AsyncSession, workspace_id: str) -> set[str]:
     return {row[0] for row in rows}
 
 
-def _plan(model: ModelSpec, native: dict[str, Any], rename: dict[str, str], mock: bool) -> Plan:
+def _references(model: ModelSpec, native: dict[str, Any]) -> tuple[int, list[str]]:
+    """Check the reference images against the model's limits; their count and any notice."""
+    limit = model.limits.references
+    if limit is None:
+        return 0, []
+    value = native.get(limit.field)
+    count = len(value) if isinstance(value, list) else int(value is not None and value != "")
+    plural = "s" if limit.max > 1 else ""
+    if count == 0 and limit.required:
+        raise InvalidParameter(
+            f"Model {model.slug!r} needs a source image: give {limit.field!r} "
+            f"(HTTPS URL{plural} of the image{plural} to work on).",
+            code="image_url_required",
+            param=limit.field,
+        )
+    if count > limit.max:
+        if limit.overflow == "keep_last" and isinstance(value, list):
+            native[limit.field] = value[-limit.max :]
+            notice = f"{model.slug} uses the last {limit.max} of {count} images in {limit.field!r}."
+            return limit.max, [notice]
+        raise InvalidParameter(
+            f"Model {model.slug!r} takes at most {limit.max} reference image{plural} "
+            f"in {limit.field!r}; {count} were given.",
+            code="too_many_references",
+            param=limit.field,
+            extra={"max_references": limit.max},
+        )
+    return count, []
+
+
+def _custom_size(model: ModelSpec, native: dict[str, Any], rename: dict[str, str]) -> list[str]:
+    field_name = model.sizes.field
+    value = native.get(field_name) if field_name is not None else None
+    if field_name is None or not isinstance(value, dict):
+        return []
+    if not all(isinstance(value.get(k), int) for k in ("width", "height")):
+        return []  # the schema names what is wrong
+    checked, notices = check_custom(model, value, rename.get(field_name, field_name))
+    native[field_name] = checked
+    return notices
+
+
+def _plan(
+    model: ModelSpec,
+    native: dict[str, Any],
+    rename: dict[str, str],
+    mock: bool,
+    notices: list[str] | None = None,
+    region: str | None = None,
+) -> Plan:
+    notices = list(notices or [])
+    references, ref_notices = _references(model, native)
+    notices += ref_notices + _custom_size(model, native, rename)
     params = validate_params(model, native, rename=rename)
+    limits = model.limits
+    per_generation = 1
+    if limits.outputs_per_generation_field is not None:
+        per_generation = int(params.get(limits.outputs_per_generation_field) or 1)
+    most = limits.max_total_images
+    if most is not None and references + per_generation > most:
+        field_name = limits.outputs_per_generation_field or (model.count_field or "n")
+        raise InvalidParameter(
+            f"Model {model.slug!r} takes at most {limits.max_total_images} images in total "
+            f"(inputs plus images made per generation); "
+            f"{references} + {per_generation} were asked for.",
+            param=rename.get(field_name, field_name),
+        )
     n = int(params.get(model.count_field, 1)) if model.count_field else 1
     width, height = output_dimensions(model, params)
     output_format = (
@@ -164,12 +310,26 @@ def _plan(model: ModelSpec, native: dict[str, Any], rename: dict[str, str], mock
         if model.format_field and params.get(model.format_field) is not None
         else model.default_output_format
     )
-    notices = []
     if model.status == "legacy" and model.replacement:
         notices.append(f"{model.slug} is legacy; use {model.replacement} instead.")
-    provider = "mock" if mock else model.routes[0].provider
-    cost = 0 if mock else estimate(model, params, n, width, height)
-    return Plan(model, provider, params, n, width, height, output_format, cost, notices, mock)
+    elif model.status == "deprecated":
+        notices.append(f"{model.slug} is deprecated by its provider.")
+    route = next((r for r in model.routes if region and r.region == region), model.routes[0])
+    provider = "mock" if mock else route.provider
+    cost = 0 if mock else estimate(model, params, n * per_generation, width, height)
+    return Plan(
+        model,
+        provider,
+        params,
+        n,
+        width,
+        height,
+        output_format,
+        cost,
+        notices=notices,
+        mock=mock,
+        route=route,
+    )
 
 
 def _files_wrapper(
@@ -212,12 +372,43 @@ def _wrapper(model: ModelSpec, body: dict[str, Any], native: dict[str, Any]) -> 
             raise InvalidParameter(
                 f"Give either 'format' or '{field_name}', not both.", param="format"
             )
-        native[field_name] = model.sizes.format_mapping[preset]
+        value = model.sizes.format_mapping[preset]
+        custom = model.sizes.custom
+        if isinstance(value, dict) and custom is not None and not custom.scale:
+            # Our preset must be valid for the model: keep its shape, scale it into bounds.
+            width, height = fit_custom(model.sizes, int(value["width"]), int(value["height"]))
+            value = {"width": width, "height": height}
+        native[field_name] = value
     return mock
 
 
-def plan_openai(model: ModelSpec, body: dict[str, Any]) -> Plan:
-    """Translate an OpenAI Images API body (plus any native parameters) for ``model``."""
+def _native_size_param(model: ModelSpec, name: str) -> bool:
+    """Whether ``name`` is the model's own size or resolution field (passed through as is)."""
+    return name in (model.sizes.field, model.sizes.resolution_field) and name in model.params
+
+
+def _size_choice(model: ModelSpec, name: str, value: Any, resolution: Any) -> SizeChoice:
+    if name == "size":
+        if not isinstance(value, str):
+            message = "Invalid value for 'size': expected 'WIDTHxHEIGHT'."
+            raise InvalidParameter(message, param="size")
+        return from_wxh(model, value, "size", resolution)
+    if name == "aspect_ratio":
+        return from_aspect_ratio(model, value, "aspect_ratio", resolution)
+    return from_image_size(model, value, "image_size")
+
+
+def preferred_region(catalog: Catalog, body: dict[str, Any]) -> str | None:
+    """The region a request's ``use_case`` asks for (``eu-only``), if any."""
+    advice = catalog.choices.use_cases.get(str(body.get("use_case")))
+    return advice.region if advice is not None else None
+
+
+def plan_openai(model: ModelSpec, body: dict[str, Any], *, region: str | None = None) -> Plan:
+    """Translate an OpenAI Images API body (plus any native parameters) for ``model``.
+
+    ``region`` picks the model's route in that region where it has one.
+    """
     native: dict[str, Any] = {}
     rename: dict[str, str] = {}
     prompt = body.get("prompt")
@@ -228,8 +419,10 @@ def plan_openai(model: ModelSpec, body: dict[str, Any]) -> Plan:
     if model.prompt_field is None:
         raise InvalidParameter(f"Model {model.slug!r} takes no prompt.", param="prompt")
     native[model.prompt_field] = prompt
+    size_asks: list[tuple[str, Any]] = []
     for name, value in body.items():
-        if name in ("model", "prompt", "response_format", "user") or name in WRAPPER_FIELDS:
+        skipped = ("model", "prompt", "response_format", "user")
+        if name in skipped or name in WRAPPER_FIELDS or name in CHOICE_FIELDS:
             continue
         if name == "n":
             if model.count_field is None:
@@ -241,15 +434,18 @@ def plan_openai(model: ModelSpec, body: dict[str, Any]) -> Plan:
                 continue
             native[model.count_field] = value
             rename[model.count_field] = "n"
-        elif name == "size":
-            if not isinstance(value, str):
-                raise InvalidParameter(
-                    "Invalid value for 'size': expected 'WIDTHxHEIGHT'.", param="size"
-                )
-            native_value = native_size(model, value)  # raises when the model takes no size
-            assert model.sizes.field is not None
-            native[model.sizes.field] = native_value
-            rename[model.sizes.field] = "size"
+        elif name in SIZE_FIELDS and _native_size_param(model, name):
+            native[name] = value
+            if name == model.sizes.field:
+                size_asks.append((name, None))
+        elif name == "resolution":
+            raise InvalidParameter(
+                f"Model {model.slug!r} has no 'resolution'; ask for a size instead "
+                f"({', '.join(model.sizes.supported_sizes()) or 'it takes none'}).",
+                param="resolution",
+            )
+        elif name == "size" or name in SIZE_FIELDS:
+            size_asks.append((name, value))
         elif name == "output_format":
             if model.format_field is None:
                 if value not in model.output_formats:
@@ -271,20 +467,44 @@ def plan_openai(model: ModelSpec, body: dict[str, Any]) -> Plan:
         elif name in OPENAI_FIELDS:
             raise InvalidParameter(f"Model {model.slug!r} does not support {name!r}.", param=name)
         else:
-            allowed = sorted(
-                (OPENAI_FIELDS | WRAPPER_FIELDS | set(model.params)) - {model.prompt_field}
-            )
+            known = OPENAI_FIELDS | WRAPPER_FIELDS | CHOICE_FIELDS | SIZE_FIELDS | set(model.params)
+            allowed = sorted(known - {model.prompt_field})
             raise InvalidParameter(
                 f"Unknown parameter {name!r}. Allowed: {', '.join(allowed)}.", param=name
             )
+    notices: list[str] = []
+    if len(size_asks) > 1:
+        names = sorted(name for name, _ in size_asks)
+        raise InvalidParameter(
+            f"Give one of {', '.join(repr(n) for n in names)}, not several.", param=names[-1]
+        )
+    for name, value in size_asks:
+        if value is None:
+            continue  # the model's own field, passed through
+        resolution = native.get(model.sizes.resolution_field or "")
+        choice = _size_choice(model, name, value, resolution)
+        for key, chosen in choice.native.items():
+            native.setdefault(key, chosen)
+            rename.setdefault(key, name)
+        notices += choice.notices
     mock = _wrapper(model, body, native)
     extra = _files_wrapper(model, body, native)
-    return dataclasses.replace(_plan(model, native, rename, mock), **extra)
+    return dataclasses.replace(_plan(model, native, rename, mock, notices, region), **extra)
 
 
 def plan_native(model: ModelSpec, body: dict[str, Any]) -> Plan:
-    """A jobs-API body: the model's own parameters plus the wrapper fields."""
+    """A jobs-API body: the model's own parameters plus the wrapper fields.
+
+    With neither ``format`` nor the model's size field, the model's ``format_mapping``
+    default applies (seed 002: ``format`` defaults per model).
+    """
     native = {k: v for k, v in body.items() if k not in WRAPPER_FIELDS}
+    mapping = model.sizes.format_mapping
+    field_name = model.sizes.field
+    no_size = field_name is not None and field_name not in native
+    if body.get("format") is None and no_size and "default" in mapping:
+        assert field_name is not None
+        native[field_name] = mapping["default"]
     mock = _wrapper(model, body, native)
     extra = _files_wrapper(model, body, native)
     return dataclasses.replace(_plan(model, native, {}, mock), **extra)
@@ -354,7 +574,7 @@ async def create_job(
     catalog: Catalog,
     principal: Principal,
     *,
-    model_name: Any,
+    choice: dict[str, Any],
     body: dict[str, Any],
     planner: Planner,
     endpoint: str,
@@ -380,9 +600,11 @@ async def create_job(
                         job = await jobs.get_job(session, principal.workspace_id, existing)
                         assert job is not None
                         return Submission(job)
-                choice = await choose_model(session, catalog, principal, model_name)
-                await check_usable(session, principal, choice.model)
-                plan = planner(choice.model, body)
+                chosen = await choose_model(session, catalog, principal, choice)
+                await check_usable(session, principal, chosen.model)
+                plan = planner(chosen.model, body)
+                if chosen.notices:
+                    plan = dataclasses.replace(plan, notices=[*chosen.notices, *plan.notices])
                 await files.require_files(session, principal.workspace_id, plan.reference_files)
                 job = await submit(
                     session,
@@ -398,7 +620,7 @@ async def create_job(
                         session, principal.member_id, idempotency_key, request_hash, job.id
                     )
                     await session.flush()
-                return Submission(job, plan, choice)
+                return Submission(job, plan, chosen)
         except IntegrityError:
             if idempotency_key is None:
                 raise

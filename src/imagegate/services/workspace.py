@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagegate.catalog import Catalog, ModelSpec
-from imagegate.catalog.pricing import estimate
+from imagegate.catalog.pricing import Rates, estimate
 from imagegate.errors import Conflict, InvalidParameter, NotFound, PermissionDenied
 from imagegate.services.keys import Principal
 from imagegate.store.db import Database
@@ -66,10 +66,10 @@ def reference_price(model: ModelSpec) -> int:
     return estimate(model, params, 1, *REFERENCE_SIZE)
 
 
-def price_eur(millicredits: int, credit_value_eur: Decimal, margin_percent: int) -> Decimal:
+def price_eur(millicredits: int, micro_eur_per_credit: int, margin_percent: int) -> Decimal:
     """A credit amount in euro including the margin, to a hundredth of a cent."""
-    amount = Decimal(millicredits) / 1000 * credit_value_eur * (100 + margin_percent) / 100
-    return amount.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
+    micro_eur = Rates(micro_eur_per_credit, margin_percent).micro_eur(millicredits)
+    return (Decimal(micro_eur) / 1_000_000).quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
 
 
 def first_time_models(catalog: Catalog, configured_providers: list[str]) -> list[str]:

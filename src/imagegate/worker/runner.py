@@ -38,7 +38,7 @@ from imagegate.providers.registry import ProviderRegistry
 from imagegate.services import files as file_service
 from imagegate.services import jobs, workspace
 from imagegate.store.db import Database
-from imagegate.store.tables import File, utcnow
+from imagegate.store.tables import File, Job, utcnow
 
 log = logging.getLogger("imagegate.worker")
 
@@ -131,11 +131,17 @@ class JobRunner:
                 log.warning("lost the lease on %s (attempt %s)", claim.job.id, claim.attempt)
                 return
 
-    def _routes(self, job_provider: str, model: ModelSpec) -> list[Route]:
-        """The routes an attempt may try, in order: the model's, or the one chosen (mock)."""
-        if any(route.provider == job_provider for route in model.routes):
-            return list(model.routes)
-        return [Route(provider=job_provider, upstream_id=model.routes[0].upstream_id)]
+    def _routes(self, job: Job, model: ModelSpec) -> list[Route]:
+        """The routes an attempt may try, in order: the model's, or the one chosen (mock).
+
+        A plan bound to a region (use_case eu-only) only ever uses that region's routes:
+        falling back elsewhere would break the hosting promise.
+        """
+        if not any(route.provider == job.provider for route in model.routes):
+            return [Route(provider=job.provider, upstream_id=model.routes[0].upstream_id)]
+        region = job.request["plan"].get("region")
+        regional = [route for route in model.routes if region and route.region == region]
+        return regional or list(model.routes)
 
     def _request(
         self, claim: jobs.Claim, model: ModelSpec, route: Route, on_submitted: SubmittedCallback
@@ -193,7 +199,7 @@ class JobRunner:
 
         transient: tuple[str, str, float | None] | None = None
         final: ImagegateError | None = None
-        for route in self._routes(job.provider, model):
+        for route in self._routes(job, model):
             try:
                 provider = self.providers.get(route.provider)
             except ProviderNotConfigured as exc:

@@ -1,0 +1,167 @@
+"""``/v1/pricing``: the price table, and estimates (dry runs) of any request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from imagegate.api.common import json_object
+from imagegate.api.deps import CurrentMember, GatewayDep, Session
+from imagegate.api.responses import JSONResponse
+from imagegate.catalog import ModelSpec
+from imagegate.catalog.pricing import (
+    REFERENCE_SIZE,
+    Rates,
+    describe_rule,
+    estimate,
+    reference_params,
+)
+from imagegate.catalog.sizes import output_dimensions
+from imagegate.errors import InvalidParameter
+from imagegate.gateway import Gateway
+from imagegate.services import generation
+from imagegate.services.keys import Principal
+from imagegate.store.tables import Workspace
+
+router = APIRouter(prefix="/v1/pricing", tags=["pricing"])
+
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no", "")
+
+
+def credits(millicredits: int) -> int | float:
+    """Integer millicredits as a credit amount for JSON (exact for 3 decimals)."""
+    whole, rest = divmod(millicredits, 1000)
+    return whole if rest == 0 else millicredits / 1000
+
+
+def euros(micro_eur: int) -> float:
+    """Micro-euros as a euro amount for JSON, to a hundredth of a cent."""
+    return round(micro_eur / 1_000_000, 4)
+
+
+def dry_run(request: Request) -> bool:
+    """``?dry_run=true``: estimate instead of generating."""
+    value = request.query_params.get("dry_run")
+    if value is None or value.lower() in _FALSE:
+        return False
+    if value.lower() in _TRUE:
+        return True
+    raise InvalidParameter(
+        f"Invalid value for 'dry_run': {value!r}. Allowed: true, false.", param="dry_run"
+    )
+
+
+async def workspace_rates(session: AsyncSession, gateway: Gateway, workspace_id: str) -> Rates:
+    workspace = await session.get(Workspace, workspace_id)
+    margin = workspace.margin_percent if workspace is not None else 20
+    return Rates(gateway.settings.credit_value_micro_eur, margin)
+
+
+def price_at_reference(model: ModelSpec, rates: Rates) -> dict[str, Any]:
+    """One image at the standard 1024x1024 (or the model's nearest 1:1 size)."""
+    params = reference_params(model)
+    width, height = output_dimensions(model, params)
+    cost = estimate(model, params, 1, width, height)
+    return {
+        "width": width,
+        "height": height,
+        "credits": credits(cost),
+        "eur": euros(rates.micro_eur(cost)),
+    }
+
+
+def price_object(model: ModelSpec, rates: Rates) -> dict[str, Any]:
+    price = model.price
+    return {
+        "rule": price.rule,
+        "currency": price.currency,
+        "description": describe_rule(price),
+        "source": price.source,
+        "per_image_1024": price_at_reference(model, rates),
+    }
+
+
+async def estimate_response(
+    gateway: Gateway, member: Principal, body: dict[str, Any]
+) -> JSONResponse:
+    """What the request would cost and yield, without generating anything."""
+    body = {k: v for k, v in body.items() if k not in ("idempotency_key", "webhook_url")}
+    async with gateway.db.session() as session:
+        choice = await generation.choose_model(session, gateway.catalog, member, body)
+        model = choice.model
+        if not member.is_admin:
+            await generation.check_usable(session, member, model)
+        region = generation.preferred_region(gateway.catalog, body)
+        plan = generation.plan_openai(model, body, region=region)
+        rates = await workspace_rates(session, gateway, member.workspace_id)
+    notices = [*choice.notices, *plan.notices]
+    payload = {
+        "object": "estimate",
+        "dry_run": True,
+        "model": model.slug,
+        "provider": plan.provider,
+        "region": plan.route.region if plan.route else None,
+        "status": model.status,
+        "replacement": model.replacement,
+        "params": plan.params,
+        "n": plan.n,
+        "width": plan.width,
+        "height": plan.height,
+        "output_format": plan.output_format,
+        "estimated_cost": credits(plan.estimated_cost),
+        "estimated_cost_eur": euros(rates.micro_eur(plan.estimated_cost)),
+        "margin_percent": rates.margin_percent,
+        "price": {
+            "rule": model.price.rule,
+            "description": describe_rule(model.price),
+            "source": model.price.source,
+        },
+        "notices": notices,
+    }
+    headers = generation.deprecation_headers(model, notices)
+    return JSONResponse(payload, headers=headers)
+
+
+@router.get("")
+async def price_table(
+    member: CurrentMember, gateway: GatewayDep, session: Session
+) -> dict[str, Any]:
+    """Every model's price rule and its price per image at 1024x1024, in credits and EUR."""
+    rates = await workspace_rates(session, gateway, member.workspace_id)
+    enabled = await generation.enabled_models(session, member.workspace_id)
+    data = [
+        {
+            "model": model.slug,
+            "name": model.name,
+            "provider": model.provider,
+            "tier": model.tier,
+            "premium": model.premium,
+            "status": model.status,
+            "enabled": model.slug in enabled,
+            **price_object(model, rates),
+        }
+        for model in gateway.catalog
+    ]
+    return {
+        "object": "list",
+        "reference_size": f"{REFERENCE_SIZE[0]}x{REFERENCE_SIZE[1]}",
+        "credits_per_usd": gateway.settings.credits_per_usd,
+        "credit_value_eur": gateway.settings.credit_value_micro_eur / 1_000_000,
+        "margin_percent": rates.margin_percent,
+        "rule": (
+            "Prices stated in USD become credits at credits_per_usd; EUR prices are "
+            "credits x credit_value_eur x (100 + margin_percent) / 100."
+        ),
+        "data": data,
+    }
+
+
+@router.post("/estimate", response_model=None)
+async def estimate_request(
+    request: Request, member: CurrentMember, gateway: GatewayDep
+) -> JSONResponse:
+    """The same body as POST /v1/images/generations; returns the estimate, generates nothing."""
+    body = await json_object(request)
+    return await estimate_response(gateway, member, body)

@@ -1,0 +1,66 @@
+"""Quality stars from a recorded snapshot of a public text-to-image arena leaderboard.
+
+The rule (also in docs/catalog.md): a model's stars follow how far its arena score
+lies below the snapshot's best score. Within ``bands[0]`` points of the top: 5 stars;
+within ``bands[1]``: 4; within ``bands[2]``: 3; within ``bands[3]``: 2; further: 1.
+Models the leaderboard does not list get no stars (shown as ``null``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class ArenaEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="The model's name on the leaderboard.")
+    score: int
+    models: list[str] = Field(description="Catalog slugs or aliases this score stands for.")
+
+
+class Arena(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    leaderboard: str
+    source: str
+    snapshot_date: dt.date
+    note: str = ""
+    bands: tuple[int, int, int, int]
+    entries: list[ArenaEntry]
+
+    @field_validator("bands")
+    @classmethod
+    def _increasing(cls, value: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        if list(value) != sorted(value) or value[0] < 0:
+            raise ValueError("bands must be non-negative and increasing")
+        return value
+
+    @property
+    def top(self) -> int:
+        return max(entry.score for entry in self.entries)
+
+    def stars_for(self, score: int) -> int:
+        below = self.top - score
+        for stars, band in zip((5, 4, 3, 2), self.bands, strict=True):
+            if below <= band:
+                return stars
+        return 1
+
+    def stars(self) -> dict[str, int]:
+        """Stars by catalog name (slug or alias)."""
+        result: dict[str, int] = {}
+        for entry in self.entries:
+            for name in entry.models:
+                result[name] = self.stars_for(entry.score)
+        return result
+
+    def models(self) -> list[str]:
+        return [name for entry in self.entries for name in entry.models]
+
+
+def load_arena(text: str) -> Arena:
+    return Arena.model_validate(yaml.safe_load(text))
