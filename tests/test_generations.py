@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import time
 
 import httpx
 import pytest
@@ -94,13 +95,14 @@ async def test_url_is_signed_and_fetchable_without_a_key(
 
 
 async def test_url_expires(client: httpx.AsyncClient, gateway: Gateway) -> None:
-    gateway.settings.url_ttl_seconds = 1
     response = await client.post(
         GEN, json={"prompt": "p", "response_format": "url", "size": "256x256"}
     )
     url = response.json()["data"][0]["url"]
     assert (await client.get(url)).status_code == 200
-    await asyncio.sleep(2.1)
+    gateway.signer.clock = lambda: time.time() + 3500  # later within the hour
+    assert (await client.get(url)).status_code == 200
+    gateway.signer.clock = lambda: time.time() + 3601  # past the hour
     assert_error(await client.get(url), 403, "link_expired")
 
 

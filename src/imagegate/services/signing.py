@@ -8,6 +8,7 @@ import hmac
 import itertools
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -37,6 +38,7 @@ class Signer:
             raise ValueError("current signing key is unknown")
         self._keys = keys
         self._current = current
+        self.clock: Callable[[], float] = time.time  # replaceable, so tests need not sleep
 
     @property
     def current_kid(self) -> str:
@@ -54,7 +56,7 @@ class Signer:
     def sign(
         self, file_id: str, workspace_id: str, ttl_seconds: int, now: float | None = None
     ) -> SignedLink:
-        expires = int((now if now is not None else time.time()) + ttl_seconds)
+        expires = int((now if now is not None else self.clock()) + ttl_seconds)
         signature = self._mac(self._keys[self._current], file_id, workspace_id, expires)
         return SignedLink(expires=expires, kid=self._current, signature=signature)
 
@@ -65,7 +67,7 @@ class Signer:
         expected = self._mac(secret, file_id, workspace_id, expires) if secret else ""
         if not secret or not hmac.compare_digest(expected.encode(), signature.encode()):
             raise PermissionDenied("This link's signature is not valid.", code="invalid_signature")
-        if expires < time.time():
+        if expires < self.clock():
             raise PermissionDenied(
                 "This link has expired. Fetch the job or file again for a fresh one.",
                 code="link_expired",
