@@ -103,3 +103,19 @@ def test_openai_sdk_sees_errors_in_openai_shape(server: tuple[str, str]) -> None
     wrong_key = openai.OpenAI(base_url=f"{base}/v1", api_key="ig_wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         wrong_key.models.list()
+
+
+def test_openai_sdk_edits_an_image(server: tuple[str, str]) -> None:
+    base, key = server
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=key)
+    source = io.BytesIO()
+    Image.new("RGB", (300, 200), "orange").save(source, "PNG")
+    edited = client.images.edit(
+        model="mock-image",
+        image=("portrait.png", source.getvalue(), "image/png"),
+        prompt="Replace the background with a tropical beach",
+        size="1024x1024",
+    )
+    assert edited.data is not None
+    image = Image.open(io.BytesIO(base64.b64decode(edited.data[0].b64_json or "")))
+    assert (image.format, image.size) == ("PNG", (1024, 1024))

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from imagegate import __version__
-from imagegate.api import admin, credits, errors, files, images, jobs, me, models, pricing
+from imagegate.api import admin, credits, edits, errors, files, images, jobs, me, models, pricing
 from imagegate.api.limits import BodySizeLimit
 from imagegate.api.responses import JSONResponse
 from imagegate.config import Settings
@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     app.state.gateway = gw
     errors.install(app)
     routers = (models.router, pricing.router, images.router, jobs.router, files.router)
-    for router in (*routers, credits.router):
+    for router in (*routers, edits.router, credits.router):
         app.include_router(router)
     app.include_router(admin.router)
     app.include_router(me.router)

@@ -18,8 +18,10 @@ from imagegate.api.deps import CurrentMember, GatewayDep
 from imagegate.api.pricing import dry_run, estimate_response
 from imagegate.api.responses import JSONResponse
 from imagegate.errors import GenerationFailed, InvalidParameter, UpstreamError, error_for_job
+from imagegate.gateway import Gateway
 from imagegate.money import as_credits
 from imagegate.services import generation, jobs
+from imagegate.services.keys import Principal
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
 
@@ -51,6 +53,15 @@ async def create_image(
     request: Request, member: CurrentMember, gateway: GatewayDep
 ) -> JSONResponse:
     body = await json_object(request)
+    if dry_run(request):
+        return await estimate_response(gateway, member, body)
+    return await generate_response(request, gateway, member, body, action="generate")
+
+
+async def generate_response(
+    request: Request, gateway: Gateway, member: Principal, body: dict[str, Any], *, action: str
+) -> JSONResponse:
+    """Create the job (``generate`` or ``edit``), wait for it, and answer as OpenAI does."""
     response_format = body.get("response_format") or "b64_json"
     if response_format not in generation.RESPONSE_FORMATS:
         raise InvalidParameter(
@@ -58,8 +69,8 @@ async def create_image(
             param="response_format",
         )
     respond_async, wait = _prefer(request)
-    if dry_run(request):
-        return await estimate_response(gateway, member, body)
+    planners = {"generate": generation.plan_openai, "edit": generation.plan_edit}
+    plan_for = planners[action]
     if body.get("sync_mode") is True and respond_async:
         raise InvalidParameter(
             "sync_mode images come back only in this response; drop 'Prefer: respond-async'.",
@@ -71,10 +82,10 @@ async def create_image(
         member,
         body,
         choice={name: body.get(name) for name in ("model", "tier", "use_case")},
-        planner=lambda model, body: generation.plan_openai(
+        planner=lambda model, body: plan_for(
             model, body, region=generation.preferred_region(gateway.catalog, body)
         ),
-        action="generate",
+        action=action,
     )
     job = submission.job
     event_job = job.id

@@ -57,7 +57,7 @@ OPENAI_FIELDS = frozenset(
 SIZE_FIELDS = frozenset({"aspect_ratio", "image_size", "resolution"})
 # Model choice: read by choose_model, not passed to the model.
 CHOICE_FIELDS = frozenset({"tier", "use_case"})
-WRAPPER_FIELDS = frozenset({"mock", "format", "sync_mode", "reference_files"})
+WRAPPER_FIELDS = frozenset({"mock", "format", "sync_mode", "reference_files", "mask_file"})
 RESPONSE_FORMATS = ("url", "b64_json")
 FORMAT_PRESETS = ("shorts", "reels", "horizontal")
 
@@ -79,6 +79,7 @@ class Plan:
     route: Route | None = None
     sync_mode: bool = False
     reference_files: tuple[str, ...] = ()
+    mask_file: str | None = None
 
     def describe(self) -> dict[str, Any]:
         described: dict[str, Any] = {
@@ -94,6 +95,8 @@ class Plan:
             described["sync_mode"] = True
         if self.reference_files:
             described["reference_files"] = list(self.reference_files)
+        if self.mask_file:
+            described["mask_file"] = self.mask_file
         return described
 
 
@@ -350,7 +353,26 @@ def _files_wrapper(
                 f"Model {model.slug!r} takes no reference images.", param="reference_files"
             )
         extra["reference_files"] = check_reference_ids(body["reference_files"])
+    mask = body.get("mask_file")
+    if mask is not None:
+        if not isinstance(mask, str) or not mask:
+            raise InvalidParameter("Invalid value for 'mask': expected one image.", param="mask")
+        extra["mask_file"] = mask
     return extra
+
+
+def plan_edit(model: ModelSpec, body: dict[str, Any], *, region: str | None = None) -> Plan:
+    """An OpenAI-style edit: the model must edit, and at least one source image is given."""
+    if "edit" not in model.actions:
+        editors = "a model whose capabilities include 'edit' (see GET /v1/models?capability=edit)"
+        raise InvalidParameter(
+            f"Model {model.slug!r} cannot edit images; use {editors}.",
+            code="model_cannot_edit",
+            param="model",
+        )
+    if not body.get("reference_files"):
+        raise InvalidParameter("'image' is required: the image(s) to edit.", param="image")
+    return plan_openai(model, body, region=region)
 
 
 def _wrapper(model: ModelSpec, body: dict[str, Any], native: dict[str, Any]) -> bool:
@@ -606,6 +628,10 @@ async def create_job(
                 if chosen.notices:
                     plan = dataclasses.replace(plan, notices=[*chosen.notices, *plan.notices])
                 await files.require_files(session, principal.workspace_id, plan.reference_files)
+                if plan.mask_file is not None:
+                    await files.require_files(
+                        session, principal.workspace_id, [plan.mask_file], param="mask"
+                    )
                 job = await submit(
                     session,
                     principal,

@@ -185,6 +185,12 @@ class JobRunner:
                 if references
                 else ()
             )
+            mask_file = job.request["plan"].get("mask_file")
+            masks = (
+                await file_service.load_inputs(self.db, self.blobs, job.workspace_id, [mask_file])
+                if mask_file
+                else ()
+            )
         except ImagegateError as exc:
             await self._fail(claim, code=exc.code, message=exc.message)
             return
@@ -206,8 +212,9 @@ class JobRunner:
                 final = final or exc
                 continue
             request = self._request(claim, model, route, recorder(route.provider))
-            if inputs:
-                request = dataclasses.replace(request, inputs=tuple(inputs))
+            if inputs or masks:
+                mask = masks[0] if masks else None
+                request = dataclasses.replace(request, inputs=tuple(inputs), mask=mask)
             limit = self._limits.setdefault(
                 route.provider, asyncio.Semaphore(self.provider_concurrency)
             )
