@@ -17,7 +17,7 @@ from PIL import Image
 
 from imagegate.blobs import BlobStore
 from imagegate.catalog import Catalog, ModelSpec
-from imagegate.catalog.pricing import estimate
+from imagegate.catalog.pricing import actual_cost
 from imagegate.catalog.spec import Route
 from imagegate.errors import (
     ContentPolicyViolation,
@@ -276,17 +276,15 @@ class JobRunner:
         if await self._fail(claim, code=code, message=message, retry_at=retry_at):
             self.on_requeued(claim.job.id, delay)
 
-    def _actual_cost(
-        self, claim: jobs.Claim, count: int, width: int | None, height: int | None
-    ) -> int:
-        """The price of what was really returned: its count and its true dimensions."""
+    def _actual_cost(self, claim: jobs.Claim, sizes: list[tuple[int | None, int | None]]) -> int:
+        """The price of what was really returned: each image at its true dimensions."""
         job = claim.job
         model = self.catalog.resolve(job.model)
-        if job.request["plan"].get("mock") or model is None or count == 0:
+        if job.request["plan"].get("mock") or model is None:
             return 0
-        width = width or job.request["plan"]["width"]
-        height = height or job.request["plan"]["height"]
-        return estimate(model, job.params, count, width, height)
+        plan = job.request["plan"]
+        outputs = [(w or plan["width"], h or plan["height"]) for w, h in sizes]
+        return actual_cost(model, job.params, outputs)
 
     async def _deliver_inline(
         self, claim: jobs.Claim, result: ProviderResult, provider: str, noted: list[str]
@@ -294,14 +292,13 @@ class JobRunner:
         """sync_mode: the images go to the waiting request, the job keeps no output."""
         job = claim.job
         revised = [image.revised_prompt for image in result.images]
-        first = result.images[0]
-        actual_cost = self._actual_cost(claim, len(result.images), first.width, first.height)
+        cost = self._actual_cost(claim, [(i.width, i.height) for i in result.images])
         async with self.db.session() as session:
             stored = await jobs.succeed(
                 session,
                 claim,
                 [],
-                actual_cost=actual_cost,
+                actual_cost=cost,
                 result={
                     "revised_prompts": revised,
                     "usage": result.usage,
@@ -353,15 +350,13 @@ class JobRunner:
                 )
             )
         revised = [image.revised_prompt for image in result.images]
-        actual_cost = self._actual_cost(
-            claim, len(files), files[0].width if files else None, files[0].height if files else None
-        )
+        cost = self._actual_cost(claim, [(f.width, f.height) for f in files])
         async with self.db.session() as session:
             stored = await jobs.succeed(
                 session,
                 claim,
                 files,
-                actual_cost=actual_cost,
+                actual_cost=cost,
                 result={"revised_prompts": revised, "usage": result.usage, "provider": provider},
                 provider_request_id=result.provider_request_id or (noted[-1] if noted else None),
             )
