@@ -71,6 +71,35 @@ def jobs_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def targets(rows: list[dict[str, Any]]) -> str:
+    """The issue's targets, each checked against this run's figures."""
+
+    def pick(scenario: str, concurrency: int, target: str | None = None) -> list[dict[str, Any]]:
+        return [
+            r for r in rows
+            if r["scenario"] == scenario and r["concurrency"] == concurrency
+            and (target is None or r["target"] == target)
+        ]  # fmt: skip
+
+    lines = ["### Against the targets\n", "| target | gateway | measured | met |", "|---|---|---|---|"]
+    floor1, floor64, peer64 = pick("A", 1), pick("A", 64), pick("F", 64)
+    for gw in sorted({r["target"] for r in rows if r["target"].startswith("gateway")}):
+        b1, b64 = pick("B", 1, gw), pick("B", 64, gw)
+        if b1 and floor1:
+            added = b1[0]["p50_ms"] - floor1[0]["p50_ms"]
+            lines.append(f"| c=1: at most +3 ms p50 over the floor | {gw} | +{added:.1f} ms | {'yes' if added <= 3 else 'no'} |")
+        if b64 and peer64:
+            x = b64[0]["rps"] / peer64[0]["rps"]
+            lines.append(f"| c=64: at least 10x LiteLLM's req/s | {gw} | {x:.2f}x | {'yes' if x >= 10 else 'no'} |")
+            y = b64[0]["p99_ms"] / peer64[0]["p99_ms"]
+            lines.append(f"| c=64: at most 1/10 of LiteLLM's p99 | {gw} | {y:.2f}x | {'yes' if y <= 0.1 else 'no'} |")
+        for d in pick("D", 256, gw):
+            lines.append(f"| D: zero errors at c=256, 2 s upstream | {gw} | {d['errors']} errors, {d['requests']} answered | {'yes' if d['errors'] == 0 else 'no'} |")
+        for e in [r for r in rows if r["scenario"] == "E" and r["target"] == gw]:
+            lines.append(f"| E: under 1 GB RSS | {gw} | {e['rss_mb']:,.0f} MB, {e['extra']['succeeded']} of {e['concurrency']} jobs succeeded | {'yes' if e['rss_mb'] < 1024 else 'no'} |")
+    return "\n".join(lines)
+
+
 def write_report(path: Path, results: dict[str, Any], table: str) -> None:
     rows = results["rows"]
     jobs = [r for r in rows if r["scenario"] == "E"]
@@ -89,6 +118,7 @@ def write_report(path: Path, results: dict[str, Any], table: str) -> None:
     ]
     if jobs:
         parts += ["### Scenario E: async jobs\n", jobs_table(jobs), ""]
+    parts += [targets(rows), ""]
     profile = BENCH / "profile.md"
     if profile.exists():
         parts += [profile.read_text().rstrip(), ""]
