@@ -294,6 +294,7 @@ def wrk(
     env: dict[str, str],
     timeout_s: int = 30,
     done_file: Path | None = None,
+    progress: Path | None = None,
 ) -> dict[str, Any]:
     threads = max(1, min(2, connections)) if done_file is None else 1
     result = Path(tempfile.mktemp(prefix="wrk-", suffix=".json", dir=OUT))
@@ -306,8 +307,15 @@ def wrk(
     if done_file is not None:
         # wrk always runs its full duration; a script that finished early leaves a file,
         # and SIGINT makes wrk stop and report at once.
+        # A request that timed out never reaches the script, so a script counting answers
+        # also stops once its progress file has not grown for longer than wrk's timeout.
+        size, changed = -1, time.monotonic()
         while process.poll() is None:
-            if done_file.exists():
+            now_size = progress.stat().st_size if progress and progress.exists() else 0
+            if now_size != size:
+                size, changed = now_size, time.monotonic()
+            stalled = progress is not None and time.monotonic() - changed > timeout_s + 5
+            if done_file.exists() or stalled:
                 process.send_signal(signal.SIGINT)
                 break
             time.sleep(0.1)
@@ -374,7 +382,7 @@ def jobs_row(wrk_bin: str, server: Server, jobs: int, budget_s: float) -> Row:
     with Sampler(server) as sample:
         submit = wrk(
             wrk_bin, server.url, "submit_jobs.lua", connections=32, seconds=budget_s,
-            env=env | {"BENCH_DONE": str(submitted)}, done_file=submitted,
+            env=env | {"BENCH_DONE": str(submitted)}, done_file=submitted, progress=ids,
         )  # fmt: skip
         submit_s = time.monotonic() - started
         poll = wrk(
@@ -490,11 +498,12 @@ def machine() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="imagegate benchmarks (bench/README.md)")
-    parser.add_argument("--seconds", type=float, default=10, help="duration of each B/C/F run")
+    parser.add_argument("--seconds", type=float, default=8, help="duration of each B/C/F run")
     parser.add_argument("--floor-seconds", type=float, default=5, help="duration of each A run")
-    parser.add_argument("--d-seconds", type=float, default=20, help="duration of scenario D")
-    parser.add_argument("--jobs", type=int, default=5000, help="scenario E's job count")
-    parser.add_argument("--e-workers", type=int, default=1000, help="E: jobs run at once")
+    parser.add_argument("--d-seconds", type=float, default=15, help="duration of scenario D")
+    parser.add_argument("--jobs", type=int, default=1000, help="scenario E's job count")
+    parser.add_argument("--e-workers", type=int, default=400, help="E: jobs run at once")
+    parser.add_argument("--e-budget", type=float, default=240, help="E: longest submit/poll phase")
     parser.add_argument("--databases", default="postgres,sqlite", help="gateways to run")
     parser.add_argument("--concurrency", default="1,16,64", help="B/C/F concurrency levels")
     parser.add_argument("--skip", default="", help="scenarios to leave out, e.g. E,F")
@@ -573,7 +582,7 @@ def main() -> None:
                 gateway = start_gateway(kind, workers=args.e_workers)
                 servers.append(gateway)
                 set_latency(30000)
-                rows.append(jobs_row(wrk_bin, gateway, args.jobs, budget_s=1200))
+                rows.append(jobs_row(wrk_bin, gateway, args.jobs, budget_s=args.e_budget))
                 set_latency(0)
                 stop(gateway)
                 servers.remove(gateway)
