@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 from datetime import datetime
 from typing import Any
 
 import orjson
+import pybase64
 from fastapi import Request
 
 from imagegate.errors import InvalidRequest
@@ -72,7 +72,7 @@ def inline_data(
     """sync_mode results: each image inline (b64_json, or a data URI as ``url``), never stored."""
     data = []
     for index, image in enumerate(images):
-        encoded = base64.b64encode(image.data).decode()
+        encoded = pybase64.b64encode_as_string(image.data)
         item: dict[str, Any] = (
             {"b64_json": encoded}
             if response_format == "b64_json"
@@ -107,7 +107,8 @@ async def images_data(
     for file in files:
         item: dict[str, Any] = {}
         if response_format == "b64_json":
-            item["b64_json"] = base64.b64encode(await gateway.blobs.read(file.blob_key)).decode()
+            data_bytes = await gateway.blobs.read(file.blob_key)
+            item["b64_json"] = pybase64.b64encode_as_string(data_bytes)
         else:
             item["url"], _ = signed_url(gateway, request, file)
         index = file.output_index or 0

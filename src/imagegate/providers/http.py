@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -98,7 +99,7 @@ def decode_data_uri(uri: str) -> tuple[bytes, str | None]:
 
 def json_body(response: httpx.Response) -> Any:
     try:
-        return response.json()
+        return orjson.loads(response.content)  # faster than json on multi-MB base64 bodies
     except ValueError:
         return None
 
@@ -179,7 +180,12 @@ class UpstreamHTTP:
         # A pooled client belongs to one event loop; a CLI run or a test may bring another.
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
-            self._client = httpx.AsyncClient(transport=self._transport, follow_redirects=True)
+            # The runner's per-provider limit bounds concurrent calls; httpx's default pool of
+            # 100 would queue a slow upstream's calls behind it (and keep only 20 alive).
+            limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
+            self._client = httpx.AsyncClient(
+                transport=self._transport, follow_redirects=True, limits=limits
+            )
             self._loop = loop
         return self._client
 

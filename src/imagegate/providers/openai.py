@@ -71,9 +71,9 @@ class OpenAIProvider(HTTPAdapter):
             response = await self._edit(request, deadline)
         else:
             response = await self._generate(request, deadline)
+        # The id comes with the result, which the runner records with the outcome: noting it
+        # on its own first would cost a database write per image and let nothing be canceled.
         request_id = response.headers.get("x-request-id")
-        if request_id:
-            await request.submitted(request_id)
         body = json_body(response)
         if not isinstance(body, dict) or not isinstance(body.get("data"), list):
             raise UpstreamError("openai answered without image data.", code="upstream_bad_response")

@@ -1,0 +1,80 @@
+"""Profile the gateway under scenario B's load with py-spy: bench/out/profile-*.txt.
+
+    .venv/bin/python bench/profile.py [--database sqlite|postgres] [--concurrency 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import run  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--database", default="sqlite")
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--body", default="b64_json", choices=["b64_json", "url"])
+    args = parser.parse_args()
+    wrk_bin = run.ensure_wrk()
+    servers = []
+    try:
+        upstream = run.start(
+            "upstream", run.UPSTREAM_PORT,
+            [sys.executable, str(run.BENCH / "upstream.py"), "--port", str(run.UPSTREAM_PORT)], {},
+        )  # fmt: skip
+        servers.append(upstream)
+        gateway = run.start_gateway(args.database, workers=512)
+        servers.append(gateway)
+        body = run.B64_BODY if args.body == "b64_json" else run.URL_BODY
+        run.warm(gateway, "/v1/images/generations", body)
+        raw = run.OUT / f"profile-{args.database}-c{args.concurrency}.txt"
+        spy = subprocess.Popen(
+            [str(run.VENV_BIN / "py-spy"), "record", "-p", str(gateway.process.pid), "-f", "raw",
+             "-d", str(args.seconds), "-o", str(raw), "-r", "200", "--gil"],
+        )  # fmt: skip
+        load = threading.Thread(
+            target=run.load_row,
+            args=(wrk_bin, "B", gateway, "/v1/images/generations", body, args.concurrency,
+                  args.seconds),
+        )  # fmt: skip
+        load.start()
+        load.join()
+        spy.wait()
+        summarize(raw)
+    finally:
+        for server in reversed(servers):
+            run.stop(server)
+
+
+def summarize(raw: Path, top: int = 25) -> None:
+    """Self and total time per function from py-spy's collapsed stacks."""
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    samples = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        count = int(count_text)
+        frames = stack.split(";")
+        samples += count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for frame in set(frames):
+            total[frame] = total.get(frame, 0) + count
+    print(f"{samples} samples")
+    print("-- self")
+    for frame, count in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"{100 * count / samples:5.1f}%  {frame}")
+    print("-- total")
+    for frame, count in sorted(total.items(), key=lambda kv: -kv[1])[:top * 2]:
+        print(f"{100 * count / samples:5.1f}%  {frame}")
+
+
+if __name__ == "__main__":
+    main()

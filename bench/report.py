@@ -1,0 +1,135 @@
+"""docs/benchmarks.md from one run's results (bench/out/results.json) and bench/profile.md."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+
+INTRO = """# Benchmarks
+
+What the gateway adds between a client and the provider: time, CPU and memory per image,
+and how that grows with load. Everything below comes from one run of
+
+```
+bash bench/run.sh
+```
+
+which installs what it lacks (Debian's `wrk`, LiteLLM into `bench/.venv-litellm`), starts
+on 127.0.0.1 a fake OpenAI Images upstream (`bench/upstream.py`: one fixed 1024x1024 PNG
+of noise as `b64_json`, latency settable at run time), the gateway on PostgreSQL and on
+SQLite (model `bench-image` from `bench/catalog/`, served by the real OpenAI adapter
+through `IMAGEGATE_OPENAI_BASE_URL`) and the LiteLLM proxy, drives each with `wrk`
+(`bench/wrk/*.lua`), prints the table and rewrites this page. `bash bench/run.sh --quick`
+does shorter runs and 500 jobs; `--skip E,F`, `--databases sqlite` and `--seconds N` narrow
+it down. CI never runs it; pytest does not collect it.
+
+Scenarios:
+
+- **A** the floor: wrk straight to the fake upstream.
+- **B** `POST /v1/images/generations`, `response_format: b64_json`, through the gateway.
+- **C** the same with `response_format: url` (a signed link to the stored output).
+- **D** upstream latency 2 s, 256 connections: every request must be held and answered.
+- **E** async jobs: submit N jobs (`POST /v1/jobs/bench-image`) with a 30 s upstream, then
+  poll each `GET /v1/jobs/{id}` until all are finished.
+- **F** the peer: LiteLLM proxy (one worker, no database) in front of the same upstream,
+  scenario B's load.
+
+Columns: requests/s and latency percentiles as wrk measured them; errors are wrk's
+connect/read/write/timeout errors plus non-2xx answers; peak RSS and CPU seconds are the
+server's own (psutil, sampled every 50 ms while the scenario ran; for A the upstream, for F
+LiteLLM, otherwise the gateway), CPU per 1000 images answered. ×A and ×F are ratios to
+scenario A and F at the same concurrency (D against the c=64 rows). wrk sends no
+`Accept-Encoding`, so no side compresses.
+"""
+
+
+def _f(value: float, digits: int = 1) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def jobs_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| target | jobs | succeeded | submit req/s | submit p50 / p90 / p99 ms | "
+        "poll requests | poll p50 / p90 / p99 ms | all done after s | jobs/s | errors "
+        "| peak RSS MB | CPU s / 1000 jobs |",
+        "|" + "---|" * 12,
+    ]
+    for row in rows:
+        x = row["extra"]
+        lines.append(
+            f"| {row['target']} | {row['concurrency']} | {x['succeeded']} | "
+            f"{_f(x['submit_rps'])} | {_f(row['p50_ms'])} / {_f(row['p90_ms'])} / "
+            f"{_f(row['p99_ms'])} | {x['poll_requests']:,} | {_f(x['poll_p50_ms'])} / "
+            f"{_f(x['poll_p90_ms'])} / {_f(x['poll_p99_ms'])} | {_f(x['total_s'])} | "
+            f"{_f(row['rps'])} | {row['errors']} | {_f(row['rss_mb'], 0)} | "
+            f"{_f(row['cpu_per_1000'], 2)} |"
+        )
+    return "\n".join(lines)
+
+
+def targets(rows: list[dict[str, Any]]) -> str:
+    """The issue's targets, each checked against this run's figures."""
+
+    def pick(scenario: str, concurrency: int, target: str | None = None) -> list[dict[str, Any]]:
+        return [
+            r for r in rows
+            if r["scenario"] == scenario and r["concurrency"] == concurrency
+            and (target is None or r["target"] == target)
+        ]  # fmt: skip
+
+    lines = ["### Against the targets\n", "| target | gateway | measured | met |", "|---|---|---|---|"]
+    floor1, floor64, peer64 = pick("A", 1), pick("A", 64), pick("F", 64)
+    for gw in sorted({r["target"] for r in rows if r["target"].startswith("gateway")}):
+        b1, b64 = pick("B", 1, gw), pick("B", 64, gw)
+        if b1 and floor1:
+            added = b1[0]["p50_ms"] - floor1[0]["p50_ms"]
+            lines.append(f"| c=1: at most +3 ms p50 over the floor | {gw} | +{added:.1f} ms | {'yes' if added <= 3 else 'no'} |")
+        if b64 and peer64:
+            x = b64[0]["rps"] / peer64[0]["rps"]
+            lines.append(f"| c=64: at least 10x LiteLLM's req/s | {gw} | {x:.2f}x | {'yes' if x >= 10 else 'no'} |")
+            y = b64[0]["p99_ms"] / peer64[0]["p99_ms"]
+            lines.append(f"| c=64: at most 1/10 of LiteLLM's p99 | {gw} | {y:.2f}x | {'yes' if y <= 0.1 else 'no'} |")
+        for d in pick("D", 256, gw):
+            lines.append(f"| D: zero errors at c=256, 2 s upstream | {gw} | {d['errors']} errors, {d['requests']} answered | {'yes' if d['errors'] == 0 else 'no'} |")
+        for e in [r for r in rows if r["scenario"] == "E" and r["target"] == gw]:
+            lines.append(f"| E: under 1 GB RSS | {gw} | {e['rss_mb']:,.0f} MB, {e['extra']['succeeded']} of {e['concurrency']} jobs succeeded | {'yes' if e['rss_mb'] < 1024 else 'no'} |")
+    return "\n".join(lines)
+
+
+def write_report(path: Path, results: dict[str, Any], table: str) -> None:
+    rows = results["rows"]
+    jobs = [r for r in rows if r["scenario"] == "E"]
+    args = results["args"]
+    parts = [
+        INTRO,
+        "## Results\n",
+        f"Machine: {results['machine']}. Upstream image: {results['png_bytes']:,} bytes of PNG "
+        f"({results['png_bytes'] * 4 // 3:,} as base64). LiteLLM {results['litellm']}. "
+        f"Durations: A {args['floor_seconds']:g} s, B/C/F {args['seconds']:g} s per "
+        f"concurrency, D {args['d_seconds']:g} s; E {args['jobs']} jobs with "
+        f"`IMAGEGATE_WORKER_CONCURRENCY` = `IMAGEGATE_PROVIDER_CONCURRENCY` = "
+        f"{args['e_workers']}. Whole run: {results['elapsed_s'] / 60:.1f} min.\n",
+        table,
+        "",
+    ]
+    if jobs:
+        parts += ["### Scenario E: async jobs\n", jobs_table(jobs), ""]
+    parts += [targets(rows), ""]
+    profile = BENCH / "profile.md"
+    if profile.exists():
+        parts += [profile.read_text().rstrip(), ""]
+    path.write_text("\n".join(parts))
+
+
+if __name__ == "__main__":
+    out = BENCH / "out" / "results.json"
+    data = json.loads(out.read_text())
+    sys.path.insert(0, str(BENCH))
+    from run import Row, table as render
+
+    rows = [Row(**r) for r in data["rows"]]
+    write_report(Path(sys.argv[1]) if len(sys.argv) > 1 else BENCH.parent / "docs" / "benchmarks.md", data, render([r for r in rows if r.scenario != "E"]))

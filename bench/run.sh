@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The one command of the benchmarks: bash bench/run.sh [--quick] [run.py options]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/pip install -q -e '.[bench]'
+command -v wrk >/dev/null || { apt-get install -y -q wrk || { apt-get update -q && apt-get install -y -q wrk; }; }
+ulimit -n 20000 2>/dev/null || true
+exec .venv/bin/python bench/run.py "$@"
