@@ -19,7 +19,9 @@ def _png(size: tuple[int, int] = (64, 48), colour: str = "red") -> bytes:
     return out.getvalue()
 
 
-async def test_multipart_edit_returns_an_image_and_keeps_the_source(client: httpx.AsyncClient) -> None:
+async def test_multipart_edit_returns_an_image_and_keeps_the_source(
+    client: httpx.AsyncClient,
+) -> None:
     response = await client.post(
         EDITS,
         files={"image": ("portrait.png", _png(), "image/png")},
@@ -71,24 +73,38 @@ async def test_json_edit_with_a_data_uri_and_a_file_id(client: httpx.AsyncClient
 
 
 async def test_edit_errors_name_what_to_change(client: httpx.AsyncClient) -> None:
-    no_image = await client.post(EDITS, data={"prompt": "p"}, files={"x": ("x.txt", b"x", "text/plain")})
+    no_image = await client.post(
+        EDITS, data={"prompt": "p"}, files={"x": ("x.txt", b"x", "text/plain")}
+    )
     assert_error(no_image, 400, "invalid_parameter", "x")
     missing = await client.post(EDITS, json={"prompt": "p", "images": []})
     assert_error(missing, 400, "invalid_parameter", "images")
     vector = await client.post(
-        EDITS, files={"image": ("a.png", _png(), "image/png")}, data={"prompt": "p", "model": "mock-vector"}
+        EDITS,
+        files={"image": ("a.png", _png(), "image/png")},
+        data={"prompt": "p", "model": "mock-vector"},
     )
     assert_error(vector, 400, "model_cannot_edit", "model")
     lying = await client.post(
-        EDITS, files={"image": ("a.png", b"<html><script>x</script></html>", "image/png")}, data={"prompt": "p"}
+        EDITS,
+        files={"image": ("a.png", b"<html><script>x</script></html>", "image/png")},
+        data={"prompt": "p"},
     )
     assert 400 <= lying.status_code < 500
     assert lying.json()["error"]["param"] == "image"
-    remote = await client.post(EDITS, json={"prompt": "p", "images": [{"image_url": "https://example.com/a.png"}]})
+    remote = await client.post(
+        EDITS, json={"prompt": "p", "images": [{"image_url": "https://example.com/a.png"}]}
+    )
     assert_error(remote, 400, "invalid_parameter", "images[0]")
-    bad_n = await client.post(EDITS, files={"image": ("a.png", _png(), "image/png")}, data={"prompt": "p", "n": "two"})
+    bad_n = await client.post(
+        EDITS, files={"image": ("a.png", _png(), "image/png")}, data={"prompt": "p", "n": "two"}
+    )
     assert_error(bad_n, 400, "invalid_parameter", "n")
-    unknown_file = await client.post(EDITS, json={"prompt": "p", "images": [{"file_id": "file_nope"}]})
+    unknown_file = await client.post(
+        EDITS, json={"prompt": "p", "images": [{"file_id": "file_nope"}]}
+    )
     assert unknown_file.status_code == 404
-    wrong_type = await client.post(EDITS, content=b"prompt=p", headers={"content-type": "text/plain"})
+    wrong_type = await client.post(
+        EDITS, content=b"prompt=p", headers={"content-type": "text/plain"}
+    )
     assert_error(wrong_type, 415, "unsupported_media_type")
