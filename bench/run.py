@@ -527,7 +527,9 @@ def main() -> None:
             [sys.executable, str(BENCH / "upstream.py"), "--port", str(UPSTREAM_PORT)], {},
         )  # fmt: skip
         servers.append(upstream)
-        png_bytes = json.loads(urllib.request.urlopen(upstream.url + "/_stats").read())["png_bytes"]
+        png_bytes = json.loads(urllib.request.urlopen(upstream.url + "/_stats").read())[
+            "png_bytes"
+        ]
         print(f"machine: {machine()}\nupstream PNG: {png_bytes:,} bytes", flush=True)
         set_latency(0)
         if "A" not in skip:
@@ -535,13 +537,8 @@ def main() -> None:
             for c in levels:
                 rows.append(
                     load_row(
-                        wrk_bin,
-                        "A",
-                        upstream,
-                        "/v1/images/generations",
-                        UPSTREAM_BODY,
-                        c,
-                        args.floor_seconds,
+                        wrk_bin, "A", upstream, "/v1/images/generations", UPSTREAM_BODY,
+                        c, args.floor_seconds,
                     )  # fmt: skip
                 )
         if litellm is not None:
@@ -566,28 +563,16 @@ def main() -> None:
                 for c in levels:
                     rows.append(
                         load_row(
-                            wrk_bin,
-                            scenario,
-                            gateway,
-                            "/v1/images/generations",
-                            body,
-                            c,
-                            args.seconds,
+                            wrk_bin, scenario, gateway, "/v1/images/generations", body,
+                            c, args.seconds,
                         )  # fmt: skip
                     )
             if "D" not in skip:
                 set_latency(2000)
                 rows.append(
                     load_row(
-                        wrk_bin,
-                        "D",
-                        gateway,
-                        "/v1/images/generations",
-                        B64_BODY,
-                        256,
-                        args.d_seconds,
-                        timeout_s=60,
-                        note="upstream 2 s",
+                        wrk_bin, "D", gateway, "/v1/images/generations", B64_BODY, 256,
+                        args.d_seconds, timeout_s=60, note="upstream 2 s",
                     )  # fmt: skip
                 )
                 set_latency(0)
