@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import time
 
@@ -11,6 +12,8 @@ import httpx
 import pytest
 from PIL import Image
 
+from imagegate.app import create_app
+from imagegate.config import Settings
 from imagegate.gateway import Gateway
 from tests.helpers import assert_error, decode_image
 
@@ -276,3 +279,26 @@ async def test_unknown_paths_and_methods_keep_the_error_shape(client: httpx.Asyn
 
 async def test_job_of_unknown_id_is_404(client: httpx.AsyncClient) -> None:
     assert_error(await client.get("/v1/jobs/job_nope"), 404, "job_not_found")
+
+
+async def test_an_exhausted_database_pool_is_503_not_500(settings: Settings) -> None:
+    settings.database_pool_size = 1
+    settings.database_pool_timeout_seconds = 0.2
+    gateway = Gateway(settings, run_workers=False)
+    app = create_app(settings, gateway=gateway)
+    async with app.router.lifespan_context(app):
+        headers = {"Authorization": f"Bearer {gateway.first_admin_key}"}
+        transport = httpx.ASGITransport(app=app)
+        # take every reader connection: one on SQLite, pool plus overflow on PostgreSQL
+        holders = 1 if gateway.db.is_sqlite else 2
+        async with contextlib.AsyncExitStack() as stack:
+            for _ in range(holders):
+                held = await stack.enter_async_context(gateway.db.read_session())
+                await held.connection()
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://t", headers=headers
+            ) as c:
+                response = await c.get("/v1/models")
+        error = assert_error(response, 503, "server_busy")
+        assert error["type"] == "server_error"
+        assert response.headers["retry-after"] == "1"

@@ -27,6 +27,14 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Extra folders of catalog YAML files, added to the built-in catalog.",
     )
+    database_pool_size: int = Field(
+        default=20,
+        ge=1,
+        description="Database connections kept per process (PostgreSQL may open as many again).",
+    )
+    database_pool_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="How long a request waits for a free connection."
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str | None = Field(

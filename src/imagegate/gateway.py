@@ -41,7 +41,11 @@ class Gateway:
         self.providers = providers or default_registry(settings)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.blobs: BlobStore = blobs or blob_store(settings)
-        self.db = Database(settings.resolved_database_url)
+        self.db = Database(
+            settings.resolved_database_url,
+            pool_size=settings.database_pool_size,
+            pool_timeout=settings.database_pool_timeout_seconds,
+        )
         self.runner = JobRunner(
             self.db,
             self.catalog,

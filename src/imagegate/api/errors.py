@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imagegate.api.responses import JSONResponse
@@ -65,6 +66,20 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, body, dict(exc.headers or {}))
 
 
+async def _busy(request: Request, exc: Exception) -> JSONResponse:
+    # Every database connection is in use: an overload to retry, not a bug.
+    log.warning("database pool exhausted on %s %s", request.method, request.url.path)
+    body = {
+        "error": {
+            "message": "The gateway is busy; retry shortly.",
+            "type": "server_error",
+            "param": None,
+            "code": "server_busy",
+        }
+    }
+    return error_response(503, body, {"Retry-After": "1"})
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     body = {
@@ -82,4 +97,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ImagegateError, _imagegate_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(PoolTimeout, _busy)
     app.add_exception_handler(Exception, _unexpected)

@@ -32,9 +32,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
 
 
-def _sqlite_engine(url: str, begin: str) -> AsyncEngine:
-    # One writer at a time is SQLite's model; a small pool avoids lock churn.
-    engine = create_async_engine(url, pool_size=5, max_overflow=0, connect_args={"timeout": 30})
+def _sqlite_engine(url: str, begin: str, pool_size: int, pool_timeout: float) -> AsyncEngine:
+    engine = create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_timeout=pool_timeout,
+        connect_args={"timeout": 30},
+    )
     event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -47,17 +52,23 @@ def _sqlite_engine(url: str, begin: str) -> AsyncEngine:
 class Database:
     """One engine and its session factory; ``session()`` is a unit of work."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_size: int = 20, pool_timeout: float = 30.0) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self.engine: AsyncEngine
         self.read_engine: AsyncEngine
         if self.is_sqlite:
-            self.engine = _sqlite_engine(url, "BEGIN IMMEDIATE")
-            self.read_engine = _sqlite_engine(url, "BEGIN")
+            # One writer at a time is SQLite's model: a small writer pool avoids lock churn,
+            # readers (WAL) run beside it.
+            self.engine = _sqlite_engine(url, "BEGIN IMMEDIATE", 5, pool_timeout)
+            self.read_engine = _sqlite_engine(url, "BEGIN", pool_size, pool_timeout)
         else:
             self.engine = create_async_engine(
-                url, pool_size=20, max_overflow=20, pool_pre_ping=True
+                url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_timeout=pool_timeout,
+                pool_pre_ping=True,
             )
             self.read_engine = self.engine
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
