@@ -302,3 +302,28 @@ async def test_an_exhausted_database_pool_is_503_not_500(settings: Settings) -> 
         error = assert_error(response, 503, "server_busy")
         assert error["type"] == "server_error"
         assert response.headers["retry-after"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "param"),
+    [
+        ("POST", GEN, {"prompt": "a\u0000b"}, "prompt"),
+        (
+            "POST",
+            "/v1/jobs/mock-image",
+            {"prompt": "p", "idempotency_key": "k\u0000"},
+            "idempotency_key",
+        ),
+        ("POST", "/v1/admin/members", {"name": "a\u0000"}, "name"),
+        ("POST", GEN, {"prompt": "p", "reference_files": ["file_\u0000"]}, "reference_files[0]"),
+        ("GET", "/v1/jobs?after=%00", None, None),
+        ("GET", "/v1/jobs/%00", None, None),
+        ("GET", "/v1/files/x%00/content?expires=1&kid=a&signature=b", None, None),
+    ],
+)
+async def test_nul_characters_are_400_on_every_database(
+    client: httpx.AsyncClient, method: str, path: str, body: object, param: str | None
+) -> None:
+    response = await client.request(method, path, json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param

@@ -236,6 +236,8 @@ async def test_history_filters_and_cursor_pagination(settings: Settings) -> None
         ({"prompt": "p", "webhook_url": "ftp://example.com/hook"}, "webhook_url"),
         ({"prompt": "p", "webhook_url": "http://127.0.0.1:9/hook"}, "webhook_url"),
         ({"prompt": "p", "webhook_url": 5}, "webhook_url"),
+        ({"prompt": "p", "webhook_url": "http://[::1"}, "webhook_url"),
+        ({"prompt": "p", "webhook_url": "https://example.com:99999/x"}, "webhook_url"),
         ({"prompt": "p", "idempotency_key": ""}, "idempotency_key"),
         ({"prompt": "p", "idempotency_key": 7}, "idempotency_key"),
         ({"prompt": "p", "steps": 4}, "steps"),

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from imagegate import __version__
 from imagegate.api import admin, credits, edits, errors, files, images, jobs, me, models, pricing
-from imagegate.api.limits import BodySizeLimit
+from imagegate.api.limits import BodySizeLimit, RejectNul
 from imagegate.api.responses import JSONResponse
 from imagegate.config import Settings
 from imagegate.gateway import Gateway
@@ -64,4 +64,5 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         return {"status": "ok"}
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RejectNul)
     return app

@@ -9,7 +9,7 @@ import orjson
 import pybase64
 from fastapi import Request
 
-from imagegate.errors import InvalidRequest
+from imagegate.errors import InvalidParameter, InvalidRequest
 from imagegate.gateway import Gateway
 from imagegate.money import as_credits
 from imagegate.providers.base import GeneratedImage
@@ -26,7 +26,31 @@ async def json_object(request: Request) -> dict[str, Any]:
         raise InvalidRequest("The request body is not valid JSON.", code="invalid_json") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    if b"\\u0000" in raw:
+        param = _nul_path(body)
+        raise InvalidParameter(
+            f"Invalid value for {param!r}: NUL characters are not allowed.", param=param
+        )
     return body
+
+
+def _nul_path(value: Any, path: str = "") -> str | None:
+    """Where in a decoded JSON value the first NUL character is (``images[0].file_id``)."""
+    if isinstance(value, str):
+        return (path or None) if "\x00" in value else None
+    if isinstance(value, dict):
+        children = [(f"{path}.{k}" if path else str(k), v) for k, v in value.items()]
+    elif isinstance(value, list):
+        children = [(f"{path}[{i}]", v) for i, v in enumerate(value)]
+    else:
+        return None
+    for child_path, child in children:
+        if "\x00" in child_path:
+            return child_path
+        found = _nul_path(child, child_path)
+        if found:
+            return found
+    return None
 
 
 def base_url(gateway: Gateway, request: Request) -> str:

@@ -36,6 +36,10 @@ _DATA_URI = re.compile(r"^data:(?P<type>[\w/+.-]+);base64,(?P<data>.+)$", re.S)
 
 def _coerce(name: str, value: str) -> Any:
     """Form fields arrive as text; give the few numeric and boolean ones their type."""
+    if "\x00" in value:
+        raise InvalidParameter(
+            f"Invalid value for {name!r}: NUL characters are not allowed.", param=name
+        )
     if name in _INTEGERS:
         try:
             return int(value)

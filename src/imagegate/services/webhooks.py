@@ -51,13 +51,17 @@ async def validate_url(url: Any, *, allow_loopback: bool, param: str = "webhook_
         raise InvalidParameter(
             f"Invalid value for {param!r}: expected an http(s) URL.", param=param
         )
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # a malformed host or port ("http://[::1", ":99999")
+        parts, port = None, None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidParameter(
             f"Invalid value for {param!r}: {url!r} is not an http(s) URL.", param=param
         )
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        port = port or (443 if parts.scheme == "https" else 80)
         infos = await asyncio.get_running_loop().getaddrinfo(
             parts.hostname, port, type=socket.SOCK_STREAM
         )
