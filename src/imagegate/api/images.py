@@ -106,7 +106,14 @@ async def generate_response(
         if respond_async and wait is None:
             return JSONResponse(job_object(job) | fallback, status_code=202, headers=headers)
         timeout = wait if wait is not None else gateway.settings.sync_timeout_seconds
-        job = await generation.wait_for_job(gateway.db, event, member.workspace_id, job.id, timeout)
+        job = await generation.wait_for_job(
+            gateway.db,
+            event,
+            member.workspace_id,
+            job.id,
+            timeout,
+            just_submitted=not submission.replayed,
+        )
     finally:
         gateway.dispatcher.unwatch(event_job)
         gateway.runner.forget_inline(event_job)

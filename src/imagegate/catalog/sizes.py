@@ -311,15 +311,6 @@ def from_image_size(model: ModelSpec, value: Any, param: str = "image_size") -> 
     )
 
 
-def native_size(model: ModelSpec, size: str, param: str = "size") -> str:
-    """The native value of the model's size field for ``size`` (kept for callers of old)."""
-    choice = from_wxh(model, size, param)
-    value = choice.native.get(model.sizes.field or "")
-    if isinstance(value, dict):
-        return f"{value['width']}x{value['height']}"
-    return str(value)
-
-
 def _free_form_dims(spec: SizeSpec, value: str) -> tuple[int, int] | None:
     if spec.free_form_pixels is None or not _RATIO.match(value):
         return None

@@ -348,7 +348,3 @@ class Deadline:
     @property
     def remaining(self) -> float:
         return max(0.001, self.end - time.monotonic())
-
-    @property
-    def passed(self) -> bool:
-        return time.monotonic() >= self.end

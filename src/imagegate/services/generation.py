@@ -656,11 +656,27 @@ async def create_job(
 
 
 async def wait_for_job(
-    db: Database, event: asyncio.Event, workspace_id: str, job_id: str, timeout: float
+    db: Database,
+    event: asyncio.Event,
+    workspace_id: str,
+    job_id: str,
+    timeout: float,
+    *,
+    just_submitted: bool = False,
 ) -> Job:
-    """Wait until the job is terminal or ``timeout`` passes; the job as it then is."""
+    """Wait until the job is terminal or ``timeout`` passes; the job as it then is.
+
+    ``just_submitted``: the job was queued a moment ago, so the first look at the
+    database is skipped (it could only say "queued"); the event wakes us when it ends.
+    """
     deadline = time.monotonic() + timeout
+    skip_read = just_submitted
     while True:
+        if skip_read:
+            skip_read = False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), min(timeout, 1.0))
+            event.clear()
         async with db.read_session() as session:
             job = await jobs.get_job(session, workspace_id, job_id)
         assert job is not None
