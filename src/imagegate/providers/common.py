@@ -92,6 +92,14 @@ class HTTPAdapter:
             await asyncio.wait_for(cancel(), timeout=5.0)
 
 
+class BearerAdapter(HTTPAdapter):
+    """An adapter whose upstream takes ``Authorization: Bearer <token>`` at one base URL."""
+
+    def __init__(self, token: str, *, base_url: str, options: AdapterOptions | None = None) -> None:
+        super().__init__({"Authorization": f"Bearer {token}"}, options or AdapterOptions())
+        self.base_url = base_url.rstrip("/")
+
+
 def refusal(provider: str, reason: str, message: str | None = None) -> ContentPolicyViolation:
     """A provider's safety refusal: 400, the provider's reason, never retried, no fallback."""
     return ContentPolicyViolation(

@@ -9,8 +9,7 @@ import httpx
 from imagegate.errors import ImagegateError, UpstreamError
 from imagegate.providers.base import GeneratedImage, ProviderRequest, ProviderResult
 from imagegate.providers.common import (
-    AdapterOptions,
-    HTTPAdapter,
+    BearerAdapter,
     pick,
     refusal,
     rejected_param,
@@ -35,15 +34,9 @@ def _takes_response_format(model: str) -> bool:
     return model.startswith("dall-e")
 
 
-class OpenAIProvider(HTTPAdapter):
+class OpenAIProvider(BearerAdapter):
     name = "openai"
     credential_hint = "IMAGEGATE_OPENAI_API_KEY (or OPENAI_API_KEY)"
-
-    def __init__(
-        self, api_key: str, *, base_url: str, options: AdapterOptions | None = None
-    ) -> None:
-        super().__init__({"Authorization": f"Bearer {api_key}"}, options or AdapterOptions())
-        self.base_url = base_url.rstrip("/")
 
     def map_error(self, response: httpx.Response) -> ImagegateError:
         body = json_body(response)

@@ -10,8 +10,7 @@ import httpx
 from imagegate.errors import ImagegateError, UpstreamError
 from imagegate.providers.base import ProviderRequest, ProviderResult
 from imagegate.providers.common import (
-    AdapterOptions,
-    HTTPAdapter,
+    BearerAdapter,
     pick,
     refusal,
     rejected_param,
@@ -26,15 +25,9 @@ FIELDS = (
 REFUSAL = re.compile(r"inappropriate|moderat|nsfw|policy|safety", re.IGNORECASE)
 
 
-class RecraftProvider(HTTPAdapter):
+class RecraftProvider(BearerAdapter):
     name = "recraft"
     credential_hint = "IMAGEGATE_RECRAFT_API_TOKEN (or RECRAFT_API_TOKEN)"
-
-    def __init__(
-        self, api_token: str, *, base_url: str, options: AdapterOptions | None = None
-    ) -> None:
-        super().__init__({"Authorization": f"Bearer {api_token}"}, options or AdapterOptions())
-        self.base_url = base_url.rstrip("/")
 
     def map_error(self, response: httpx.Response) -> ImagegateError:
         body = json_body(response)

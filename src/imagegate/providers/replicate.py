@@ -15,7 +15,7 @@ import httpx
 
 from imagegate.errors import ImagegateError, TransientUpstreamError, UpstreamError
 from imagegate.providers.base import ProviderRequest, ProviderResult
-from imagegate.providers.common import AdapterOptions, HTTPAdapter, refusal, rejected_param, sized
+from imagegate.providers.common import BearerAdapter, refusal, rejected_param, sized
 from imagegate.providers.http import Deadline, auth_error, generic_error, json_body
 
 RUNNING = frozenset({"starting", "processing"})
@@ -25,15 +25,9 @@ MAX_WAIT_S = 60  # the most Replicate holds a request open with Prefer: wait
 REFUSAL = re.compile(r"nsfw|flagged as sensitive|\bE005\b|safety|content policy", re.IGNORECASE)
 
 
-class ReplicateProvider(HTTPAdapter):
+class ReplicateProvider(BearerAdapter):
     name = "replicate"
     credential_hint = "IMAGEGATE_REPLICATE_API_TOKEN (or REPLICATE_API_TOKEN)"
-
-    def __init__(
-        self, api_token: str, *, base_url: str, options: AdapterOptions | None = None
-    ) -> None:
-        super().__init__({"Authorization": f"Bearer {api_token}"}, options or AdapterOptions())
-        self.base_url = base_url.rstrip("/")
 
     def map_error(self, response: httpx.Response) -> ImagegateError:
         body = json_body(response)
