@@ -33,7 +33,7 @@ from imagegate.services import billing, files, idempotency, jobs, workspace
 from imagegate.services.files import check_reference_ids
 from imagegate.services.keys import Principal
 from imagegate.store.db import Database
-from imagegate.store.tables import Job, Member, Workspace, WorkspaceModel
+from imagegate.store.tables import Job, Member, WorkspaceModel
 
 # OpenAI Images API fields, and what each becomes.
 OPENAI_FIELDS = frozenset(
@@ -210,7 +210,7 @@ async def _auto_model(
         notice = f"model 'auto' without a use_case uses the workspace default, {default.slug}."
         return ModelChoice(default, "auto", notices=(notice,))
     advice = catalog.choices.use_cases[use_case]
-    enabled = await enabled_models(session, principal.workspace_id)
+    enabled = (await workspace.governance(session, principal.workspace_id)).enabled
     candidates = [catalog.resolve(name) for name in advice.models]
     if advice.region is not None:
         # Any enabled model that can run there is better than none.
@@ -549,9 +549,8 @@ async def submit(
     webhook_url: str | None = None,
 ) -> Job:
     """Insert the job and place its hold, in the caller's transaction (402 if it does not fit)."""
-    owner = await session.get(Workspace, principal.workspace_id)
-    assert owner is not None
-    policy = workspace.charge_policy(owner.billing_mode, plan.model)
+    state = await workspace.governance(session, principal.workspace_id)  # cached per session
+    policy = workspace.charge_policy(state.billing_mode, plan.model)
     job = Job(
         id=new_id("job"),
         workspace_id=principal.workspace_id,
