@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ from imagegate.providers.mock import MockProvider
 from imagegate.providers.registry import ProviderRegistry
 from imagegate.services import jobs
 from imagegate.store.tables import Job, utcnow
+from tests.billing_support import running_gateway
 from tests.helpers import assert_error
 
 GEN = "/v1/images/generations"
@@ -35,30 +37,15 @@ def _registry(handler: Handler) -> tuple[ProviderRegistry, FakeProvider]:
 
 @pytest.fixture
 async def make_client(settings: Settings) -> AsyncIterator[Callable[[Handler], object]]:
-    stack: list[object] = []
+    async with contextlib.AsyncExitStack() as stack:
 
-    async def factory(handler: Handler) -> tuple[httpx.AsyncClient, Gateway, FakeProvider]:
-        registry, fake = _registry(handler)
-        settings.retry_base_seconds = 0.01
-        gateway = Gateway(settings, providers=registry)
-        app = create_app(settings, gateway=gateway)
-        lifespan = app.router.lifespan_context(app)
-        await lifespan.__aenter__()
-        stack.append(lifespan)
-        client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://testserver",
-            headers={"Authorization": f"Bearer {gateway.first_admin_key}"},
-        )
-        stack.append(client)
-        return client, gateway, fake
+        async def factory(handler: Handler) -> tuple[httpx.AsyncClient, Gateway, FakeProvider]:
+            registry, fake = _registry(handler)
+            settings.retry_base_seconds = 0.01
+            client, gateway = await stack.enter_async_context(running_gateway(settings, registry))
+            return client, gateway, fake
 
-    yield factory  # type: ignore[misc]
-    for item in reversed(stack):
-        if isinstance(item, httpx.AsyncClient):
-            await item.aclose()
-        else:
-            await item.__aexit__(None, None, None)  # type: ignore[attr-defined]
+        yield factory  # type: ignore[misc]
 
 
 async def test_transient_failures_are_retried_then_succeed(make_client) -> None:  # type: ignore[no-untyped-def]

@@ -20,7 +20,7 @@ from imagegate.api.responses import JSONResponse
 from imagegate.errors import GenerationFailed, InvalidParameter, UpstreamError, error_for_job
 from imagegate.gateway import Gateway
 from imagegate.money import as_credits
-from imagegate.services import generation, jobs
+from imagegate.services import generation, jobs, model_choice
 from imagegate.services.keys import Principal
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
@@ -34,7 +34,7 @@ def _prefer(request: Request) -> tuple[bool, float | None]:
     return "respond-async" in prefer, float(wait.group(1)) if wait else None
 
 
-def _fallback(choice: generation.ModelChoice | None) -> dict[str, Any]:
+def _fallback(choice: model_choice.ModelChoice | None) -> dict[str, Any]:
     """Says so in the response when a member's disabled selection gave way to the default."""
     if choice is None or choice.fallback_from is None:
         return {}

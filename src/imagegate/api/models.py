@@ -15,7 +15,7 @@ from imagegate.catalog.schema import json_schema
 from imagegate.catalog.sizes import aspect_ratios
 from imagegate.catalog.spec import Action, Region, Status
 from imagegate.errors import InvalidParameter, NotFound
-from imagegate.services.generation import enabled_models
+from imagegate.services.model_choice import enabled_models
 from imagegate.store.tables import Workspace
 
 router = APIRouter(prefix="/v1", tags=["models"])

@@ -21,7 +21,7 @@ from imagegate.catalog.pricing import (
 from imagegate.catalog.sizes import output_dimensions
 from imagegate.errors import InvalidParameter
 from imagegate.gateway import Gateway
-from imagegate.services import generation
+from imagegate.services import generation, model_choice
 from imagegate.services.keys import Principal
 from imagegate.store.tables import Workspace
 
@@ -89,10 +89,10 @@ async def estimate_response(
     """What the request would cost and yield, without generating anything."""
     body = {k: v for k, v in body.items() if k not in ("idempotency_key", "webhook_url")}
     async with gateway.db.session() as session:
-        choice = await generation.choose_model(session, gateway.catalog, member, body)
+        choice = await model_choice.choose_model(session, gateway.catalog, member, body)
         model = choice.model
         if not member.is_admin:
-            await generation.check_usable(session, member, model)
+            await model_choice.check_usable(session, member, model)
         region = generation.preferred_region(gateway.catalog, body)
         plan = generation.plan_openai(model, body, region=region)
         rates = await workspace_rates(session, gateway, member.workspace_id)
@@ -130,7 +130,7 @@ async def price_table(
 ) -> dict[str, Any]:
     """Every model's price rule and its price per image at 1024x1024, in credits and EUR."""
     rates = await workspace_rates(session, gateway, member.workspace_id)
-    enabled = await generation.enabled_models(session, member.workspace_id)
+    enabled = await model_choice.enabled_models(session, member.workspace_id)
     data = [
         {
             "model": model.slug,
