@@ -54,7 +54,7 @@ def test_sigkill_mid_job_then_restart(tmp_path: Path, database_url: str) -> None
     process = _start(env, log)
     try:
         _wait_healthy(base, process, log)
-        key = re.search(r"\b(ig_[A-Za-z0-9_-]{40})\b", log.read_text())
+        key = re.search(r"\b(ig_[A-Za-z0-9_-]{40})(?![A-Za-z0-9_-])", log.read_text())
         assert key
         headers = {"Authorization": f"Bearer {key.group(1)}"}
         with httpx.Client(base_url=base, headers=headers, timeout=10) as client:

@@ -52,7 +52,7 @@ def server(tmp_path: Path, database_url: str) -> Iterator[tuple[str, str]]:
             except httpx.TransportError:
                 time.sleep(0.1)
             assert process.poll() is None, log.read_text()
-        match = re.search(r"\b(ig_[A-Za-z0-9_-]{40})\b", log.read_text())
+        match = re.search(r"\b(ig_[A-Za-z0-9_-]{40})(?![A-Za-z0-9_-])", log.read_text())
         assert match, log.read_text()
         yield base, match.group(1)
     finally:
