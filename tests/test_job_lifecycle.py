@@ -140,9 +140,10 @@ async def test_a_stale_attempt_cannot_write_its_result(tmp_path: Path, settings:
             assert not await jobs.renew(gateway.db, first, 60)
             async with gateway.db.session() as session:
                 assert not await jobs.fail(session, first, code="x", message="late")
-                assert not await jobs.succeed(
+                fenced = await jobs.succeed(
                     session, first, [], actual_cost=0, result={}, provider_request_id=None
                 )
+                assert fenced is None
             assert await jobs.renew(gateway.db, second, 60)
             job = (await client.get(f"/v1/jobs/{job_id}")).json()
             assert (job["status"], job["attempt"]) == ("running", 2)

@@ -90,17 +90,22 @@ def file_object(gateway: Gateway, request: Request, file: File) -> dict[str, Any
     }
 
 
+def encoded(image: GeneratedImage) -> str:
+    """The image in base64: as the upstream sent it, or encoded now."""
+    return image.b64 or pybase64.b64encode_as_string(image.data)
+
+
 def inline_data(
     images: list[GeneratedImage], revised: list[str | None], response_format: str
 ) -> list[dict[str, Any]]:
     """sync_mode results: each image inline (b64_json, or a data URI as ``url``), never stored."""
     data = []
     for index, image in enumerate(images):
-        encoded = pybase64.b64encode_as_string(image.data)
+        encoded_image = encoded(image)
         item: dict[str, Any] = (
-            {"b64_json": encoded}
+            {"b64_json": encoded_image}
             if response_format == "b64_json"
-            else {"url": f"data:{image.content_type};base64,{encoded}"}
+            else {"url": f"data:{image.content_type};base64,{encoded_image}"}
         )
         if index < len(revised) and revised[index]:
             item["revised_prompt"] = revised[index]
@@ -124,20 +129,30 @@ def output_object(gateway: Gateway, request: Request, file: File) -> dict[str, A
 
 
 async def images_data(
-    gateway: Gateway, request: Request, job: Job, files: list[File], response_format: str
+    gateway: Gateway,
+    request: Request,
+    job: Job,
+    files: list[File],
+    response_format: str,
+    images: list[GeneratedImage] | None = None,
 ) -> list[dict[str, Any]]:
+    """The ``data`` of an Images API answer; ``images``: the outputs' bytes when at hand
+    (the job ran in this process), else ``b64_json`` reads them back from the store."""
     revised = (job.result or {}).get("revised_prompts") or []
     data = []
-    for file in files:
+    for index, file in enumerate(files):
         item: dict[str, Any] = {}
         if response_format == "b64_json":
-            data_bytes = await gateway.blobs.read(file.blob_key)
-            item["b64_json"] = pybase64.b64encode_as_string(data_bytes)
+            if images is not None:
+                item["b64_json"] = encoded(images[index])
+            else:
+                data_bytes = await gateway.blobs.read(file.blob_key)
+                item["b64_json"] = pybase64.b64encode_as_string(data_bytes)
         else:
             item["url"], _ = signed_url(gateway, request, file)
-        index = file.output_index or 0
-        if index < len(revised) and revised[index]:
-            item["revised_prompt"] = revised[index]
+        output = file.output_index or 0
+        if output < len(revised) and revised[output]:
+            item["revised_prompt"] = revised[output]
         item.update(
             file_id=file.id, width=file.width, height=file.height, content_type=file.content_type
         )
@@ -178,23 +193,44 @@ async def create_job_from_request(
     planner: generation.Planner,
     action: str,
 ) -> generation.Submission:
-    """The shared path of every POST that creates work: idempotency, webhook, plan, hold."""
+    """The shared path of every POST that creates work: idempotency, webhook, plan, hold.
+
+    When this process has a free worker slot the job is inserted already claimed by it;
+    :func:`start_job` then runs it without a round through the queue.
+    """
     key = idempotency.request_key(request.headers.get("idempotency-key"), body)
     webhook_url = body.pop("webhook_url", None)
     if webhook_url is not None:
         webhook_url = await webhooks.validate_url(
             webhook_url, allow_loopback=gateway.settings.webhooks_allow_loopback
         )
-    return await generation.create_job(
-        gateway.db,
-        gateway.catalog,
-        member,
-        choice=choice,
-        body=body,
-        planner=planner,
-        endpoint=request.url.path,
-        action=action,
-        idempotency_key=key,
-        webhook_url=webhook_url,
-        max_attempts=gateway.settings.max_attempts,
-    )
+    reserved = gateway.dispatcher.reserve()
+    lease = generation.Lease(gateway.runner.owner, gateway.runner.lease_seconds)
+    submission: generation.Submission | None = None
+    try:
+        submission = await generation.create_job(
+            gateway.db,
+            gateway.catalog,
+            member,
+            choice=choice,
+            body=body,
+            planner=planner,
+            endpoint=request.url.path,
+            action=action,
+            idempotency_key=key,
+            webhook_url=webhook_url,
+            max_attempts=gateway.settings.max_attempts,
+            lease=lease if reserved else None,
+        )
+        return submission
+    finally:
+        if reserved and (submission is None or submission.claim is None):
+            gateway.dispatcher.release()
+
+
+def start_job(gateway: Gateway, submission: generation.Submission) -> None:
+    """Set a just-created job going: in its reserved slot, or through the queue."""
+    if submission.claim is not None:
+        gateway.dispatcher.start_claimed(submission.claim)
+    elif not submission.replayed:
+        gateway.dispatcher.submit(submission.job.id)

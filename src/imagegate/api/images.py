@@ -13,6 +13,7 @@ from imagegate.api.common import (
     inline_data,
     job_object,
     json_object,
+    start_job,
 )
 from imagegate.api.deps import CurrentMember, GatewayDep
 from imagegate.api.pricing import dry_run, estimate_response
@@ -97,13 +98,14 @@ async def generate_response(
         headers["X-Imagegate-Model-Fallback"] = (
             f"{fallback['model_fallback']['from']} -> {job.model}"
         )
-    event = gateway.dispatcher.watch(job.id)
+    waits = not respond_async or wait is not None
     sync_mode = submission.plan is not None and submission.plan.sync_mode
-    inline = gateway.runner.expect_inline(job.id) if sync_mode else None
+    event = gateway.dispatcher.watch(job.id)
+    # A job this process runs hands its success straight back: no reading it back.
+    delivery = gateway.runner.expect_delivery(job.id) if waits else None
     try:
-        if not submission.replayed:
-            gateway.dispatcher.submit(job.id)
-        if respond_async and wait is None:
+        start_job(gateway, submission)
+        if not waits:
             return JSONResponse(job_object(job) | fallback, status_code=202, headers=headers)
         timeout = wait if wait is not None else gateway.settings.sync_timeout_seconds
         job = await generation.wait_for_job(
@@ -113,10 +115,11 @@ async def generate_response(
             job.id,
             timeout,
             just_submitted=not submission.replayed,
+            finished=lambda: delivery.result().job if delivery and delivery.done() else None,
         )
     finally:
         gateway.dispatcher.unwatch(event_job)
-        gateway.runner.forget_inline(event_job)
+        gateway.runner.forget_delivery(event_job)
     if job.status not in jobs.TERMINAL:
         if respond_async or wait is not None:
             return JSONResponse(job_object(job) | fallback, status_code=202, headers=headers)
@@ -131,14 +134,15 @@ async def generate_response(
         error.extra["job_id"] = job.id
         raise error
     plan_info = job.request["plan"]
-    if inline is not None:
-        if not inline.done():
+    delivered = delivery.result() if delivery is not None and delivery.done() else None
+    if sync_mode:
+        if delivered is None:
             raise GenerationFailed(
                 "The sync_mode result was produced by another process and is lost; retry.",
                 code="inline_result_lost",
                 extra={"job_id": job.id},
             )
-        images = inline.result()
+        images = delivered.images
         revised = (job.result or {}).get("revised_prompts") or []
         data = inline_data(images, revised, response_format)
         dims = (
@@ -147,9 +151,13 @@ async def generate_response(
             else (plan_info["width"], plan_info["height"])
         )
     else:
-        async with gateway.db.read_session() as session:
-            outputs = await jobs.job_outputs(session, job.id)
-        data = await images_data(gateway, request, job, outputs, response_format)
+        if delivered is not None:
+            outputs = delivered.files
+        else:
+            async with gateway.db.read_session() as session:
+                outputs = await jobs.job_outputs(session, job.id)
+        in_hand = delivered.images if delivered is not None else None
+        data = await images_data(gateway, request, job, outputs, response_format, in_hand)
         dims = (plan_info["width"], plan_info["height"])
         if outputs:
             dims = (outputs[0].width or dims[0], outputs[0].height or dims[1])

@@ -8,7 +8,13 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from sqlalchemy import select
 
-from imagegate.api.common import create_job_from_request, job_object, json_object, output_object
+from imagegate.api.common import (
+    create_job_from_request,
+    job_object,
+    json_object,
+    output_object,
+    start_job,
+)
 from imagegate.api.deps import CurrentMember, GatewayDep, Session
 from imagegate.api.responses import JSONResponse
 from imagegate.errors import Conflict, InvalidParameter, NotFound
@@ -41,17 +47,22 @@ async def submit_job(
         action="generate",
     )
     job = submission.job
-    if not submission.replayed:
-        gateway.dispatcher.submit(job.id)
     wait = _WAIT.search(request.headers.get("prefer", ""))
-    if wait is not None:
-        event = gateway.dispatcher.watch(job.id)
-        try:
-            job = await generation.wait_for_job(
-                gateway.db, event, member.workspace_id, job.id, float(wait.group(1))
-            )
-        finally:
-            gateway.dispatcher.unwatch(job.id)
+    if wait is None:
+        # Rendered before the job starts: a new job has no outputs yet.
+        body_out = job_object(job) | {"outputs": []}
+        if submission.replayed:
+            body_out = await _job_with_outputs(gateway, request, job)
+        start_job(gateway, submission)
+        return JSONResponse(body_out, status_code=200 if job.status in jobs.TERMINAL else 202)
+    event = gateway.dispatcher.watch(job.id)
+    start_job(gateway, submission)
+    try:
+        job = await generation.wait_for_job(
+            gateway.db, event, member.workspace_id, job.id, float(wait.group(1))
+        )
+    finally:
+        gateway.dispatcher.unwatch(job.id)
     body_out = await _job_with_outputs(gateway, request, job)
     status = 200 if job.status in jobs.TERMINAL else 202
     return JSONResponse(body_out, status_code=status)

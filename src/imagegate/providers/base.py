@@ -52,11 +52,15 @@ class ProviderRequest:
 
 @dataclass(frozen=True, slots=True)
 class GeneratedImage:
+    """One output. ``b64`` is ``data`` in canonical base64 when the upstream sent it so:
+    a ``b64_json`` answer passes it on instead of encoding the bytes again."""
+
     data: bytes
     content_type: str
     width: int
     height: int
     revised_prompt: str | None = None
+    b64: str | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

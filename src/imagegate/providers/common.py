@@ -82,8 +82,10 @@ class HTTPAdapter:
             data = pybase64.b64decode(url_or_b64)
             self.http.check_size(len(data))
             content_type = sniff_content_type(data, "image/png")
-        else:
-            data, content_type = await self.http.download(url_or_b64, within=deadline.remaining)
+            # Canonical (no line breaks or other skipped characters) when the lengths agree.
+            canonical = len(url_or_b64) == 4 * ((len(data) + 2) // 3)
+            return GeneratedImage(data, content_type, 0, 0, b64=url_or_b64 if canonical else None)
+        data, content_type = await self.http.download(url_or_b64, within=deadline.remaining)
         return GeneratedImage(data=data, content_type=content_type, width=0, height=0)
 
     async def cancel_quietly(self, cancel: Callable[[], Awaitable[Any]]) -> None:
@@ -127,6 +129,7 @@ def sized(
         width=image.width or request.width,
         height=image.height or request.height,
         revised_prompt=revised_prompt if revised_prompt is not None else request.prompt,
+        b64=image.b64,
     )
 
 

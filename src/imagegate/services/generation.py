@@ -8,6 +8,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -32,7 +33,7 @@ from imagegate.services import billing, files, idempotency, jobs, model_choice, 
 from imagegate.services.files import check_reference_ids
 from imagegate.services.keys import Principal
 from imagegate.store.db import Database
-from imagegate.store.tables import Job
+from imagegate.store.tables import Job, utcnow
 
 # OpenAI Images API fields, and what each becomes.
 OPENAI_FIELDS = frozenset(
@@ -414,10 +415,16 @@ async def submit(
     *,
     max_attempts: int = 3,
     webhook_url: str | None = None,
+    lease: Lease | None = None,
 ) -> Job:
-    """Insert the job and place its hold, in the caller's transaction (402 if it does not fit)."""
+    """Insert the job and place its hold, in the caller's transaction (402 if it does not fit).
+
+    With ``lease`` the job is inserted already claimed by that owner (attempt 1, running):
+    the process that takes the request runs it at once, with no claim of its own.
+    """
     state = await workspace.governance(session, principal.workspace_id)  # cached per session
     policy = workspace.charge_policy(state.billing_mode, plan.model)
+    now = utcnow()
     job = Job(
         id=new_id("job"),
         workspace_id=principal.workspace_id,
@@ -433,7 +440,12 @@ async def submit(
         max_attempts=max_attempts,
         webhook_url=webhook_url,
         charge_policy=policy,
+        created_at=now,
     )
+    if lease is not None:
+        job.status, job.attempt, job.started_at = jobs.RUNNING, 1, now
+        job.lease_owner = lease.owner
+        job.lease_expires_at = now + timedelta(seconds=lease.seconds)
     session.add(job)
     await session.flush()
     if policy == "charge":
@@ -445,12 +457,22 @@ Planner = Callable[[ModelSpec, dict[str, Any]], Plan]
 
 
 @dataclass(frozen=True, slots=True)
+class Lease:
+    """Who claims a job as it is inserted, and for how long."""
+
+    owner: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class Submission:
-    """A created job with its plan and model choice; both None when it is a replay."""
+    """A created job with its plan and model choice; both None when it is a replay.
+    ``claim`` is set when the job was inserted already claimed (see :func:`submit`)."""
 
     job: Job
     plan: Plan | None = None
     choice: model_choice.ModelChoice | None = None
+    claim: jobs.Claim | None = None
 
     @property
     def replayed(self) -> bool:
@@ -470,11 +492,12 @@ async def create_job(
     idempotency_key: str | None,
     webhook_url: str | None,
     max_attempts: int,
+    lease: Lease | None = None,
 ) -> Submission:
     """Plan, hold and insert a job, once per idempotency key.
 
     When an earlier request with the same key made the job, that job comes back as a
-    replay: the same job, no second hold.
+    replay: the same job, no second hold. With ``lease`` a new job is inserted claimed.
     """
     request_hash = idempotency.fingerprint(endpoint, body) if idempotency_key else ""
     for _ in range(2):
@@ -506,13 +529,17 @@ async def create_job(
                     action,
                     max_attempts=max_attempts,
                     webhook_url=webhook_url,
+                    lease=lease,
                 )
                 if idempotency_key is not None:
                     idempotency.record(
                         session, principal.member_id, idempotency_key, request_hash, job.id
                     )
                     await session.flush()
-                return Submission(job, plan, chosen)
+            claim = None
+            if lease is not None:
+                claim = jobs.Claim(job, attempt=1, lease_owner=lease.owner, checked=True)
+            return Submission(job, plan, chosen, claim)
         except IntegrityError:
             if idempotency_key is None:
                 raise
@@ -529,11 +556,14 @@ async def wait_for_job(
     timeout: float,
     *,
     just_submitted: bool = False,
+    finished: Callable[[], Job | None] | None = None,
 ) -> Job:
     """Wait until the job is terminal or ``timeout`` passes; the job as it then is.
 
     ``just_submitted``: the job was queued a moment ago, so the first look at the
     database is skipped (it could only say "queued"); the event wakes us when it ends.
+    ``finished``: the job as it ended when this process ran it (no need to read it back),
+    else None.
     """
     deadline = time.monotonic() + timeout
     skip_read = just_submitted
@@ -543,6 +573,9 @@ async def wait_for_job(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), min(timeout, 1.0))
             event.clear()
+        known = finished() if finished is not None else None
+        if known is not None:
+            return known
         async with db.read_session() as session:
             job = await jobs.get_job(session, workspace_id, job_id)
         assert job is not None

@@ -31,9 +31,13 @@ TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELED, EXPIRED})
 
 @dataclass(frozen=True, slots=True)
 class Claim:
+    """One attempt's ownership of a job. ``checked``: the workspace's rules were checked in
+    the transaction that took it (a job claimed as it was inserted), so need no new look."""
+
     job: Job
     attempt: int
     lease_owner: str
+    checked: bool = False
 
 
 async def claim(db: Database, job_id: str, owner: str, lease_seconds: float) -> Claim | None:
@@ -90,13 +94,17 @@ async def succeed(
     actual_cost: int,
     result: dict[str, Any],
     provider_request_id: str | None,
-) -> bool:
-    """Record outputs, capture the cost and succeed, in the caller's transaction.
+) -> int | None:
+    """Record outputs, capture the cost and succeed, in the caller's transaction; the
+    amount charged.
 
-    False, with nothing written, when this attempt no longer owns the job (fencing).
+    None, with nothing written, when this attempt no longer owns the job (fencing).
     """
     job = claim.job
-    charged = 0
+    # What the capture will take: the actual cost, never more than the hold (which was
+    # placed at the estimate, and only when it was above zero).
+    charging = job.charge_policy == "charge"
+    charged = min(actual_cost, job.estimated_cost) if charging else 0
     updated = await session.execute(
         update(Job)
         .where(_owned(claim))
@@ -107,22 +115,28 @@ async def succeed(
             provider_request_id=provider_request_id,
             lease_owner=None,
             lease_expires_at=None,
+            charged_amount=charged,
         )
         .execution_options(synchronize_session=False)
     )
     if updated.rowcount != 1:  # type: ignore[attr-defined]
-        return False
-    if job.charge_policy == "charge":
-        charged = await billing.capture(session, job.id, actual_cost)
+        return None
+    if charging:
+        captured = await billing.capture(session, job.id, actual_cost)
+        if captured != charged:  # the ledger is the truth
+            charged = captured
+            await session.execute(
+                update(Job).where(Job.id == job.id).values(charged_amount=charged)
+            )
     else:
         await billing.record_usage(
             session, job.workspace_id, job.id, actual_cost, job.charge_policy
         )
-    await session.execute(update(Job).where(Job.id == job.id).values(charged_amount=charged))
     session.add_all(files)
     await session.flush()
-    await _on_terminal(session, job.id, SUCCEEDED)
-    return True
+    if job.webhook_url:
+        await webhooks.enqueue_for_job(session, job.id)
+    return charged
 
 
 async def note_provider_request(

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import itertools
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -56,7 +57,8 @@ class Signer:
     def sign(
         self, file_id: str, workspace_id: str, ttl_seconds: int, now: float | None = None
     ) -> SignedLink:
-        expires = int((now if now is not None else self.clock()) + ttl_seconds)
+        # Rounded up: a link lives at least its TTL, never a fraction of a second less.
+        expires = math.ceil((now if now is not None else self.clock()) + ttl_seconds)
         signature = self._mac(self._keys[self._current], file_id, workspace_id, expires)
         return SignedLink(expires=expires, kid=self._current, signature=signature)
 

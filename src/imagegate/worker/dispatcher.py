@@ -38,12 +38,33 @@ class EmbeddedDispatcher:
         self.idempotency_ttl_seconds = idempotency_ttl_seconds
         self.webhooks = webhooks
         self._running: dict[str, asyncio.Task[bool]] = {}
+        # Attempts this process may run at once; a job claimed as it was inserted takes its
+        # slot at once (reserve), queued ones wait for one.
+        self._free = concurrency
+        self._freed = asyncio.Event()
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._pending: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._waiters: dict[str, asyncio.Event] = {}
         runner.on_finished = self.notify
         runner.on_requeued = self._submit_later
+
+    def reserve(self) -> bool:
+        """Take a slot for a job this process will claim as it inserts it; False when the
+        dispatcher is not running or every slot is busy (then the job is queued)."""
+        if not self._tasks or self._free <= 0:
+            return False
+        self._free -= 1
+        return True
+
+    def release(self) -> None:
+        """Give back a slot taken by :meth:`reserve` or by the queue."""
+        self._free += 1
+        self._freed.set()
+
+    def start_claimed(self, claim: jobs.Claim) -> None:
+        """Run a job claimed when it was inserted, in the slot :meth:`reserve` took."""
+        self._spawn(claim.job.id, claim)
 
     def submit(self, job_id: str) -> None:
         if job_id not in self._pending:
@@ -71,15 +92,16 @@ class EmbeddedDispatcher:
 
     async def start(self) -> None:
         await self.recover()
-        self._tasks = [asyncio.create_task(self._work()) for _ in range(self.concurrency)]
-        self._tasks.append(asyncio.create_task(self._poll()))
+        self._free = self.concurrency
+        self._tasks = [asyncio.create_task(self._work()), asyncio.create_task(self._poll())]
         if self.webhooks is not None:
             self._tasks.append(asyncio.create_task(self._deliver_webhooks()))
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        running = list(self._running.values())
+        for task in [*self._tasks, *running]:
             task.cancel()
-        for task in self._tasks:
+        for task in [*self._tasks, *running]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
@@ -123,22 +145,43 @@ class EmbeddedDispatcher:
                 await self.webhooks.deliver_due()
 
     async def _work(self) -> None:
+        """Hand queued jobs to the runner, each in a free slot."""
         while True:
             job_id = await self._queue.get()
+            while self._free <= 0:
+                self._freed.clear()
+                await self._freed.wait()
             self._pending.discard(job_id)
-            try:
-                await self._run(job_id)
-            except Exception:
-                log.exception("job %s: runner crashed", job_id)
+            self._free -= 1
+            self._spawn(job_id, None)
+
+    def _spawn(self, job_id: str, claim: jobs.Claim | None) -> None:
+        task = asyncio.create_task(self._attempt(job_id, claim))
+        self._running[job_id] = task
+
+    async def _attempt(self, job_id: str, claim: jobs.Claim | None) -> bool:
+        try:
+            return await self.runner.run(job_id, claim)
+        except asyncio.CancelledError:
+            log.info("job %s: attempt stopped", job_id)
+            return False
+        except Exception:
+            log.exception("job %s: runner crashed", job_id)
+            return False
+        finally:
+            if self._running.get(job_id) is asyncio.current_task():
+                del self._running[job_id]
+            self.release()
 
     async def _run(self, job_id: str) -> None:
+        """Run one job in the caller's task (burst mode)."""
         task = asyncio.create_task(self.runner.run(job_id))
         self._running[job_id] = task
         try:
             await task
         except asyncio.CancelledError:
             if not task.cancelled():
-                raise  # this worker itself is being stopped
+                raise
             log.info("job %s: attempt stopped after cancel", job_id)
         finally:
             self._running.pop(job_id, None)

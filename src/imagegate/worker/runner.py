@@ -9,7 +9,7 @@ import hashlib
 import io
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -53,11 +53,24 @@ def backoff_seconds(
     return max(delay, retry_after or 0.0)
 
 
-def _dimensions(data: bytes, content_type: str, fallback: tuple[int, int]) -> tuple[int, int]:
-    if content_type == "image/svg+xml":
-        return fallback
-    with Image.open(io.BytesIO(data)) as image:
-        return image.size
+def _describe(image: GeneratedImage) -> tuple[int, int, str]:
+    """An output's true width and height (from its header) and its SHA-256."""
+    digest = hashlib.sha256(image.data).hexdigest()
+    if image.content_type == "image/svg+xml":
+        return image.width, image.height, digest
+    with Image.open(io.BytesIO(image.data)) as opened:
+        width, height = opened.size
+    return width, height, digest
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Delivery:
+    """A success handed to the request waiting for it in this process: the job as it
+    ended, its stored outputs (none for sync_mode) and the images themselves."""
+
+    job: Job
+    files: list[File]
+    images: list[GeneratedImage]
 
 
 class JobRunner:
@@ -90,19 +103,23 @@ class JobRunner:
         self.provider_concurrency = provider_concurrency
         self._limits: dict[str, asyncio.Semaphore] = {}
         self.output_retention_seconds = output_retention_seconds
-        # sync_mode results, handed to the request waiting in this process instead of stored.
-        self._inline: dict[str, asyncio.Future[list[GeneratedImage]]] = {}
+        # Successes handed to a request waiting in this process, so it need not read back
+        # the job, its outputs and their bytes (sync_mode images exist only here).
+        self._deliveries: dict[str, asyncio.Future[Delivery]] = {}
 
-    def expect_inline(self, job_id: str) -> asyncio.Future[list[GeneratedImage]]:
-        """Where a sync_mode job's images will arrive; take it before submitting the job."""
-        return self._inline.setdefault(job_id, asyncio.get_running_loop().create_future())
+    def expect_delivery(self, job_id: str) -> asyncio.Future[Delivery]:
+        """Where the job's success will arrive if it happens in this process; take it
+        before the job can run."""
+        return self._deliveries.setdefault(job_id, asyncio.get_running_loop().create_future())
 
-    def forget_inline(self, job_id: str) -> None:
-        self._inline.pop(job_id, None)
+    def forget_delivery(self, job_id: str) -> None:
+        self._deliveries.pop(job_id, None)
 
-    async def run(self, job_id: str) -> bool:
-        """Run the job if it can be claimed; True if this call ran an attempt."""
-        claim = await jobs.claim(self.db, job_id, self.owner, self.lease_seconds)
+    async def run(self, job_id: str, claim: jobs.Claim | None = None) -> bool:
+        """Run the job if it can be claimed (or with ``claim``, taken when it was inserted);
+        True if this call ran an attempt."""
+        if claim is None:
+            claim = await jobs.claim(self.db, job_id, self.owner, self.lease_seconds)
         if claim is None:
             return False
         attempt = asyncio.create_task(self._attempt(claim))
@@ -177,8 +194,11 @@ class JobRunner:
             await self._fail(claim, code="model_not_found", message=message)
             return
         try:
-            # The workspace's rules as they are now: a model disabled after submit is not used.
-            await workspace.check_job_allowed(self.db, self.catalog, job.workspace_id, job.model)
+            if not claim.checked:
+                # The rules as they are now: a model disabled after submit is not used.
+                await workspace.check_job_allowed(
+                    self.db, self.catalog, job.workspace_id, job.model
+                )
             references = job.request["plan"].get("reference_files") or []
             inputs = (
                 await file_service.load_inputs(self.db, self.blobs, job.workspace_id, references)
@@ -276,7 +296,9 @@ class JobRunner:
         if await self._fail(claim, code=code, message=message, retry_at=retry_at):
             self.on_requeued(claim.job.id, delay)
 
-    def _actual_cost(self, claim: jobs.Claim, sizes: list[tuple[int | None, int | None]]) -> int:
+    def _actual_cost(
+        self, claim: jobs.Claim, sizes: Sequence[tuple[int | None, int | None]]
+    ) -> int:
         """The price of what was really returned: each image at its true dimensions."""
         job = claim.job
         model = self.catalog.resolve(job.model)
@@ -286,30 +308,44 @@ class JobRunner:
         outputs = [(w or plan["width"], h or plan["height"]) for w, h in sizes]
         return actual_cost(model, job.params, outputs)
 
-    async def _deliver_inline(
-        self, claim: jobs.Claim, result: ProviderResult, provider: str, noted: list[str]
-    ) -> None:
-        """sync_mode: the images go to the waiting request, the job keeps no output."""
+    async def _succeed(
+        self,
+        claim: jobs.Claim,
+        result: ProviderResult,
+        provider: str,
+        noted: list[str],
+        files: list[File],
+        sizes: Sequence[tuple[int | None, int | None]],
+    ) -> bool:
+        """Record the success (and the outputs), then hand it to a request waiting here."""
         job = claim.job
-        revised = [image.revised_prompt for image in result.images]
-        cost = self._actual_cost(claim, [(i.width, i.height) for i in result.images])
+        outcome: dict[str, Any] = {
+            "revised_prompts": [image.revised_prompt for image in result.images],
+            "usage": result.usage,
+            "provider": provider,
+        }
+        if not files:
+            outcome["inline_outputs"] = len(result.images)
+        request_id = result.provider_request_id or (noted[-1] if noted else None)
         async with self.db.session() as session:
-            stored = await jobs.succeed(
+            charged = await jobs.succeed(
                 session,
                 claim,
-                [],
-                actual_cost=cost,
-                result={
-                    "revised_prompts": revised,
-                    "usage": result.usage,
-                    "inline_outputs": len(result.images),
-                    "provider": provider,
-                },
-                provider_request_id=result.provider_request_id or (noted[-1] if noted else None),
+                files,
+                actual_cost=self._actual_cost(claim, sizes),
+                result=outcome,
+                provider_request_id=request_id,
             )
-        waiting = self._inline.get(job.id)
-        if stored and waiting is not None and not waiting.done():
-            waiting.set_result(result.images)
+        if charged is None:
+            return False
+        waiting = self._deliveries.get(job.id)
+        if waiting is not None and not waiting.done():
+            # The job as the database now has it: the request need not read it back.
+            job.status, job.finished_at = jobs.SUCCEEDED, utcnow()
+            job.result, job.charged_amount = outcome, charged
+            job.provider, job.provider_request_id = provider, request_id
+            waiting.set_result(Delivery(job, files, result.images))
+        return True
 
     async def _store(
         self,
@@ -320,47 +356,50 @@ class JobRunner:
         noted: list[str],
     ) -> None:
         job = claim.job
+        images = result.images
         if job.request["plan"].get("sync_mode"):
-            await self._deliver_inline(claim, result, provider, noted)
+            # sync_mode: the images go to the waiting request, the job keeps no output.
+            sizes = [(image.width, image.height) for image in images]
+            await self._succeed(claim, result, provider, noted, [], sizes)
             return
         expires_at = file_service.output_expiry(self.output_retention_seconds)
-        files: list[File] = []
-        for index, image in enumerate(result.images):
-            extension = EXTENSIONS.get(image.content_type, "bin")
-            key = f"{job.workspace_id}/{job.id}/{claim.attempt}-{index}.{extension}"
-            width, height = await asyncio.to_thread(
-                _dimensions, image.data, image.content_type, (image.width, image.height)
-            )
-            await self.blobs.put(key, image.data, image.content_type)
-            files.append(
-                File(
-                    id=new_id("file"),
-                    workspace_id=job.workspace_id,
-                    job_id=job.id,
-                    output_index=index,
-                    purpose="output",
-                    filename=f"{job.id}-{index}.{extension}",
-                    content_type=image.content_type,
-                    bytes=len(image.data),
-                    width=width,
-                    height=height,
-                    sha256=hashlib.sha256(image.data).hexdigest(),
-                    blob_key=key,
-                    expires_at=expires_at,
+        keys = [
+            f"{job.workspace_id}/{job.id}/{claim.attempt}-{index}."
+            f"{EXTENSIONS.get(image.content_type, 'bin')}"
+            for index, image in enumerate(images)
+        ]
+        # Hashing and measuring (threads, off the event loop) run beside the writes.
+        described, _ = await asyncio.gather(
+            asyncio.gather(*(asyncio.to_thread(_describe, image) for image in images)),
+            asyncio.gather(
+                *(
+                    self.blobs.put(key, image.data, image.content_type)
+                    for key, image in zip(keys, images, strict=True)
                 )
+            ),
+        )
+        files = [
+            File(
+                id=new_id("file"),
+                workspace_id=job.workspace_id,
+                job_id=job.id,
+                output_index=index,
+                purpose="output",
+                filename=f"{job.id}-{index}.{key.rsplit('.', 1)[1]}",
+                content_type=image.content_type,
+                bytes=len(image.data),
+                width=width,
+                height=height,
+                sha256=digest,
+                blob_key=key,
+                expires_at=expires_at,
             )
-        revised = [image.revised_prompt for image in result.images]
-        cost = self._actual_cost(claim, [(f.width, f.height) for f in files])
-        async with self.db.session() as session:
-            stored = await jobs.succeed(
-                session,
-                claim,
-                files,
-                actual_cost=cost,
-                result={"revised_prompts": revised, "usage": result.usage, "provider": provider},
-                provider_request_id=result.provider_request_id or (noted[-1] if noted else None),
+            for index, (image, key, (width, height, digest)) in enumerate(
+                zip(images, keys, described, strict=True)
             )
-        if not stored:
+        ]
+        sizes = [(width, height) for width, height, _ in described]
+        if not await self._succeed(claim, result, provider, noted, files, sizes):
             log.warning(
                 "job %s attempt %s was fenced off; discarding its outputs", job.id, claim.attempt
             )
