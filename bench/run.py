@@ -229,7 +229,9 @@ def start_gateway(kind: str, workers: int) -> Server:
     server = start(f"gateway-{kind}", PORTS[kind], argv, env)
     server.key = first_key(server.log)
     call(server, "PATCH", "/v1/admin/image-models/bench-image", {"enabled": True})
-    call(server, "PATCH", "/v1/admin/settings", {"billing_mode": "invoiced"})
+    # Prepaid, as a new workspace is: every image takes the hold -> capture path.
+    call(server, "PATCH", "/v1/admin/settings", {"billing_mode": "prepaid"})
+    call(server, "POST", "/v1/admin/credits/grants", {"amount": 100_000_000, "note": "bench"})
     return server
 
 

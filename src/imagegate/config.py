@@ -44,6 +44,15 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=25 * 1024 * 1024, ge=1024, description="Largest request body."
     )
+    auth_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description=(
+            "How long a process trusts an API key it has looked up. A key revoked, or a role "
+            "changed, through this process applies at once; through another within this time. "
+            "0 looks every key up on every request."
+        ),
+    )
     sync_timeout_seconds: float = Field(
         default=300.0, gt=0, description="How long a synchronous generation waits for its job."
     )
@@ -167,6 +176,14 @@ class Settings(BaseSettings):
     )
     provider_connect_timeout_seconds: float = Field(
         default=10.0, gt=0, description="Connect timeout upstream."
+    )
+    provider_body_reads: int = Field(
+        default=8,
+        ge=1,
+        description=(
+            "Upstream response bodies this process reads at once: a burst of multi-megabyte "
+            "answers arriving together is taken a few at a time, which bounds memory."
+        ),
     )
     provider_max_output_bytes: int = Field(
         default=50 * 1024 * 1024, ge=1024, description="Largest image downloaded from a provider."

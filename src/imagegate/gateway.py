@@ -13,6 +13,7 @@ from imagegate.config import Settings
 from imagegate.providers.registry import ProviderRegistry, default_registry
 from imagegate.services import files, signing
 from imagegate.services.bootstrap import bootstrap
+from imagegate.services.keys import PrincipalCache
 from imagegate.services.signing import Signer, load_signer
 from imagegate.services.webhooks import WebhookSender
 from imagegate.store.db import Database
@@ -46,6 +47,7 @@ class Gateway:
             pool_size=settings.database_pool_size,
             pool_timeout=settings.database_pool_timeout_seconds,
         )
+        self.principals = PrincipalCache(settings.auth_cache_seconds)
         self.runner = JobRunner(
             self.db,
             self.catalog,

@@ -338,6 +338,7 @@ async def update_member(
     async with gateway.db.session() as session:
         change = await members.set_member_role(session, admin, member_id, body.role)
         member = await members.get_member(session, admin.workspace_id, member_id)
+    gateway.principals.clear()  # the member's keys now carry the new role
     return _member(member) | {"changed": change.changed}
 
 
@@ -370,6 +371,7 @@ async def list_keys(
 async def revoke_key(key_id: str, admin: CurrentAdmin, gateway: GatewayDep) -> dict[str, Any]:
     async with gateway.db.session() as session:
         key, change = await members.revoke_key(session, admin, key_id)
+    gateway.principals.clear()  # the key stops working at once
     return _key(key) | {"changed": change.changed}
 
 

@@ -45,8 +45,12 @@ async def current_member(request: Request, gateway: GatewayDep) -> Principal:
         raise AuthenticationError(
             "Missing API key. Send 'Authorization: Bearer <key>'.", code="missing_api_key"
         )
-    async with gateway.db.read_session() as session:
-        return await authenticate(session, token)
+    principal = gateway.principals.get(token)
+    if principal is None:
+        async with gateway.db.read_session() as session:
+            principal = await authenticate(session, token)
+        gateway.principals.put(token, principal)
+    return principal
 
 
 CurrentMember = Annotated[Principal, Depends(current_member)]

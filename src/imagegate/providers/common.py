@@ -16,7 +16,14 @@ import pybase64
 from imagegate.config import Settings
 from imagegate.errors import ContentPolicyViolation, InvalidParameter
 from imagegate.providers.base import GeneratedImage, InputImage, ProviderRequest
-from imagegate.providers.http import Deadline, RetryPolicy, Sleep, UpstreamHTTP, sniff_content_type
+from imagegate.providers.http import (
+    Deadline,
+    ReadLimit,
+    RetryPolicy,
+    Sleep,
+    UpstreamHTTP,
+    sniff_content_type,
+)
 
 log = logging.getLogger("imagegate.providers")
 
@@ -29,6 +36,7 @@ class AdapterOptions:
     connect_timeout: float = 10.0
     max_output_bytes: int = 50 * 1024 * 1024
     poll_interval: float = 1.0
+    body_reads: ReadLimit = field(default_factory=lambda: ReadLimit(8))
     sleep: Sleep = asyncio.sleep
     transport: httpx.AsyncBaseTransport | None = None
 
@@ -44,6 +52,7 @@ class AdapterOptions:
             connect_timeout=settings.provider_connect_timeout_seconds,
             max_output_bytes=settings.provider_max_output_bytes,
             poll_interval=settings.provider_poll_interval_seconds,
+            body_reads=ReadLimit(settings.provider_body_reads),
         )
 
 
@@ -62,6 +71,7 @@ class HTTPAdapter:
             policy=options.policy,
             connect_timeout=options.connect_timeout,
             max_output_bytes=options.max_output_bytes,
+            body_reads=options.body_reads,
             sleep=options.sleep,
             transport=options.transport,
         )

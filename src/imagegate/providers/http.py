@@ -151,6 +151,23 @@ def generic_error(
     )
 
 
+class ReadLimit:
+    """At most ``limit`` upstream response bodies read at once, process-wide: when hundreds
+    of multi-megabyte answers arrive together they wait in the socket, not in memory."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._semaphores: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+
+    def slot(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()  # a semaphore serves one event loop
+        semaphore = self._semaphores.get(loop)
+        if semaphore is None:
+            semaphore = asyncio.Semaphore(self.limit)
+            self._semaphores = {loop: semaphore}  # a closed loop's is dropped
+        return semaphore
+
+
 class UpstreamHTTP:
     """An adapter's HTTP client: retried calls, mapped errors, capped downloads."""
 
@@ -162,9 +179,11 @@ class UpstreamHTTP:
         policy: RetryPolicy,
         connect_timeout: float,
         max_output_bytes: int,
+        body_reads: ReadLimit | None = None,
         sleep: Sleep = asyncio.sleep,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        self.body_reads = body_reads or ReadLimit(8)
         self.provider = provider
         self.headers = headers
         self.policy = policy
@@ -251,10 +270,17 @@ class UpstreamHTTP:
         headers = {**self.headers, **kwargs.pop("headers", {})}
 
         async def once() -> httpx.Response:
+            client = self.client
+            outgoing = client.build_request(
+                method, url, headers=headers, timeout=self.timeout(within), **kwargs
+            )
             try:
-                response = await self.client.request(
-                    method, url, headers=headers, timeout=self.timeout(within), **kwargs
-                )
+                response = await client.send(outgoing, stream=True)
+                try:
+                    async with self.body_reads.slot():
+                        await response.aread()
+                finally:
+                    await response.aclose()
             except httpx.TimeoutException as exc:
                 raise TransientUpstreamError(
                     f"{self.provider} did not answer in time ({type(exc).__name__}).",
@@ -307,10 +333,11 @@ class UpstreamHTTP:
                         self.check_size(int(declared))
                     chunks: list[bytes] = []
                     size = 0
-                    async for chunk in response.aiter_bytes():
-                        size += len(chunk)
-                        self.check_size(size)
-                        chunks.append(chunk)
+                    async with self.body_reads.slot():
+                        async for chunk in response.aiter_bytes():
+                            size += len(chunk)
+                            self.check_size(size)
+                            chunks.append(chunk)
                     response._content = b"".join(chunks)
                     return response
             except httpx.TimeoutException as exc:

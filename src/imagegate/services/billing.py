@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagegate.errors import InsufficientCredits, InvalidParameter
 from imagegate.ids import new_id
 from imagegate.money import as_credits
+from imagegate.store.db import insert_rows
 from imagegate.store.tables import CreditAccount, CreditHold, LedgerEntry, utcnow
 
 
@@ -98,33 +99,35 @@ async def hold(session: AsyncSession, workspace_id: str, job_id: str, amount: in
             f"{credits_text(available)} are available.",
             extra={"available": as_credits(available), "needed": as_credits(amount)},
         )
-    session.add(CreditHold(job_id=job_id, workspace_id=workspace_id, amount=amount, status="held"))
-    session.add(_entry(workspace_id, "hold", amount, job_id=job_id))
-    await session.flush()
+    await insert_rows(
+        session,
+        CreditHold(job_id=job_id, workspace_id=workspace_id, amount=amount, status="held"),
+        _entry(workspace_id, "hold", amount, job_id=job_id),
+    )
 
 
 async def _settle(
     session: AsyncSession, job_id: str, status: str, charge: int
 ) -> tuple[str, int] | None:
-    """Move the job's hold out of ``held``; (workspace, held amount), or None if none was."""
+    """Move the job's hold out of ``held``; (workspace, held amount), or None if none was.
+
+    One conditional UPDATE: of two settlements racing, only one moves the hold."""
     row = (
         await session.execute(
-            select(CreditHold.workspace_id, CreditHold.amount).where(
-                CreditHold.job_id == job_id, CreditHold.status == "held"
+            update(CreditHold)
+            .where(CreditHold.job_id == job_id, CreditHold.status == "held")
+            .values(
+                status=status,
+                captured=case((CreditHold.amount < charge, CreditHold.amount), else_=charge),
+                settled_at=utcnow(),
             )
+            .returning(CreditHold.workspace_id, CreditHold.amount)
         )
     ).first()
     if row is None:
         return None
     workspace_id, amount = row
     charged = min(charge, amount)
-    result = await session.execute(
-        update(CreditHold)
-        .where(CreditHold.job_id == job_id, CreditHold.status == "held")
-        .values(status=status, captured=charged, settled_at=utcnow())
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        return None
     await session.execute(
         update(CreditAccount)
         .where(CreditAccount.workspace_id == workspace_id)
@@ -144,10 +147,10 @@ async def capture(session: AsyncSession, job_id: str, actual: int) -> int:
         return 0
     workspace_id, amount = settled
     charged = min(actual, amount)
-    session.add(_entry(workspace_id, "capture", charged, job_id=job_id))
+    entries = [_entry(workspace_id, "capture", charged, job_id=job_id)]
     if amount > charged:
-        session.add(_entry(workspace_id, "release", amount - charged, job_id=job_id))
-    await session.flush()
+        entries.append(_entry(workspace_id, "release", amount - charged, job_id=job_id))
+    await insert_rows(session, *entries)
     return charged
 
 
@@ -167,8 +170,9 @@ async def record_usage(
 ) -> None:
     """Usage that is not charged (included in a flat plan, or invoiced later)."""
     if amount > 0:
-        session.add(_entry(workspace_id, "usage", amount, job_id=job_id, note=policy))
-        await session.flush()
+        await insert_rows(
+            session, _entry(workspace_id, "usage", amount, job_id=job_id, note=policy)
+        )
 
 
 @dataclass(frozen=True, slots=True)

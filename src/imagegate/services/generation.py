@@ -32,7 +32,7 @@ from imagegate.ids import new_id
 from imagegate.services import billing, files, idempotency, jobs, model_choice, workspace
 from imagegate.services.files import check_reference_ids
 from imagegate.services.keys import Principal
-from imagegate.store.db import Database
+from imagegate.store.db import Database, insert_rows
 from imagegate.store.tables import Job, utcnow
 
 # OpenAI Images API fields, and what each becomes.
@@ -446,8 +446,7 @@ async def submit(
         job.status, job.attempt, job.started_at = jobs.RUNNING, 1, now
         job.lease_owner = lease.owner
         job.lease_expires_at = now + timedelta(seconds=lease.seconds)
-    session.add(job)
-    await session.flush()
+    await insert_rows(session, job)
     if policy == "charge":
         await billing.hold(session, principal.workspace_id, job.id, plan.estimated_cost)
     return job
@@ -532,10 +531,9 @@ async def create_job(
                     lease=lease,
                 )
                 if idempotency_key is not None:
-                    idempotency.record(
+                    await idempotency.record(
                         session, principal.member_id, idempotency_key, request_hash, job.id
                     )
-                    await session.flush()
             claim = None
             if lease is not None:
                 claim = jobs.Claim(job, attempt=1, lease_owner=lease.owner, checked=True)

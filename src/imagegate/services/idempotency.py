@@ -15,7 +15,7 @@ from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagegate.errors import Conflict, ImagegateError, InvalidParameter
-from imagegate.store.db import Database
+from imagegate.store.db import Database, insert_rows
 from imagegate.store.tables import IdempotencyKey, utcnow
 
 MAX_KEY_LENGTH = 255
@@ -65,9 +65,14 @@ async def find(session: AsyncSession, member_id: str, key: str, request_hash: st
     return row.job_id
 
 
-def record(session: AsyncSession, member_id: str, key: str, request_hash: str, job_id: str) -> None:
-    session.add(
-        IdempotencyKey(member_id=member_id, key=key, request_hash=request_hash, job_id=job_id)
+async def record(
+    session: AsyncSession, member_id: str, key: str, request_hash: str, job_id: str
+) -> None:
+    """Remember the key with its job, in the job's transaction (a second insert of the same
+    key fails there: IntegrityError)."""
+    await insert_rows(
+        session,
+        IdempotencyKey(member_id=member_id, key=key, request_hash=request_hash, job_id=job_id),
     )
 
 

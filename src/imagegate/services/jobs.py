@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagegate.services import billing, webhooks
-from imagegate.store.db import Database
+from imagegate.store.db import Database, insert_rows
 from imagegate.store.tables import File, Job, utcnow
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED, EXPIRED = (
@@ -132,8 +132,7 @@ async def succeed(
         await billing.record_usage(
             session, job.workspace_id, job.id, actual_cost, job.charge_policy
         )
-    session.add_all(files)
-    await session.flush()
+    await insert_rows(session, *files)
     if job.webhook_url:
         await webhooks.enqueue_for_job(session, job.id)
     return charged

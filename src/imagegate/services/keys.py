@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from cachetools import TTLCache
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -52,6 +55,30 @@ async def create_key(session: AsyncSession, member: Member, name: str) -> tuple[
     session.add(key)
     await session.flush()
     return key, secret
+
+
+class PrincipalCache:
+    """Who a key belongs to, remembered for ``ttl_seconds`` so that a request does not
+    look its key up every time. :meth:`clear` after any change to keys or members made
+    in this process; changes made elsewhere arrive within the TTL."""
+
+    def __init__(
+        self, ttl_seconds: float, *, size: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.enabled = ttl_seconds > 0
+        self._cache: TTLCache[str, Principal] = TTLCache(
+            maxsize=size, ttl=max(ttl_seconds, 0.001), timer=clock
+        )
+
+    def get(self, secret: str) -> Principal | None:
+        return self._cache.get(hash_key(secret)) if self.enabled else None
+
+    def put(self, secret: str, principal: Principal) -> None:
+        if self.enabled:
+            self._cache[hash_key(secret)] = principal
+
+    def clear(self) -> None:
+        self._cache.clear()
 
 
 async def authenticate(session: AsyncSession, secret: str) -> Principal:
