@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import contextvars
 import email.utils
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,21 +153,89 @@ def generic_error(
     )
 
 
+# Bodies above this size (or of unknown size) take a read slot; status polls and other small
+# answers never wait for one.
+LARGE_BODY_BYTES = 256 * 1024
+
+# The read slot the current job attempt holds (see ReadLimit.attempt), if it runs in one.
+_ATTEMPT_SLOTS: contextvars.ContextVar[list[asyncio.Semaphore] | None] = contextvars.ContextVar(
+    "imagegate_attempt_slots", default=None
+)
+
+
+async def _body(response: httpx.Response) -> bytes:
+    return b"".join([chunk async for chunk in response.aiter_bytes()])
+
+
+def detached(streamed: httpx.Response, body: bytes) -> httpx.Response:
+    """A plain response with ``body`` (already decoded) in place of a streamed one.
+
+    A streamed httpx response and its stream refer to each other: a cycle that keeps the
+    body in memory until the cycle collector runs, which under load means hundreds of
+    megabytes. The copy has no such cycle, so a body is freed as soon as it is parsed.
+    """
+    headers = [
+        (name, value)
+        for name, value in streamed.headers.multi_items()
+        if name.lower() not in ("content-encoding", "transfer-encoding")
+    ]
+    return httpx.Response(
+        streamed.status_code, headers=headers, content=body, request=streamed.request
+    )
+
+
 class ReadLimit:
-    """At most ``limit`` upstream response bodies read at once, process-wide: when hundreds
-    of multi-megabyte answers arrive together they wait in the socket, not in memory."""
+    """At most ``limit`` large upstream bodies in memory at once, process-wide.
+
+    When hundreds of slow jobs finish together, each answering with megabytes of
+    ``b64_json``, the answers wait in their sockets, not in memory. Inside
+    :meth:`attempt` (the job runner's scope for one attempt) the slot taken by the first
+    large body is kept until the attempt ends, that is until its outputs are stored,
+    since the decoded images live that long; later bodies of the same attempt reuse it.
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._semaphores: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
 
-    def slot(self) -> asyncio.Semaphore:
+    def _semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()  # a semaphore serves one event loop
         semaphore = self._semaphores.get(loop)
         if semaphore is None:
             semaphore = asyncio.Semaphore(self.limit)
             self._semaphores = {loop: semaphore}  # a closed loop's is dropped
         return semaphore
+
+    @contextlib.asynccontextmanager
+    async def body(self) -> AsyncIterator[None]:
+        """Hold a slot while a large body is read (and, in an attempt, until it ends)."""
+        held = _ATTEMPT_SLOTS.get()
+        if held:
+            yield  # this attempt has its slot already
+            return
+        semaphore = self._semaphore()
+        await semaphore.acquire()
+        if held is not None:
+            held.append(semaphore)  # released when the attempt ends
+            yield
+            return
+        try:
+            yield
+        finally:
+            semaphore.release()
+
+    @staticmethod
+    @contextlib.asynccontextmanager
+    async def attempt() -> AsyncIterator[None]:
+        """The scope of one job attempt: a slot taken inside is kept until it closes."""
+        held: list[asyncio.Semaphore] = []
+        token = _ATTEMPT_SLOTS.set(held)
+        try:
+            yield
+        finally:
+            _ATTEMPT_SLOTS.reset(token)
+            for semaphore in held:
+                semaphore.release()
 
 
 class UpstreamHTTP:
@@ -243,8 +313,16 @@ class UpstreamHTTP:
             reraise=True,
             before_sleep=self._log_retry,
         )
-        response: httpx.Response = await retryer(call)
-        return response
+        # tenacity's state forms reference cycles that hold whatever the call returned
+        # until the cycle collector runs: the response (megabytes of body) is handed out
+        # through this list, emptied before returning, so the cycle holds nothing large.
+        received: list[httpx.Response] = []
+
+        async def attempt() -> None:
+            received.append(await call())
+
+        await retryer(attempt)
+        return received.pop()
 
     def _log_retry(self, state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
@@ -275,12 +353,16 @@ class UpstreamHTTP:
                 method, url, headers=headers, timeout=self.timeout(within), **kwargs
             )
             try:
-                response = await client.send(outgoing, stream=True)
+                streamed = await client.send(outgoing, stream=True)
                 try:
-                    async with self.body_reads.slot():
-                        await response.aread()
+                    declared = streamed.headers.get("content-length", "")
+                    if declared.isdigit() and int(declared) <= LARGE_BODY_BYTES:
+                        response = detached(streamed, await _body(streamed))
+                    else:
+                        async with self.body_reads.body():
+                            response = detached(streamed, await _body(streamed))
                 finally:
-                    await response.aclose()
+                    await streamed.aclose()
             except httpx.TimeoutException as exc:
                 raise TransientUpstreamError(
                     f"{self.provider} did not answer in time ({type(exc).__name__}).",
@@ -333,13 +415,12 @@ class UpstreamHTTP:
                         self.check_size(int(declared))
                     chunks: list[bytes] = []
                     size = 0
-                    async with self.body_reads.slot():
+                    async with self.body_reads.body():
                         async for chunk in response.aiter_bytes():
                             size += len(chunk)
                             self.check_size(size)
                             chunks.append(chunk)
-                    response._content = b"".join(chunks)
-                    return response
+                    return detached(response, b"".join(chunks))
             except httpx.TimeoutException as exc:
                 raise TransientUpstreamError(
                     f"{self.provider}: downloading an output timed out.",

@@ -34,6 +34,7 @@ from imagegate.providers.base import (
     ProviderResult,
     SubmittedCallback,
 )
+from imagegate.providers.http import ReadLimit
 from imagegate.providers.registry import ProviderRegistry
 from imagegate.services import files as file_service
 from imagegate.services import jobs, workspace
@@ -122,7 +123,7 @@ class JobRunner:
             claim = await jobs.claim(self.db, job_id, self.owner, self.lease_seconds)
         if claim is None:
             return False
-        attempt = asyncio.create_task(self._attempt(claim))
+        attempt = asyncio.create_task(self._attempt_in_scope(claim))
         heartbeat = asyncio.create_task(self._heartbeat(claim))
         try:
             await asyncio.wait({attempt, heartbeat}, return_when=asyncio.FIRST_COMPLETED)
@@ -140,6 +141,12 @@ class JobRunner:
                     await task
             self.on_finished(job_id)
         return True
+
+    async def _attempt_in_scope(self, claim: jobs.Claim) -> None:
+        # A large upstream body's read slot is kept until the outputs are stored: the
+        # decoded images are in memory until then (see ReadLimit).
+        async with ReadLimit.attempt():
+            await self._attempt(claim)
 
     async def _heartbeat(self, claim: jobs.Claim) -> None:
         while True:
