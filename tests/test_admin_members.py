@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from imagegate.gateway import Gateway
 from imagegate.services.bootstrap import create_member, create_workspace
-from imagegate.services.keys import create_key
+from imagegate.services.keys import PrincipalCache, create_key, hash_key
+from imagegate.store.tables import ApiKey, utcnow
 from tests.governance import MODELS, as_key, audit, new_member
 from tests.helpers import assert_error
 
@@ -192,3 +194,25 @@ async def test_every_admin_change_is_in_the_audit_log(client: httpx.AsyncClient)
     assert_error(
         await client.get("/v1/admin/audit", params={"limit": 0}), 400, "invalid_parameter", "limit"
     )
+
+
+async def test_a_key_revoked_by_another_process_stops_working_within_the_cache_ttl(
+    client: httpx.AsyncClient, gateway: Gateway
+) -> None:
+    now = [1000.0]
+    gateway.principals = PrincipalCache(5.0, clock=lambda: now[0])
+    _, secret = await new_member(client, name="sam")
+    async with as_key(client, secret) as sam:
+        assert (await sam.get("/v1/me")).status_code == 200  # looked up, now cached
+        # Another process revokes the key: this one's cache does not hear of it...
+        async with gateway.db.session() as session:
+            await session.execute(
+                update(ApiKey)
+                .where(ApiKey.secret_hash == hash_key(secret))
+                .values(revoked_at=utcnow())
+            )
+        now[0] += 4.0
+        assert (await sam.get("/v1/me")).status_code == 200
+        # ...until the entry is older than the TTL.
+        now[0] += 1.5
+        assert_error(await sam.get("/v1/me"), 401, "invalid_api_key")

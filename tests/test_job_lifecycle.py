@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -174,3 +175,36 @@ async def test_jobs_left_running_by_a_crashed_process_finish_after_restart(
             job = await session.get(Job, job_id)
             assert job is not None
             assert (job.status, job.attempt) == ("succeeded", 2)
+
+
+async def test_a_job_takes_a_free_worker_slot_at_once_and_queues_when_none_is_free(
+    make_client, settings: Settings
+) -> None:  # type: ignore[no-untyped-def]
+    settings.worker_concurrency = 1
+    release = asyncio.Event()
+    mock = MockProvider()
+
+    async def slow(request: ProviderRequest) -> ProviderResult:
+        await release.wait()
+        return await mock.generate(request)
+
+    client, gateway, fake = await make_client(slow)
+    first = (await client.post("/v1/jobs/mock-image", json={"prompt": "a"})).json()
+    second = (await client.post("/v1/jobs/mock-image", json={"prompt": "b"})).json()
+    # The first was inserted already claimed by this process (attempt 1, running); the
+    # only slot is busy, so the second waits in the queue.
+    assert (first["status"], first["attempt"]) == ("running", 1)
+    assert (second["status"], second["attempt"]) == ("queued", 0)
+    await asyncio.sleep(0.05)
+    assert len(fake.requests) == 1
+    release.set()
+    for job_id in (first["id"], second["id"]):
+        for _ in range(200):
+            job = (await client.get(f"/v1/jobs/{job_id}")).json()
+            if job["status"] == "succeeded":
+                break
+            await asyncio.sleep(0.02)
+        assert (job["status"], job["attempt"], len(job["outputs"])) == ("succeeded", 1, 1)
+    assert len(fake.requests) == 2
+    assert gateway.dispatcher.reserve()  # the slot is free again
+    gateway.dispatcher.release()

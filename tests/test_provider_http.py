@@ -1,0 +1,130 @@
+"""The adapters' HTTP client: large upstream bodies are read a few at a time, a job
+attempt keeps its read slot until it ends, and responses come back decoded."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import AsyncIterator
+
+import httpx
+import orjson
+
+from imagegate.errors import ImagegateError, UpstreamError
+from imagegate.providers.http import LARGE_BODY_BYTES, ReadLimit, RetryPolicy, UpstreamHTTP
+
+LARGE = LARGE_BODY_BYTES * 4
+
+
+class Readers:
+    """Counts the bodies being read at once."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.most = 0
+
+    def body(self, size: int, pause: float = 0.01) -> httpx.AsyncByteStream:
+        readers = self
+
+        class Body(httpx.AsyncByteStream):
+            async def __aiter__(self) -> AsyncIterator[bytes]:
+                readers.now += 1
+                readers.most = max(readers.most, readers.now)
+                try:
+                    for start in range(0, size, 65536):
+                        await asyncio.sleep(pause)
+                        yield b"x" * min(65536, size - start)
+                finally:
+                    readers.now -= 1
+
+        return Body()
+
+
+def _client(limit: ReadLimit, handler: httpx.MockTransport) -> UpstreamHTTP:
+    return UpstreamHTTP(
+        "test",
+        headers={},
+        policy=RetryPolicy(attempts=1),
+        connect_timeout=5,
+        max_output_bytes=50 * 1024 * 1024,
+        body_reads=limit,
+        transport=handler,
+    )
+
+
+def _map(response: httpx.Response) -> ImagegateError:
+    return UpstreamError(f"HTTP {response.status_code}")
+
+
+def _sized(readers: Readers) -> httpx.MockTransport:
+    """Answers /large with LARGE bytes and /small with a short JSON body."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/small":
+            return httpx.Response(200, json={"ok": True})
+        return httpx.Response(
+            200, headers={"content-length": str(LARGE)}, stream=readers.body(LARGE)
+        )
+
+    return httpx.MockTransport(handle)
+
+
+async def test_large_bodies_are_read_a_few_at_a_time() -> None:
+    readers = Readers()
+    http = _client(ReadLimit(2), _sized(readers))
+    responses = await asyncio.gather(
+        *(http.request("GET", "http://up/large", map_error=_map, within=10) for _ in range(6))
+    )
+    assert readers.most == 2
+    assert all(len(response.content) == LARGE for response in responses)
+    await http.aclose()
+
+
+async def test_an_attempt_keeps_its_slot_until_it_ends_and_reuses_it() -> None:
+    readers = Readers()
+    http = _client(ReadLimit(1), _sized(readers))
+    first_read = asyncio.Event()
+    release_first = asyncio.Event()
+    order: list[str] = []
+
+    async def first() -> None:
+        async with ReadLimit.attempt():
+            await http.request("GET", "http://up/large", map_error=_map, within=10)
+            # A second large body of the same attempt reuses its slot: no deadlock.
+            await http.request("GET", "http://up/large", map_error=_map, within=10)
+            first_read.set()
+            await release_first.wait()
+            order.append("first done")
+
+    async def second() -> None:
+        await first_read.wait()
+        async with ReadLimit.attempt():
+            await http.request("GET", "http://up/large", map_error=_map, within=10)
+            order.append("second read")
+
+    async def small_meanwhile() -> None:
+        await first_read.wait()
+        # Small answers never wait for a slot, even while every slot is held.
+        response = await http.request("GET", "http://up/small", map_error=_map, within=10)
+        assert response.json() == {"ok": True}
+        order.append("small read")
+        await asyncio.sleep(0.05)
+        release_first.set()
+
+    await asyncio.wait_for(asyncio.gather(first(), second(), small_meanwhile()), 10)
+    assert order == ["small read", "first done", "second read"]
+    await http.aclose()
+
+
+async def test_bodies_come_back_decoded_and_without_their_encoding_header() -> None:
+    payload = {"data": [{"b64_json": "aGVsbG8="}]}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        body = gzip.compress(orjson.dumps(payload))
+        return httpx.Response(200, headers={"content-encoding": "gzip"}, content=body)
+
+    http = _client(ReadLimit(1), httpx.MockTransport(handle))
+    response = await http.request("POST", "http://up/images", map_error=_map, within=10)
+    assert response.json() == payload
+    assert "content-encoding" not in response.headers
+    await http.aclose()
