@@ -22,7 +22,14 @@ from imagegate.errors import InsufficientCredits, InvalidParameter
 from imagegate.ids import new_id
 from imagegate.money import as_credits
 from imagegate.store.db import insert_rows
-from imagegate.store.tables import CreditAccount, CreditHold, LedgerEntry, utcnow
+from imagegate.store.tables import (
+    CREDIT_ACCOUNTS,
+    CREDIT_HOLDS,
+    CreditAccount,
+    CreditHold,
+    LedgerEntry,
+    utcnow,
+)
 
 
 def credits_text(millicredits: int) -> str:
@@ -70,7 +77,7 @@ async def grant(
         )
     await ensure_account(session, workspace_id)
     await session.execute(
-        update(CreditAccount)
+        update(CREDIT_ACCOUNTS)
         .where(CreditAccount.workspace_id == workspace_id)
         .values(available=CreditAccount.available + amount, updated_at=utcnow())
     )
@@ -83,7 +90,7 @@ async def hold(session: AsyncSession, workspace_id: str, job_id: str, amount: in
     if amount <= 0:
         return
     result = await session.execute(
-        update(CreditAccount)
+        update(CREDIT_ACCOUNTS)
         .where(CreditAccount.workspace_id == workspace_id, CreditAccount.available >= amount)
         .values(
             available=CreditAccount.available - amount,
@@ -114,7 +121,7 @@ async def _settle(
     One conditional UPDATE: of two settlements racing, only one moves the hold."""
     row = (
         await session.execute(
-            update(CreditHold)
+            update(CREDIT_HOLDS)
             .where(CreditHold.job_id == job_id, CreditHold.status == "held")
             .values(
                 status=status,
@@ -129,7 +136,7 @@ async def _settle(
     workspace_id, amount = row
     charged = min(charge, amount)
     await session.execute(
-        update(CreditAccount)
+        update(CREDIT_ACCOUNTS)
         .where(CreditAccount.workspace_id == workspace_id)
         .values(
             held=CreditAccount.held - amount,

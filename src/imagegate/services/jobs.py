@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagegate.services import billing, webhooks
 from imagegate.store.db import Database, insert_rows
-from imagegate.store.tables import File, Job, utcnow
+from imagegate.store.tables import JOBS, File, Job, utcnow
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED, EXPIRED = (
     "queued",
@@ -45,7 +45,7 @@ async def claim(db: Database, job_id: str, owner: str, lease_seconds: float) -> 
     now = utcnow()
     async with db.session() as session:
         result = await session.execute(
-            update(Job)
+            update(JOBS)
             .where(
                 Job.id == job_id,
                 Job.status == QUEUED,
@@ -58,7 +58,6 @@ async def claim(db: Database, job_id: str, owner: str, lease_seconds: float) -> 
                 lease_expires_at=now + timedelta(seconds=lease_seconds),
                 started_at=now,
             )
-            .execution_options(synchronize_session=False)
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
             return None
@@ -78,10 +77,9 @@ def _owned(claim: Claim) -> Any:
 async def renew(db: Database, claim: Claim, lease_seconds: float) -> bool:
     async with db.session() as session:
         result = await session.execute(
-            update(Job)
+            update(JOBS)
             .where(_owned(claim))
             .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
-            .execution_options(synchronize_session=False)
         )
         return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
@@ -106,7 +104,7 @@ async def succeed(
     charging = job.charge_policy == "charge"
     charged = min(actual_cost, job.estimated_cost) if charging else 0
     updated = await session.execute(
-        update(Job)
+        update(JOBS)
         .where(_owned(claim))
         .values(
             status=SUCCEEDED,
@@ -117,7 +115,6 @@ async def succeed(
             lease_expires_at=None,
             charged_amount=charged,
         )
-        .execution_options(synchronize_session=False)
     )
     if updated.rowcount != 1:  # type: ignore[attr-defined]
         return None
@@ -126,7 +123,7 @@ async def succeed(
         if captured != charged:  # the ledger is the truth
             charged = captured
             await session.execute(
-                update(Job).where(Job.id == job.id).values(charged_amount=charged)
+                update(JOBS).where(Job.id == job.id).values(charged_amount=charged)
             )
     else:
         await billing.record_usage(
@@ -144,10 +141,9 @@ async def note_provider_request(
     """Record which provider took the work and its request id, while the attempt owns the job."""
     async with db.session() as session:
         result = await session.execute(
-            update(Job)
+            update(JOBS)
             .where(_owned(claim))
             .values(provider=provider, provider_request_id=provider_request_id[:200])
-            .execution_options(synchronize_session=False)
         )
         return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
@@ -173,12 +169,7 @@ async def fail(
         values.update(status=QUEUED, not_before=retry_at)
     else:
         values.update(status=FAILED, finished_at=utcnow(), charged_amount=0)
-    result = await session.execute(
-        update(Job)
-        .where(_owned(claim))
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
+    result = await session.execute(update(JOBS).where(_owned(claim)).values(**values))
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return False
     if retry_at is None:
@@ -201,7 +192,7 @@ async def cancel(session: AsyncSession, workspace_id: str, job_id: str) -> tuple
     A running attempt that finishes later is fenced off: its writes need ``running``.
     """
     result = await session.execute(
-        update(Job)
+        update(JOBS)
         .where(
             Job.id == job_id, Job.workspace_id == workspace_id, Job.status.in_((QUEUED, RUNNING))
         )
@@ -214,7 +205,6 @@ async def cancel(session: AsyncSession, workspace_id: str, job_id: str) -> tuple
             error_code="canceled",
             error_message="The job was canceled.",
         )
-        .execution_options(synchronize_session=False)
     )
     canceled = result.rowcount == 1  # type: ignore[attr-defined]
     if canceled:
@@ -246,10 +236,9 @@ async def recover_expired_leases(db: Database) -> list[str]:
                     "error_message": "The worker running this job stopped; no attempts are left.",
                 }
             result = await session.execute(
-                update(Job)
+                update(JOBS)
                 .where(Job.id == job_id, Job.status == RUNNING, Job.attempt == attempt)
                 .values(lease_owner=None, lease_expires_at=None, **values)
-                .execution_options(synchronize_session=False)
             )
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 continue
@@ -273,7 +262,7 @@ async def expire_stale(db: Database, queued_ttl_seconds: float) -> list[str]:
         expired = []
         for job_id in ids:
             result = await session.execute(
-                update(Job)
+                update(JOBS)
                 .where(Job.id == job_id, Job.status == QUEUED)
                 .values(
                     status=EXPIRED,
@@ -282,7 +271,6 @@ async def expire_stale(db: Database, queued_ttl_seconds: float) -> list[str]:
                     error_code="job_expired",
                     error_message="The job waited too long in the queue and expired.",
                 )
-                .execution_options(synchronize_session=False)
             )
             if result.rowcount == 1:  # type: ignore[attr-defined]
                 await _on_terminal(session, job_id, EXPIRED)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from sqlalchemy import (
     JSON,
@@ -15,6 +15,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -273,3 +274,10 @@ class AuditEvent(Base):
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# The tables behind the models, for Core UPDATEs on hot paths: an UPDATE of a table skips
+# the ORM's bulk-update layer (about a tenth of a millisecond a statement).
+JOBS = cast(Table, Job.__table__)
+CREDIT_ACCOUNTS = cast(Table, CreditAccount.__table__)
+CREDIT_HOLDS = cast(Table, CreditHold.__table__)
