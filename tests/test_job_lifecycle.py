@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from imagegate.app import create_app
 from imagegate.config import Settings
@@ -208,3 +208,40 @@ async def test_a_job_takes_a_free_worker_slot_at_once_and_queues_when_none_is_fr
     assert len(fake.requests) == 2
     assert gateway.dispatcher.reserve()  # the slot is free again
     gateway.dispatcher.release()
+
+
+async def test_one_heartbeat_renews_every_lease_and_stops_an_attempt_taken_over(
+    make_client, settings: Settings
+) -> None:  # type: ignore[no-untyped-def]
+    settings.lease_seconds = 0.3  # renewed every 0.1 s
+    stopped: list[str] = []
+    hold = asyncio.Event()
+
+    async def slow(request: ProviderRequest) -> ProviderResult:
+        try:
+            await hold.wait()
+        except asyncio.CancelledError:
+            stopped.append(request.prompt or "")
+            raise
+        raise AssertionError("never released")
+
+    client, gateway, _ = await make_client(slow)
+    kept = (await client.post("/v1/jobs/mock-image", json={"prompt": "kept"})).json()
+    taken = (await client.post("/v1/jobs/mock-image", json={"prompt": "taken"})).json()
+    await asyncio.sleep(0.5)  # several renewals: both leases stay alive past their 0.3 s
+    async with gateway.db.session() as session:
+        rows = (await session.execute(select(Job.id, Job.lease_expires_at))).all()
+    assert all(expires is not None and expires > utcnow() for _, expires in rows)
+    # Another worker takes the second job over (as after a lease it missed).
+    async with gateway.db.session() as session:
+        await session.execute(
+            update(Job).where(Job.id == taken["id"]).values(lease_owner="another", attempt=2)
+        )
+    for _ in range(50):
+        if stopped:
+            break
+        await asyncio.sleep(0.05)
+    assert stopped == ["taken"]
+    kept_now = (await client.get(f"/v1/jobs/{kept['id']}")).json()
+    assert kept_now["status"] == "running"
+    hold.set()

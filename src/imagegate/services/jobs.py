@@ -84,6 +84,19 @@ async def renew(db: Database, claim: Claim, lease_seconds: float) -> bool:
         return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
+async def renew_owned(db: Database, owner: str, lease_seconds: float) -> set[tuple[str, int]]:
+    """Extend every running lease ``owner`` holds, in one statement; (job id, attempt) of
+    each job it still owns."""
+    async with db.session() as session:
+        rows = await session.execute(
+            update(JOBS)
+            .where(JOBS.c.lease_owner == owner, JOBS.c.status == RUNNING)
+            .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+            .returning(JOBS.c.id, JOBS.c.attempt)
+        )
+        return {(job_id, attempt) for job_id, attempt in rows}
+
+
 async def succeed(
     session: AsyncSession,
     claim: Claim,

@@ -105,6 +105,7 @@ class EmbeddedDispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        await self.runner.stop()
         if self.webhooks is not None:
             await self.webhooks.close()
 

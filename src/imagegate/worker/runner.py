@@ -104,6 +104,11 @@ class JobRunner:
         self.provider_concurrency = provider_concurrency
         self._limits: dict[str, asyncio.Semaphore] = {}
         self.output_retention_seconds = output_retention_seconds
+        # Attempts running here, renewed together by one heartbeat; those past their
+        # provider call (recording the outcome) are never stopped for a lost lease.
+        self._active: dict[str, tuple[jobs.Claim, asyncio.Task[None]]] = {}
+        self._finishing: set[str] = set()
+        self._heartbeat_task: asyncio.Task[None] | None = None
         # Successes handed to a request waiting in this process, so it need not read back
         # the job, its outputs and their bytes (sync_mode images exist only here).
         self._deliveries: dict[str, asyncio.Future[Delivery]] = {}
@@ -123,22 +128,20 @@ class JobRunner:
             claim = await jobs.claim(self.db, job_id, self.owner, self.lease_seconds)
         if claim is None:
             return False
+        self._ensure_heartbeat()
         attempt = asyncio.create_task(self._attempt_in_scope(claim))
-        heartbeat = asyncio.create_task(self._heartbeat(claim))
+        self._active[job_id] = (claim, attempt)
         try:
-            await asyncio.wait({attempt, heartbeat}, return_when=asyncio.FIRST_COMPLETED)
-            if not attempt.done():
-                # The job is no longer ours (canceled, expired, taken over): stop the
-                # provider call, which lets an adapter cancel the upstream work too.
-                log.info("job %s attempt %s: lease lost; stopping it", job_id, claim.attempt)
-                attempt.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await attempt
+            await attempt
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # this run itself is being stopped (job canceled, shutdown)
+            # else the heartbeat stopped the attempt: the job is no longer ours
         finally:
-            for task in (attempt, heartbeat):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            if self._active.get(job_id, (None, None))[1] is attempt:
+                del self._active[job_id]
+            self._finishing.discard(job_id)
             self.on_finished(job_id)
         return True
 
@@ -148,12 +151,42 @@ class JobRunner:
         async with ReadLimit.attempt():
             await self._attempt(claim)
 
-    async def _heartbeat(self, claim: jobs.Claim) -> None:
+    def _ensure_heartbeat(self) -> None:
+        if self._heartbeat_task is None or self._heartbeat_task.done():
+            self._heartbeat_task = asyncio.create_task(self._heartbeat())
+
+    async def stop(self) -> None:
+        """Stop the lease renewals (the dispatcher stops the attempts)."""
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat_task
+            self._heartbeat_task = None
+
+    async def _heartbeat(self) -> None:
+        """Renew every lease this process holds with one statement, every third of a lease.
+
+        An attempt whose job is no longer ours (canceled, expired and taken over) is
+        stopped, which lets its adapter cancel the upstream work too.
+        """
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
-            if not await jobs.renew(self.db, claim, self.lease_seconds):
-                log.warning("lost the lease on %s (attempt %s)", claim.job.id, claim.attempt)
-                return
+            if not self._active:
+                continue
+            # Only attempts that held their claim before the renewal can be judged by it.
+            before = dict(self._active)
+            try:
+                owned = await jobs.renew_owned(self.db, self.owner, self.lease_seconds)
+            except Exception:
+                log.exception("renewing the leases of %d jobs failed", len(before))
+                continue
+            for job_id, (claim, attempt) in before.items():
+                lost = (job_id, claim.attempt) not in owned
+                if lost and not attempt.done() and job_id not in self._finishing:
+                    log.warning(
+                        "lost the lease on %s (attempt %s); stopping it", job_id, claim.attempt
+                    )
+                    attempt.cancel()
 
     def _routes(self, job: Job, model: ModelSpec) -> list[Route]:
         """The routes an attempt may try, in order: the model's, or the one chosen (mock).
@@ -287,6 +320,7 @@ class JobRunner:
             await self._fail(claim, code=final.code, message=final.message)
 
     async def _fail(self, claim: jobs.Claim, **kwargs: Any) -> bool:
+        self._finishing.add(claim.job.id)
         async with self.db.session() as session:
             return await jobs.fail(session, claim, **kwargs)
 
@@ -326,6 +360,7 @@ class JobRunner:
     ) -> bool:
         """Record the success (and the outputs), then hand it to a request waiting here."""
         job = claim.job
+        self._finishing.add(job.id)
         outcome: dict[str, Any] = {
             "revised_prompts": [image.revised_prompt for image in result.images],
             "usage": result.usage,
