@@ -51,6 +51,12 @@ def _f(value: float, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _rejected(extra: dict[str, Any]) -> str:
+    """What the rejected submits were answered with, e.g. ' (1 x 503 server_busy)'."""
+    found = extra.get("rejected") or {}
+    return " (" + ", ".join(f"{n} x {k}" for k, n in found.items()) + ")" if found else ""
+
+
 def jobs_table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| target | jobs | succeeded | submit req/s | submit p50 / p90 / p99 ms | "
@@ -65,7 +71,7 @@ def jobs_table(rows: list[dict[str, Any]]) -> str:
             f"{_f(x['submit_rps'])} | {_f(row['p50_ms'])} / {_f(row['p90_ms'])} / "
             f"{_f(row['p99_ms'])} | {x['poll_requests']:,} | {_f(x['poll_p50_ms'])} / "
             f"{_f(x['poll_p90_ms'])} / {_f(x['poll_p99_ms'])} | {_f(x['total_s'])} | "
-            f"{_f(row['rps'])} | {row['errors']} | {_f(row['rss_mb'], 0)} | "
+            f"{_f(row['rps'])} | {row['errors']}{_rejected(x)} | {_f(row['rss_mb'], 0)} | "
             f"{_f(row['cpu_per_1000'], 2)} |"
         )
     return "\n".join(lines)

@@ -418,10 +418,23 @@ def jobs_row(wrk_bin: str, server: Server, jobs: int, budget_s: float) -> Row:
             "poll_p90_ms": poll["p90_us"] / 1000,
             "poll_p99_ms": poll["p99_us"] / 1000,
             "succeeded": done,
+            "rejected": _rejected(Path(f"{ids}.rejected")),
         },
     )
     print(format_line(row), json.dumps(row.extra), flush=True)
     return row
+
+
+def _rejected(path: Path) -> dict[str, int]:
+    """Submits answered with something else than a job: count per status and error code."""
+    counts: dict[str, int] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            status, _, body = line.partition(" ")
+            code = body.split('"code":"', 1)[1].split('"', 1)[0] if '"code":"' in body else ""
+            key = f"{status} {code}".strip()
+            counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def set_latency(ms: int) -> None:

@@ -8,10 +8,11 @@ local headers = {
   ["Authorization"] = "Bearer " .. (os.getenv("BENCH_KEY") or ""),
 }
 local issued, answered, failed, finished = 0, 0, 0, false
-local ids
+local ids, rejects
 
 init = function(args)
   ids = io.open(os.getenv("BENCH_IDS"), "w")
+  rejects = io.open(os.getenv("BENCH_IDS") .. ".rejected", "w")
 end
 
 request = function()
@@ -30,9 +31,12 @@ response = function(status, resp_headers, resp_body)
       answered = answered + 1
       ids:write(id, "\n")
     end
-  elseif status ~= 200 then
+  else
+    -- Kept for the report: what the gateway answered instead of a job.
     failed = failed + 1
     answered = answered + 1
+    rejects:write(status, " ", string.sub(resp_body or "", 1, 300), "\n")
+    rejects:flush()
   end
   if answered >= quota and not finished then
     finished = true

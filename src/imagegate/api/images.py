@@ -116,6 +116,7 @@ async def generate_response(
             timeout,
             just_submitted=not submission.replayed,
             finished=lambda: delivery.result().job if delivery and delivery.done() else None,
+            runs_here=lambda: gateway.runner.runs(event_job),
         )
     finally:
         gateway.dispatcher.unwatch(event_job)

@@ -58,8 +58,14 @@ async def submit_job(
     event = gateway.dispatcher.watch(job.id)
     start_job(gateway, submission)
     try:
+        job_id = job.id
         job = await generation.wait_for_job(
-            gateway.db, event, member.workspace_id, job.id, float(wait.group(1))
+            gateway.db,
+            event,
+            member.workspace_id,
+            job_id,
+            float(wait.group(1)),
+            runs_here=lambda: gateway.runner.runs(job_id),
         )
     finally:
         gateway.dispatcher.unwatch(job.id)

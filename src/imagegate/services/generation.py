@@ -555,13 +555,15 @@ async def wait_for_job(
     *,
     just_submitted: bool = False,
     finished: Callable[[], Job | None] | None = None,
+    runs_here: Callable[[], bool] | None = None,
 ) -> Job:
     """Wait until the job is terminal or ``timeout`` passes; the job as it then is.
 
     ``just_submitted``: the job was queued a moment ago, so the first look at the
     database is skipped (it could only say "queued"); the event wakes us when it ends.
     ``finished``: the job as it ended when this process ran it (no need to read it back),
-    else None.
+    else None. ``runs_here``: whether an attempt at the job runs in this process now; its
+    end sets the event, so the database is not polled meanwhile.
     """
     deadline = time.monotonic() + timeout
     skip_read = just_submitted
@@ -574,6 +576,11 @@ async def wait_for_job(
         known = finished() if finished is not None else None
         if known is not None:
             return known
+        if runs_here is not None and runs_here() and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), min(deadline - time.monotonic(), 1.0))
+            event.clear()
+            continue
         async with db.read_session() as session:
             job = await jobs.get_job(session, workspace_id, job_id)
         assert job is not None

@@ -121,6 +121,10 @@ class JobRunner:
     def forget_delivery(self, job_id: str) -> None:
         self._deliveries.pop(job_id, None)
 
+    def runs(self, job_id: str) -> bool:
+        """Whether an attempt at ``job_id`` runs in this process now."""
+        return job_id in self._active
+
     async def run(self, job_id: str, claim: jobs.Claim | None = None) -> bool:
         """Run the job if it can be claimed (or with ``claim``, taken when it was inserted);
         True if this call ran an attempt."""
