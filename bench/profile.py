@@ -1,6 +1,6 @@
 """Profile the gateway under scenario B's load with py-spy: bench/out/profile-*.txt.
 
-    .venv/bin/python bench/profile.py [--database sqlite|postgres] [--concurrency 1]
+.venv/bin/python bench/profile.py [--database sqlite|postgres] [--concurrency 1]
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import run  # noqa: E402
+import run
 
 
 def main() -> None:
@@ -72,7 +72,7 @@ def summarize(raw: Path, top: int = 25) -> None:
     for frame, count in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
         print(f"{100 * count / samples:5.1f}%  {frame}")
     print("-- total")
-    for frame, count in sorted(total.items(), key=lambda kv: -kv[1])[:top * 2]:
+    for frame, count in sorted(total.items(), key=lambda kv: -kv[1])[: top * 2]:
         print(f"{100 * count / samples:5.1f}%  {frame}")
 
 

@@ -26,7 +26,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -483,16 +482,14 @@ def table(rows: list[Row]) -> str:
     for row in rows:
         a = floor.get(row.concurrency) or floor.get(64)
         f = peer.get(row.concurrency) or peer.get(64)
-        cells = [
-            row.scenario, row.target, str(row.concurrency),
-            f"{row.rps:,.1f}", ratio(row.rps, a and a.rps), ratio(row.rps, f and f.rps),
-            f"{row.p50_ms:,.1f}", ratio(row.p50_ms, a and a.p50_ms), ratio(row.p50_ms, f and f.p50_ms),
-            f"{row.p90_ms:,.1f}", ratio(row.p90_ms, a and a.p90_ms), ratio(row.p90_ms, f and f.p90_ms),
-            f"{row.p99_ms:,.1f}", ratio(row.p99_ms, a and a.p99_ms), ratio(row.p99_ms, f and f.p99_ms),
-            str(row.errors), f"{row.rss_mb:,.0f}", ratio(row.rss_mb, f and f.rss_mb),
-            f"{row.cpu_per_1000:.2f}", ratio(row.cpu_per_1000, a and a.cpu_per_1000),
-            ratio(row.cpu_per_1000, f and f.cpu_per_1000),
-        ]  # fmt: skip
+        cells = [row.scenario, row.target, str(row.concurrency)]
+        for name, digits in (("rps", 1), ("p50_ms", 1), ("p90_ms", 1), ("p99_ms", 1)):
+            value = getattr(row, name)
+            cells += [f"{value:,.{digits}f}", ratio(value, a and getattr(a, name))]
+            cells.append(ratio(value, f and getattr(f, name)))
+        cells += [str(row.errors), f"{row.rss_mb:,.0f}", ratio(row.rss_mb, f and f.rss_mb)]
+        cells += [f"{row.cpu_per_1000:.2f}", ratio(row.cpu_per_1000, a and a.cpu_per_1000)]
+        cells.append(ratio(row.cpu_per_1000, f and f.cpu_per_1000))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -542,20 +539,14 @@ def main() -> None:
             [sys.executable, str(BENCH / "upstream.py"), "--port", str(UPSTREAM_PORT)], {},
         )  # fmt: skip
         servers.append(upstream)
-        png_bytes = json.loads(urllib.request.urlopen(upstream.url + "/_stats").read())[
-            "png_bytes"
-        ]
+        png_bytes = json.loads(urllib.request.urlopen(upstream.url + "/_stats").read())["png_bytes"]
         print(f"machine: {machine()}\nupstream PNG: {png_bytes:,} bytes", flush=True)
         set_latency(0)
         if "A" not in skip:
             warm(upstream, "/v1/images/generations", UPSTREAM_BODY)
             for c in levels:
-                rows.append(
-                    load_row(
-                        wrk_bin, "A", upstream, "/v1/images/generations", UPSTREAM_BODY,
-                        c, args.floor_seconds,
-                    )  # fmt: skip
-                )
+                path, seconds = "/v1/images/generations", args.floor_seconds
+                rows.append(load_row(wrk_bin, "A", upstream, path, UPSTREAM_BODY, c, seconds))
         if litellm is not None:
             peer = start_litellm(litellm)
             servers.append(peer)
@@ -576,20 +567,16 @@ def main() -> None:
                 if scenario in skip:
                     continue
                 for c in levels:
-                    rows.append(
-                        load_row(
-                            wrk_bin, scenario, gateway, "/v1/images/generations", body,
-                            c, args.seconds,
-                        )  # fmt: skip
-                    )
+                    path = "/v1/images/generations"
+                    rows.append(load_row(wrk_bin, scenario, gateway, path, body, c, args.seconds))
             if "D" not in skip:
                 set_latency(2000)
-                rows.append(
-                    load_row(
-                        wrk_bin, "D", gateway, "/v1/images/generations", B64_BODY, 256,
-                        args.d_seconds, timeout_s=60, note="upstream 2 s",
-                    )  # fmt: skip
-                )
+                path, seconds = "/v1/images/generations", args.d_seconds
+                row = load_row(
+                    wrk_bin, "D", gateway, path, B64_BODY, 256, seconds,
+                    timeout_s=60, note="upstream 2 s",
+                )  # fmt: skip
+                rows.append(row)
                 set_latency(0)
             stop(gateway)
             servers.remove(gateway)
