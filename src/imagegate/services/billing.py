@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import BigInteger, bindparam, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagegate.errors import InsufficientCredits, InvalidParameter
@@ -85,18 +85,50 @@ async def grant(
     await session.flush()
 
 
+# The statements of every generation, built once: building and keying a statement on each
+# call costs about as much as running it.
+_HOLD = (
+    update(CREDIT_ACCOUNTS)
+    .where(
+        CreditAccount.workspace_id == bindparam("p_workspace_id"),
+        CreditAccount.available >= bindparam("p_amount", type_=BigInteger),
+    )
+    .values(
+        available=CreditAccount.available - bindparam("p_amount", type_=BigInteger),
+        held=CreditAccount.held + bindparam("p_amount", type_=BigInteger),
+        updated_at=bindparam("p_now"),
+    )
+)
+_SETTLE_HOLD = (
+    update(CREDIT_HOLDS)
+    .where(CreditHold.job_id == bindparam("p_job_id"), CreditHold.status == "held")
+    .values(
+        status=bindparam("p_status"),
+        captured=case(
+            (CreditHold.amount < bindparam("p_charge", type_=BigInteger), CreditHold.amount),
+            else_=bindparam("p_charge", type_=BigInteger),
+        ),
+        settled_at=bindparam("p_now"),
+    )
+    .returning(CreditHold.workspace_id, CreditHold.amount)
+)
+_SETTLE_ACCOUNT = (
+    update(CREDIT_ACCOUNTS)
+    .where(CreditAccount.workspace_id == bindparam("p_workspace_id"))
+    .values(
+        held=CreditAccount.held - bindparam("p_amount", type_=BigInteger),
+        available=CreditAccount.available + bindparam("p_back", type_=BigInteger),
+        updated_at=bindparam("p_now"),
+    )
+)
+
+
 async def hold(session: AsyncSession, workspace_id: str, job_id: str, amount: int) -> None:
     """Reserve ``amount`` for a job, or raise 402 if it does not fit."""
     if amount <= 0:
         return
     result = await session.execute(
-        update(CREDIT_ACCOUNTS)
-        .where(CreditAccount.workspace_id == workspace_id, CreditAccount.available >= amount)
-        .values(
-            available=CreditAccount.available - amount,
-            held=CreditAccount.held + amount,
-            updated_at=utcnow(),
-        )
+        _HOLD, {"p_workspace_id": workspace_id, "p_amount": amount, "p_now": utcnow()}
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         account = await session.get(CreditAccount, workspace_id)
@@ -119,30 +151,21 @@ async def _settle(
     """Move the job's hold out of ``held``; (workspace, held amount), or None if none was.
 
     One conditional UPDATE: of two settlements racing, only one moves the hold."""
-    row = (
-        await session.execute(
-            update(CREDIT_HOLDS)
-            .where(CreditHold.job_id == job_id, CreditHold.status == "held")
-            .values(
-                status=status,
-                captured=case((CreditHold.amount < charge, CreditHold.amount), else_=charge),
-                settled_at=utcnow(),
-            )
-            .returning(CreditHold.workspace_id, CreditHold.amount)
-        )
-    ).first()
+    now = utcnow()
+    params = {"p_job_id": job_id, "p_status": status, "p_charge": charge, "p_now": now}
+    row = (await session.execute(_SETTLE_HOLD, params)).first()
     if row is None:
         return None
     workspace_id, amount = row
     charged = min(charge, amount)
     await session.execute(
-        update(CREDIT_ACCOUNTS)
-        .where(CreditAccount.workspace_id == workspace_id)
-        .values(
-            held=CreditAccount.held - amount,
-            available=CreditAccount.available + (amount - charged),
-            updated_at=utcnow(),
-        )
+        _SETTLE_ACCOUNT,
+        {
+            "p_workspace_id": workspace_id,
+            "p_amount": amount,
+            "p_back": amount - charged,
+            "p_now": now,
+        },
     )
     return workspace_id, amount
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagegate.services import billing, webhooks
@@ -97,6 +97,27 @@ async def renew_owned(db: Database, owner: str, lease_seconds: float) -> set[tup
         return {(job_id, attempt) for job_id, attempt in rows}
 
 
+# Run for every image: built once (building and keying it costs about as much as running it).
+_SUCCEED = (
+    update(JOBS)
+    .where(
+        JOBS.c.id == bindparam("p_id"),
+        JOBS.c.status == RUNNING,
+        JOBS.c.attempt == bindparam("p_attempt"),
+        JOBS.c.lease_owner == bindparam("p_owner"),
+    )
+    .values(
+        status=SUCCEEDED,
+        finished_at=bindparam("p_now"),
+        result=bindparam("p_result"),
+        provider_request_id=bindparam("p_request_id"),
+        lease_owner=None,
+        lease_expires_at=None,
+        charged_amount=bindparam("p_charged"),
+    )
+)
+
+
 async def succeed(
     session: AsyncSession,
     claim: Claim,
@@ -116,19 +137,16 @@ async def succeed(
     # placed at the estimate, and only when it was above zero).
     charging = job.charge_policy == "charge"
     charged = min(actual_cost, job.estimated_cost) if charging else 0
-    updated = await session.execute(
-        update(JOBS)
-        .where(_owned(claim))
-        .values(
-            status=SUCCEEDED,
-            finished_at=utcnow(),
-            result=result,
-            provider_request_id=provider_request_id,
-            lease_owner=None,
-            lease_expires_at=None,
-            charged_amount=charged,
-        )
-    )
+    params = {
+        "p_id": job.id,
+        "p_attempt": claim.attempt,
+        "p_owner": claim.lease_owner,
+        "p_now": utcnow(),
+        "p_result": result,
+        "p_request_id": provider_request_id,
+        "p_charged": charged,
+    }
+    updated = await session.execute(_SUCCEED, params)
     if updated.rowcount != 1:  # type: ignore[attr-defined]
         return None
     if charging:

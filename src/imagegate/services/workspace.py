@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagegate.catalog import Catalog, ModelSpec
@@ -113,6 +113,25 @@ class Governance:
     margin_percent: int
 
 
+# Read on every submit: built once (building and keying it costs about as much as running it).
+_GOVERNANCE = (
+    select(
+        Workspace.default_model,
+        Workspace.image_generation_enabled,
+        Workspace.billing_mode,
+        Workspace.region_policy,
+        Workspace.margin_percent,
+        WorkspaceModel.model,
+    )
+    .select_from(Workspace)
+    .outerjoin(
+        WorkspaceModel,
+        (WorkspaceModel.workspace_id == Workspace.id) & WorkspaceModel.enabled.is_(True),
+    )
+    .where(Workspace.id == bindparam("p_workspace_id"))
+)
+
+
 async def governance(session: AsyncSession, workspace_id: str) -> Governance:
     """The workspace's state, read in one statement so it is one consistent snapshot.
 
@@ -121,24 +140,7 @@ async def governance(session: AsyncSession, workspace_id: str) -> Governance:
     snapshots: dict[str, Governance] = session.info.setdefault(_SNAPSHOTS, {})
     if workspace_id in snapshots:
         return snapshots[workspace_id]
-    rows = (
-        await session.execute(
-            select(
-                Workspace.default_model,
-                Workspace.image_generation_enabled,
-                Workspace.billing_mode,
-                Workspace.region_policy,
-                Workspace.margin_percent,
-                WorkspaceModel.model,
-            )
-            .select_from(Workspace)
-            .outerjoin(
-                WorkspaceModel,
-                (WorkspaceModel.workspace_id == Workspace.id) & WorkspaceModel.enabled.is_(True),
-            )
-            .where(Workspace.id == workspace_id)
-        )
-    ).all()
+    rows = (await session.execute(_GOVERNANCE, {"p_workspace_id": workspace_id})).all()
     if not rows:
         raise NotFound("This workspace no longer exists.", code="workspace_not_found")
     first = rows[0]
