@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import httpx
 import orjson
 from standardwebhooks.webhooks import Webhook
 
@@ -24,6 +26,17 @@ async def _wait_for(condition, timeout: float = 10.0) -> None:  # type: ignore[n
     raise AssertionError("condition not met in time")
 
 
+async def _settled_log(client: httpx.AsyncClient, job_id: str) -> list[dict[str, Any]]:
+    """The job's webhook log once its deliveries are recorded as settled (the receiver
+    sees a delivery a moment before the gateway records how it went)."""
+    for _ in range(500):
+        log: list[dict[str, Any]] = (await client.get(f"/v1/jobs/{job_id}/webhooks")).json()["data"]
+        if log and all(entry["status"] != "pending" for entry in log):
+            return log
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"webhook deliveries of {job_id} never settled")
+
+
 async def test_a_signed_event_arrives_and_verifies(settings: Settings) -> None:
     settings.webhooks_allow_loopback = True
     with webhook_receiver() as receiver:
@@ -42,9 +55,7 @@ async def test_a_signed_event_arrives_and_verifies(settings: Settings) -> None:
             assert event["data"]["id"] == accepted.json()["job_id"]
             assert event["data"]["outputs"][0]["width"] == 256
             assert delivered.headers["webhook-id"].startswith("msg_")
-            log = (await client.get(f"/v1/jobs/{accepted.json()['job_id']}/webhooks")).json()[
-                "data"
-            ]
+            log = await _settled_log(client, accepted.json()["job_id"])
             assert [(d["status"], d["attempts"], d["last_status_code"]) for d in log] == [
                 ("delivered", 1, 200)
             ]
@@ -65,9 +76,7 @@ async def test_failed_deliveries_are_retried_with_the_same_id(settings: Settings
             assert len({r.headers["webhook-id"] for r in receiver.received}) == 1
             for delivery in receiver.received:
                 Webhook(secret).verify(delivery.body, delivery.headers)
-            job_id = accepted.json()["job_id"]
-            await _wait_for(lambda: True)
-            log = (await client.get(f"/v1/jobs/{job_id}/webhooks")).json()["data"]
+            log = await _settled_log(client, accepted.json()["job_id"])
             assert (log[0]["status"], log[0]["attempts"]) == ("delivered", 3)
 
 
