@@ -33,10 +33,16 @@ def _param(loc: tuple[Any, ...]) -> str | None:
     return ".".join(parts) or None
 
 
+def exception_response(exc: ImagegateError, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The answer for one of our errors; also an ASGI app, for the middlewares."""
+    if exc.status_code == 401:
+        headers = {"WWW-Authenticate": "Bearer", **(headers or {})}
+    return error_response(exc.status_code, exc.to_body(), headers)
+
+
 async def _imagegate_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ImagegateError)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-    return error_response(exc.status_code, exc.to_body(), headers)
+    return exception_response(exc)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -69,15 +75,10 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 async def _busy(request: Request, exc: Exception) -> JSONResponse:
     # Every database connection is in use: an overload to retry, not a bug.
     log.warning("database pool exhausted on %s %s", request.method, request.url.path)
-    body = {
-        "error": {
-            "message": "The gateway is busy; retry shortly.",
-            "type": "server_error",
-            "param": None,
-            "code": "server_busy",
-        }
-    }
-    return error_response(503, body, {"Retry-After": "1"})
+    busy = ImagegateError(
+        "The gateway is busy; retry shortly.", code="server_busy", status_code=503
+    )
+    return exception_response(busy, {"Retry-After": "1"})
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

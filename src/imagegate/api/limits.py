@@ -3,9 +3,11 @@ read whole; NUL characters in the path or query get 400 (no database stores them
 
 from __future__ import annotations
 
-import orjson
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from imagegate.api.errors import exception_response
+from imagegate.errors import InvalidRequest, PayloadTooLarge
 
 
 class _TooLarge(HTTPException):
@@ -20,28 +22,9 @@ class BodySizeLimit:
         self.app = app
         self.max_bytes = max_bytes
 
-    async def _reject(self, send: Send) -> None:
-        body = orjson.dumps(
-            {
-                "error": {
-                    "message": f"The request body is larger than {self.max_bytes} bytes.",
-                    "type": "invalid_request_error",
-                    "param": None,
-                    "code": "payload_too_large",
-                }
-            }
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        too_large = PayloadTooLarge(f"The request body is larger than {self.max_bytes} bytes.")
+        await exception_response(too_large)(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -49,7 +32,7 @@ class BodySizeLimit:
             return
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._reject(send)
+                await self._reject(scope, receive, send)
                 return
         seen = 0
         started = False
@@ -73,7 +56,7 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await self._reject(send)
+                await self._reject(scope, receive, send)
 
 
 class RejectNul:
@@ -87,21 +70,7 @@ class RejectNul:
         if scope["type"] == "http" and (
             "\x00" in scope["path"] or b"%00" in scope.get("query_string", b"")
         ):
-            body = orjson.dumps(
-                {
-                    "error": {
-                        "message": "The URL contains a NUL character.",
-                        "type": "invalid_request_error",
-                        "param": None,
-                        "code": "invalid_request",
-                    }
-                }
-            )
-            headers = [
-                (b"content-type", b"application/json"),
-                (b"content-length", b"%d" % len(body)),
-            ]
-            await send({"type": "http.response.start", "status": 400, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
+            nul = InvalidRequest("The URL contains a NUL character.")
+            await exception_response(nul)(scope, receive, send)
             return
         await self.app(scope, receive, send)
