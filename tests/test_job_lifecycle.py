@@ -138,14 +138,15 @@ async def test_a_stale_attempt_cannot_write_its_result(tmp_path: Path, settings:
             second = await jobs.claim(gateway.db, job_id, "worker-b", lease_seconds=60)
             assert second is not None and second.attempt == 2
             # the stale worker comes back: every write it tries is refused
-            assert not await jobs.renew(gateway.db, first, 60)
+            assert await jobs.renew_owned(gateway.db, "worker-a", 60) == set()
+            assert not await jobs.note_provider_request(gateway.db, first, "mock", "late-id")
             async with gateway.db.session() as session:
                 assert not await jobs.fail(session, first, code="x", message="late")
                 fenced = await jobs.succeed(
                     session, first, [], actual_cost=0, result={}, provider_request_id=None
                 )
                 assert fenced is None
-            assert await jobs.renew(gateway.db, second, 60)
+            assert await jobs.renew_owned(gateway.db, "worker-b", 60) == {(job_id, 2)}
             job = (await client.get(f"/v1/jobs/{job_id}")).json()
             assert (job["status"], job["attempt"]) == ("running", 2)
 

@@ -65,23 +65,19 @@ async def claim(db: Database, job_id: str, owner: str, lease_seconds: float) -> 
     return Claim(job=job, attempt=job.attempt, lease_owner=owner)
 
 
-def _owned(claim: Claim) -> Any:
-    return (
-        (Job.id == claim.job.id)
-        & (Job.status == RUNNING)
-        & (Job.attempt == claim.attempt)
-        & (Job.lease_owner == claim.lease_owner)
-    )
+# Fencing: every write of an attempt names the attempt it claimed, so a stale worker's
+# write (its lease expired and the job was taken over, or it was canceled) changes nothing.
+_OWNED = (
+    (JOBS.c.id == bindparam("p_id"))
+    & (JOBS.c.status == RUNNING)
+    & (JOBS.c.attempt == bindparam("p_attempt"))
+    & (JOBS.c.lease_owner == bindparam("p_owner"))
+)
 
 
-async def renew(db: Database, claim: Claim, lease_seconds: float) -> bool:
-    async with db.session() as session:
-        result = await session.execute(
-            update(JOBS)
-            .where(_owned(claim))
-            .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
-        )
-        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+def _owned(claim: Claim) -> dict[str, Any]:
+    """The parameters of :data:`_OWNED` for ``claim``."""
+    return {"p_id": claim.job.id, "p_attempt": claim.attempt, "p_owner": claim.lease_owner}
 
 
 async def renew_owned(db: Database, owner: str, lease_seconds: float) -> set[tuple[str, int]]:
@@ -100,12 +96,7 @@ async def renew_owned(db: Database, owner: str, lease_seconds: float) -> set[tup
 # Run for every image: built once (building and keying it costs about as much as running it).
 _SUCCEED = (
     update(JOBS)
-    .where(
-        JOBS.c.id == bindparam("p_id"),
-        JOBS.c.status == RUNNING,
-        JOBS.c.attempt == bindparam("p_attempt"),
-        JOBS.c.lease_owner == bindparam("p_owner"),
-    )
+    .where(_OWNED)
     .values(
         status=SUCCEEDED,
         finished_at=bindparam("p_now"),
@@ -138,9 +129,7 @@ async def succeed(
     charging = job.charge_policy == "charge"
     charged = min(actual_cost, job.estimated_cost) if charging else 0
     params = {
-        "p_id": job.id,
-        "p_attempt": claim.attempt,
-        "p_owner": claim.lease_owner,
+        **_owned(claim),
         "p_now": utcnow(),
         "p_result": result,
         "p_request_id": provider_request_id,
@@ -173,8 +162,9 @@ async def note_provider_request(
     async with db.session() as session:
         result = await session.execute(
             update(JOBS)
-            .where(_owned(claim))
-            .values(provider=provider, provider_request_id=provider_request_id[:200])
+            .where(_OWNED)
+            .values(provider=provider, provider_request_id=provider_request_id[:200]),
+            _owned(claim),
         )
         return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
@@ -200,7 +190,7 @@ async def fail(
         values.update(status=QUEUED, not_before=retry_at)
     else:
         values.update(status=FAILED, finished_at=utcnow(), charged_amount=0)
-    result = await session.execute(update(JOBS).where(_owned(claim)).values(**values))
+    result = await session.execute(update(JOBS).where(_OWNED).values(**values), _owned(claim))
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return False
     if retry_at is None:
