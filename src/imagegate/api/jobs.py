@@ -49,10 +49,10 @@ async def submit_job(
     job = submission.job
     wait = _WAIT.search(request.headers.get("prefer", ""))
     if wait is None:
-        # Rendered before the job starts: a new job has no outputs yet.
-        body_out = job_object(job) | {"outputs": []}
         if submission.replayed:
             body_out = await _job_with_outputs(gateway, request, job)
+        else:  # rendered before the job starts: a new job has no outputs yet
+            body_out = job_object(job) | {"outputs": []}
         start_job(gateway, submission)
         return JSONResponse(body_out, status_code=200 if job.status in jobs.TERMINAL else 202)
     event = gateway.dispatcher.watch(job.id)

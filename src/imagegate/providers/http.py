@@ -249,11 +249,11 @@ class UpstreamHTTP:
         policy: RetryPolicy,
         connect_timeout: float,
         max_output_bytes: int,
-        body_reads: ReadLimit | None = None,
+        body_reads: ReadLimit,
         sleep: Sleep = asyncio.sleep,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.body_reads = body_reads or ReadLimit(8)
+        self.body_reads = body_reads
         self.provider = provider
         self.headers = headers
         self.policy = policy
