@@ -246,3 +246,25 @@ async def test_one_heartbeat_renews_every_lease_and_stops_an_attempt_taken_over(
     kept_now = (await client.get(f"/v1/jobs/{kept['id']}")).json()
     assert kept_now["status"] == "running"
     hold.set()
+
+
+async def test_prefer_wait_is_capped_at_the_synchronous_timeout(
+    make_client, settings: Settings
+) -> None:  # type: ignore[no-untyped-def]
+    settings.sync_timeout_seconds = 0.3
+    release = asyncio.Event()
+    mock = MockProvider()
+
+    async def slow(request: ProviderRequest) -> ProviderResult:
+        await release.wait()
+        return await mock.generate(request)
+
+    client, _, _ = await make_client(slow)
+    forever = {"Prefer": "wait=" + "9" * 400}  # a float of it is infinite
+    for path in ("/v1/jobs/mock-image", GEN):
+        response = await asyncio.wait_for(
+            client.post(path, json={"prompt": "p"}, headers=forever), timeout=5
+        )
+        assert response.status_code == 202, response.text
+        assert response.json()["status"] == "running"
+    release.set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -51,6 +52,18 @@ def _nul_path(value: Any, path: str = "") -> str | None:
         if found:
             return found
     return None
+
+
+_PREFER_WAIT = re.compile(r"\bwait=(\d+)")
+
+
+def prefer_wait(request: Request, gateway: Gateway) -> float | None:
+    """Seconds asked for with ``Prefer: wait=N``, at most the synchronous timeout
+    (RFC 7240 lets a server wait less); None when not asked."""
+    found = _PREFER_WAIT.search(request.headers.get("prefer", ""))
+    if found is None:
+        return None
+    return min(float(found.group(1)), gateway.settings.sync_timeout_seconds)
 
 
 def base_url(gateway: Gateway, request: Request) -> str:

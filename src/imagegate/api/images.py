@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -13,6 +12,7 @@ from imagegate.api.common import (
     inline_data,
     job_object,
     json_object,
+    prefer_wait,
     start_job,
 )
 from imagegate.api.deps import CurrentMember, GatewayDep
@@ -25,14 +25,6 @@ from imagegate.services import generation, jobs, model_choice
 from imagegate.services.keys import Principal
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
-
-_WAIT = re.compile(r"\bwait=(\d+)")
-
-
-def _prefer(request: Request) -> tuple[bool, float | None]:
-    prefer = request.headers.get("prefer", "")
-    wait = _WAIT.search(prefer)
-    return "respond-async" in prefer, float(wait.group(1)) if wait else None
 
 
 def _fallback(choice: model_choice.ModelChoice | None) -> dict[str, Any]:
@@ -69,7 +61,8 @@ async def generate_response(
             f"Invalid value for 'response_format': {response_format!r}. Allowed: url, b64_json.",
             param="response_format",
         )
-    respond_async, wait = _prefer(request)
+    respond_async = "respond-async" in request.headers.get("prefer", "")
+    wait = prefer_wait(request, gateway)
     planners = {"generate": generation.plan_openai, "edit": generation.plan_edit}
     plan_for = planners[action]
     if body.get("sync_mode") is True and respond_async:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -13,6 +12,7 @@ from imagegate.api.common import (
     job_object,
     json_object,
     output_object,
+    prefer_wait,
     start_job,
 )
 from imagegate.api.deps import CurrentMember, GatewayDep, Session
@@ -24,7 +24,6 @@ from imagegate.store.tables import Job
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 STATUSES = ("queued", "running", "succeeded", "failed", "canceled", "expired")
-_WAIT = re.compile(r"\bwait=(\d+)")
 
 
 def _not_found(job_id: str) -> NotFound:
@@ -47,7 +46,7 @@ async def submit_job(
         action="generate",
     )
     job = submission.job
-    wait = _WAIT.search(request.headers.get("prefer", ""))
+    wait = prefer_wait(request, gateway)
     if wait is None:
         if submission.replayed:
             body_out = await _job_with_outputs(gateway, request, job)
@@ -64,7 +63,7 @@ async def submit_job(
             event,
             member.workspace_id,
             job_id,
-            float(wait.group(1)),
+            wait,
             runs_here=lambda: gateway.runner.runs(job_id),
         )
     finally:
