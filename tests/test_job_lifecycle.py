@@ -178,17 +178,23 @@ async def test_jobs_left_running_by_a_crashed_process_finish_after_restart(
             assert (job.status, job.attempt) == ("succeeded", 2)
 
 
-async def test_a_job_takes_a_free_worker_slot_at_once_and_queues_when_none_is_free(
-    make_client, settings: Settings
-) -> None:  # type: ignore[no-untyped-def]
-    settings.worker_concurrency = 1
-    release = asyncio.Event()
+def _after(release: asyncio.Event) -> Handler:
+    """A provider that answers as the mock does once ``release`` is set."""
     mock = MockProvider()
 
     async def slow(request: ProviderRequest) -> ProviderResult:
         await release.wait()
         return await mock.generate(request)
 
+    return slow
+
+
+async def test_a_job_takes_a_free_worker_slot_at_once_and_queues_when_none_is_free(
+    make_client, settings: Settings
+) -> None:  # type: ignore[no-untyped-def]
+    settings.worker_concurrency = 1
+    release = asyncio.Event()
+    slow = _after(release)
     client, gateway, fake = await make_client(slow)
     first = (await client.post("/v1/jobs/mock-image", json={"prompt": "a"})).json()
     second = (await client.post("/v1/jobs/mock-image", json={"prompt": "b"})).json()
@@ -253,12 +259,7 @@ async def test_prefer_wait_is_capped_at_the_synchronous_timeout(
 ) -> None:  # type: ignore[no-untyped-def]
     settings.sync_timeout_seconds = 0.3
     release = asyncio.Event()
-    mock = MockProvider()
-
-    async def slow(request: ProviderRequest) -> ProviderResult:
-        await release.wait()
-        return await mock.generate(request)
-
+    slow = _after(release)
     client, _, _ = await make_client(slow)
     forever = {"Prefer": "wait=" + "9" * 400}  # a float of it is infinite
     for path in ("/v1/jobs/mock-image", GEN):
