@@ -520,12 +520,17 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,16,64", help="B/C/F concurrency levels")
     parser.add_argument("--skip", default="", help="scenarios to leave out, e.g. E,F")
     parser.add_argument("--quick", action="store_true", help="short runs, 500 jobs")
-    parser.add_argument("--write-docs", default=str(ROOT / "docs" / "benchmarks.md"))
+    parser.add_argument(
+        "--write-docs",
+        help="report file to write (default: docs/benchmarks.md, on a run of every scenario)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.floor_seconds, args.d_seconds, args.jobs = 4, 3, 8, 500
     levels = [int(c) for c in args.concurrency.split(",")]
     skip = set(filter(None, args.skip.upper().split(",")))
+    if args.write_docs is None and not skip:
+        args.write_docs = str(ROOT / "docs" / "benchmarks.md")
     databases = [d for d in args.databases.split(",") if d]
     OUT.mkdir(parents=True, exist_ok=True)
     wrk_bin = ensure_wrk()
