@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import BigInteger, bindparam, case, func, select, update
+from sqlalchemy import BigInteger, bindparam, case, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagegate.errors import InsufficientCredits, InvalidParameter
@@ -123,14 +123,99 @@ _SETTLE_ACCOUNT = (
 )
 
 
+# On PostgreSQL a hold, and a settlement with its ledger entries, are each one statement
+# (data-modifying CTEs): one round trip where SQLite runs three to five statements. Both
+# keep the same conditions: the account UPDATE cannot overspend, and only the settlement
+# that moves the hold out of ``held`` writes anything.
+_HOLD_ONE_STATEMENT = text(
+    """
+WITH account AS (
+    UPDATE credit_accounts
+       SET available = available - CAST(:amount AS BIGINT),
+           held = held + CAST(:amount AS BIGINT),
+           updated_at = CAST(:now AS TIMESTAMPTZ)
+     WHERE workspace_id = CAST(:workspace_id AS VARCHAR)
+       AND available >= CAST(:amount AS BIGINT)
+ RETURNING workspace_id
+), hold AS (
+    INSERT INTO credit_holds (job_id, workspace_id, amount, status, captured, created_at)
+    SELECT CAST(:job_id AS VARCHAR), workspace_id, CAST(:amount AS BIGINT), 'held', 0,
+           CAST(:now AS TIMESTAMPTZ)
+      FROM account
+), entry AS (
+    INSERT INTO ledger_entries (id, workspace_id, kind, amount, job_id, created_at)
+    SELECT CAST(:entry_id AS VARCHAR), workspace_id, 'hold', CAST(:amount AS BIGINT),
+           CAST(:job_id AS VARCHAR), CAST(:now AS TIMESTAMPTZ)
+      FROM account
+)
+SELECT count(*) FROM account
+"""
+)
+_SETTLE_ONE_STATEMENT = text(
+    """
+WITH hold AS (
+    UPDATE credit_holds
+       SET status = CAST(:status AS VARCHAR),
+           captured = LEAST(amount, CAST(:charge AS BIGINT)),
+           settled_at = CAST(:now AS TIMESTAMPTZ)
+     WHERE job_id = CAST(:job_id AS VARCHAR) AND status = 'held'
+ RETURNING workspace_id, amount, captured
+), account AS (
+    UPDATE credit_accounts
+       SET held = credit_accounts.held - hold.amount,
+           available = credit_accounts.available + hold.amount - hold.captured,
+           updated_at = CAST(:now AS TIMESTAMPTZ)
+      FROM hold
+     WHERE credit_accounts.workspace_id = hold.workspace_id
+), capture_entry AS (
+    INSERT INTO ledger_entries (id, workspace_id, kind, amount, job_id, created_at)
+    SELECT CAST(:capture_id AS VARCHAR), workspace_id, 'capture', captured,
+           CAST(:job_id AS VARCHAR), CAST(:now AS TIMESTAMPTZ)
+      FROM hold
+     WHERE CAST(:status AS VARCHAR) = 'captured'
+), release_entry AS (
+    INSERT INTO ledger_entries (id, workspace_id, kind, amount, job_id, note, created_at)
+    SELECT CAST(:release_id AS VARCHAR), workspace_id, 'release', amount - captured,
+           CAST(:job_id AS VARCHAR), CAST(:note AS VARCHAR), CAST(:now AS TIMESTAMPTZ)
+      FROM hold
+     WHERE amount > captured
+)
+SELECT amount, captured FROM hold
+"""
+)
+
+
+def _one_statement(session: AsyncSession) -> bool:
+    """Whether the database runs the hold and the settlement as one statement each."""
+    return session.bind is not None and session.bind.dialect.name == "postgresql"
+
+
 async def hold(session: AsyncSession, workspace_id: str, job_id: str, amount: int) -> None:
     """Reserve ``amount`` for a job, or raise 402 if it does not fit."""
     if amount <= 0:
         return
-    result = await session.execute(
-        _HOLD, {"p_workspace_id": workspace_id, "p_amount": amount, "p_now": utcnow()}
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    now = utcnow()
+    if _one_statement(session):
+        params = {
+            "workspace_id": workspace_id,
+            "job_id": job_id,
+            "amount": amount,
+            "now": now,
+            "entry_id": new_id("le"),
+        }
+        held = (await session.execute(_HOLD_ONE_STATEMENT, params)).scalar_one() == 1
+    else:
+        result = await session.execute(
+            _HOLD, {"p_workspace_id": workspace_id, "p_amount": amount, "p_now": now}
+        )
+        held = result.rowcount == 1  # type: ignore[attr-defined]
+        if held:
+            await insert_rows(
+                session,
+                CreditHold(job_id=job_id, workspace_id=workspace_id, amount=amount, status="held"),
+                _entry(workspace_id, "hold", amount, job_id=job_id),
+            )
+    if not held:
         account = await session.get(CreditAccount, workspace_id)
         available = account.available if account else 0
         raise InsufficientCredits(
@@ -138,20 +223,28 @@ async def hold(session: AsyncSession, workspace_id: str, job_id: str, amount: in
             f"{credits_text(available)} are available.",
             extra={"available": as_credits(available), "needed": as_credits(amount)},
         )
-    await insert_rows(
-        session,
-        CreditHold(job_id=job_id, workspace_id=workspace_id, amount=amount, status="held"),
-        _entry(workspace_id, "hold", amount, job_id=job_id),
-    )
 
 
 async def _settle(
-    session: AsyncSession, job_id: str, status: str, charge: int
-) -> tuple[str, int] | None:
-    """Move the job's hold out of ``held``; (workspace, held amount), or None if none was.
+    session: AsyncSession, job_id: str, status: str, charge: int, note: str | None = None
+) -> tuple[int, int] | None:
+    """Move the job's hold out of ``held``, give back what is not charged and write the
+    ledger entries: (held amount, amount captured), or None if no hold was held.
 
-    One conditional UPDATE: of two settlements racing, only one moves the hold."""
+    The hold moves in one conditional UPDATE: of two settlements racing, only one does."""
     now = utcnow()
+    if _one_statement(session):
+        params = {
+            "job_id": job_id,
+            "status": status,
+            "charge": charge,
+            "now": now,
+            "note": note,
+            "capture_id": new_id("le"),
+            "release_id": new_id("le"),
+        }
+        row = (await session.execute(_SETTLE_ONE_STATEMENT, params)).first()
+        return None if row is None else (row.amount, row.captured)
     params = {"p_job_id": job_id, "p_status": status, "p_charge": charge, "p_now": now}
     row = (await session.execute(_SETTLE_HOLD, params)).first()
     if row is None:
@@ -167,32 +260,25 @@ async def _settle(
             "p_now": now,
         },
     )
-    return workspace_id, amount
+    entries = []
+    if status == "captured":
+        entries.append(_entry(workspace_id, "capture", charged, job_id=job_id))
+    if amount > charged:
+        entries.append(_entry(workspace_id, "release", amount - charged, job_id=job_id, note=note))
+    await insert_rows(session, *entries)
+    return amount, charged
 
 
 async def capture(session: AsyncSession, job_id: str, actual: int) -> int:
     """Charge the actual cost (never above the hold) and release the rest; the amount charged."""
     settled = await _settle(session, job_id, "captured", actual)
-    if settled is None:
-        return 0
-    workspace_id, amount = settled
-    charged = min(actual, amount)
-    entries = [_entry(workspace_id, "capture", charged, job_id=job_id)]
-    if amount > charged:
-        entries.append(_entry(workspace_id, "release", amount - charged, job_id=job_id))
-    await insert_rows(session, *entries)
-    return charged
+    return 0 if settled is None else settled[1]
 
 
 async def release(session: AsyncSession, job_id: str, note: str | None = None) -> int:
     """Give the whole hold back (failure, expiry, cancel); the amount released."""
-    settled = await _settle(session, job_id, "released", 0)
-    if settled is None:
-        return 0
-    workspace_id, amount = settled
-    session.add(_entry(workspace_id, "release", amount, job_id=job_id, note=note))
-    await session.flush()
-    return amount
+    settled = await _settle(session, job_id, "released", 0, note)
+    return 0 if settled is None else settled[0]
 
 
 async def record_usage(
