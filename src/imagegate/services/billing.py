@@ -86,38 +86,43 @@ async def grant(
 
 
 # The statements of every generation, built once: building and keying a statement on each
-# call costs about as much as running it.
+# call costs about as much as running it. They name the tables' columns, not the mapped
+# classes' attributes, so they take Core's path, with no ORM bulk-update step that keys the
+# statement anew on every run.
 _HOLD = (
     update(CREDIT_ACCOUNTS)
     .where(
-        CreditAccount.workspace_id == bindparam("p_workspace_id"),
-        CreditAccount.available >= bindparam("p_amount", type_=BigInteger),
+        CREDIT_ACCOUNTS.c.workspace_id == bindparam("p_workspace_id"),
+        CREDIT_ACCOUNTS.c.available >= bindparam("p_amount", type_=BigInteger),
     )
     .values(
-        available=CreditAccount.available - bindparam("p_amount", type_=BigInteger),
-        held=CreditAccount.held + bindparam("p_amount", type_=BigInteger),
+        available=CREDIT_ACCOUNTS.c.available - bindparam("p_amount", type_=BigInteger),
+        held=CREDIT_ACCOUNTS.c.held + bindparam("p_amount", type_=BigInteger),
         updated_at=bindparam("p_now"),
     )
 )
 _SETTLE_HOLD = (
     update(CREDIT_HOLDS)
-    .where(CreditHold.job_id == bindparam("p_job_id"), CreditHold.status == "held")
+    .where(CREDIT_HOLDS.c.job_id == bindparam("p_job_id"), CREDIT_HOLDS.c.status == "held")
     .values(
         status=bindparam("p_status"),
         captured=case(
-            (CreditHold.amount < bindparam("p_charge", type_=BigInteger), CreditHold.amount),
+            (
+                CREDIT_HOLDS.c.amount < bindparam("p_charge", type_=BigInteger),
+                CREDIT_HOLDS.c.amount,
+            ),
             else_=bindparam("p_charge", type_=BigInteger),
         ),
         settled_at=bindparam("p_now"),
     )
-    .returning(CreditHold.workspace_id, CreditHold.amount)
+    .returning(CREDIT_HOLDS.c.workspace_id, CREDIT_HOLDS.c.amount)
 )
 _SETTLE_ACCOUNT = (
     update(CREDIT_ACCOUNTS)
-    .where(CreditAccount.workspace_id == bindparam("p_workspace_id"))
+    .where(CREDIT_ACCOUNTS.c.workspace_id == bindparam("p_workspace_id"))
     .values(
-        held=CreditAccount.held - bindparam("p_amount", type_=BigInteger),
-        available=CreditAccount.available + bindparam("p_back", type_=BigInteger),
+        held=CREDIT_ACCOUNTS.c.held - bindparam("p_amount", type_=BigInteger),
+        available=CREDIT_ACCOUNTS.c.available + bindparam("p_back", type_=BigInteger),
         updated_at=bindparam("p_now"),
     )
 )

@@ -24,7 +24,15 @@ from imagegate.catalog.pricing import Rates, estimate
 from imagegate.errors import Conflict, InvalidParameter, NotFound, PermissionDenied
 from imagegate.services.keys import Principal
 from imagegate.store.db import Database
-from imagegate.store.tables import AuditEvent, Member, Workspace, WorkspaceModel, utcnow
+from imagegate.store.tables import (
+    WORKSPACE_MODELS,
+    WORKSPACES,
+    AuditEvent,
+    Member,
+    Workspace,
+    WorkspaceModel,
+    utcnow,
+)
 
 BILLING_MODES = ("prepaid", "flat", "invoiced")
 REGION_POLICIES = ("any", "eu_only")
@@ -113,22 +121,24 @@ class Governance:
     margin_percent: int
 
 
-# Read on every submit: built once (building and keying it costs about as much as running it).
+# Read on every submit: built once (building and keying it costs about as much as running it),
+# on the tables, so its rows are plain rows (no ORM loading).
+_WS, _WM = WORKSPACES.c, WORKSPACE_MODELS.c
 _GOVERNANCE = (
     select(
-        Workspace.default_model,
-        Workspace.image_generation_enabled,
-        Workspace.billing_mode,
-        Workspace.region_policy,
-        Workspace.margin_percent,
-        WorkspaceModel.model,
+        _WS.default_model,
+        _WS.image_generation_enabled,
+        _WS.billing_mode,
+        _WS.region_policy,
+        _WS.margin_percent,
+        _WM.model,
     )
-    .select_from(Workspace)
+    .select_from(WORKSPACES)
     .outerjoin(
-        WorkspaceModel,
-        (WorkspaceModel.workspace_id == Workspace.id) & WorkspaceModel.enabled.is_(True),
+        WORKSPACE_MODELS,
+        (_WM.workspace_id == _WS.id) & _WM.enabled.is_(True),
     )
-    .where(Workspace.id == bindparam("p_workspace_id"))
+    .where(_WS.id == bindparam("p_workspace_id"))
 )
 
 
