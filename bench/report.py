@@ -25,7 +25,10 @@ SQLite (model `bench-image` from `bench/catalog/`, served by the real OpenAI ada
 through `IMAGEGATE_OPENAI_BASE_URL`) and the LiteLLM proxy, drives each with `wrk`
 (`bench/wrk/*.lua`), prints the table and rewrites this page. `bash bench/run.sh --quick`
 does shorter runs and 500 jobs; `--skip E,F`, `--databases sqlite` and `--seconds N` narrow
-it down. CI never runs it; pytest does not collect it.
+it down (a run that skips a scenario leaves this page alone unless `--write-docs PATH` is
+given). `.venv/bin/python bench/units.py --database postgres` measures, in-process, the CPU
+of the two write transactions every image makes. CI never runs these; pytest does not
+collect them.
 
 Scenarios:
 

@@ -509,7 +509,7 @@ def machine() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="imagegate benchmarks (bench/README.md)")
+    parser = argparse.ArgumentParser(description="imagegate benchmarks (docs/benchmarks.md)")
     parser.add_argument("--seconds", type=float, default=8, help="duration of each B/C/F run")
     parser.add_argument("--floor-seconds", type=float, default=5, help="duration of each A run")
     parser.add_argument("--d-seconds", type=float, default=15, help="duration of scenario D")

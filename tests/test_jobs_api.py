@@ -86,6 +86,8 @@ async def test_a_failed_job_releases_its_hold(settings: Settings) -> None:
         balance = await credits(client)
         assert (balance["available"], balance["held"]) == (10, 0)
         assert kinds(balance["entries"]) == ["grant", "hold", "release"]
+        release = next(e for e in balance["entries"] if e["kind"] == "release")
+        assert (release["amount"], release["job_id"], release["note"]) == (2, job["id"], "failed")
 
 
 async def test_transient_failures_then_success_capture_once(settings: Settings) -> None:
