@@ -47,13 +47,13 @@ async def claim(db: Database, job_id: str, owner: str, lease_seconds: float) -> 
         result = await session.execute(
             update(JOBS)
             .where(
-                Job.id == job_id,
-                Job.status == QUEUED,
-                (Job.not_before.is_(None)) | (Job.not_before <= now),
+                JOBS.c.id == job_id,
+                JOBS.c.status == QUEUED,
+                (JOBS.c.not_before.is_(None)) | (JOBS.c.not_before <= now),
             )
             .values(
                 status=RUNNING,
-                attempt=Job.attempt + 1,
+                attempt=JOBS.c.attempt + 1,
                 lease_owner=owner,
                 lease_expires_at=now + timedelta(seconds=lease_seconds),
                 started_at=now,
@@ -143,7 +143,7 @@ async def succeed(
         if captured != charged:  # the ledger is the truth
             charged = captured
             await session.execute(
-                update(JOBS).where(Job.id == job.id).values(charged_amount=charged)
+                update(JOBS).where(JOBS.c.id == job.id).values(charged_amount=charged)
             )
     else:
         await billing.record_usage(
@@ -215,7 +215,9 @@ async def cancel(session: AsyncSession, workspace_id: str, job_id: str) -> tuple
     result = await session.execute(
         update(JOBS)
         .where(
-            Job.id == job_id, Job.workspace_id == workspace_id, Job.status.in_((QUEUED, RUNNING))
+            JOBS.c.id == job_id,
+            JOBS.c.workspace_id == workspace_id,
+            JOBS.c.status.in_((QUEUED, RUNNING)),
         )
         .values(
             status=CANCELED,
@@ -258,7 +260,7 @@ async def recover_expired_leases(db: Database) -> list[str]:
                 }
             result = await session.execute(
                 update(JOBS)
-                .where(Job.id == job_id, Job.status == RUNNING, Job.attempt == attempt)
+                .where(JOBS.c.id == job_id, JOBS.c.status == RUNNING, JOBS.c.attempt == attempt)
                 .values(lease_owner=None, lease_expires_at=None, **values)
             )
             if result.rowcount != 1:  # type: ignore[attr-defined]
@@ -284,7 +286,7 @@ async def expire_stale(db: Database, queued_ttl_seconds: float) -> list[str]:
         for job_id in ids:
             result = await session.execute(
                 update(JOBS)
-                .where(Job.id == job_id, Job.status == QUEUED)
+                .where(JOBS.c.id == job_id, JOBS.c.status == QUEUED)
                 .values(
                     status=EXPIRED,
                     finished_at=utcnow(),
