@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import timedelta
 
@@ -19,6 +18,7 @@ from imagegate.services.webhooks import WebhookSender
 from imagegate.store.db import Database
 from imagegate.worker.dispatcher import EmbeddedDispatcher
 from imagegate.worker.runner import JobRunner
+from imagegate.worker.tasks import cancel_and_wait
 
 log = logging.getLogger("imagegate")
 
@@ -136,11 +136,8 @@ class Gateway:
             self._maintenance = asyncio.create_task(self._maintain())
 
     async def stop_maintenance(self) -> None:
-        if self._maintenance is not None:
-            self._maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
-            self._maintenance = None
+        await cancel_and_wait(self._maintenance)
+        self._maintenance = None
 
     async def _maintain(self) -> None:
         while True:

@@ -7,13 +7,13 @@ It only decides *when* a job id is handed to the runner; the job's lifecycle liv
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from imagegate.services import idempotency, jobs
 from imagegate.services.webhooks import WebhookSender
 from imagegate.store.db import Database
 from imagegate.worker.runner import JobRunner
+from imagegate.worker.tasks import cancel_and_wait
 
 log = logging.getLogger("imagegate.dispatcher")
 
@@ -98,12 +98,7 @@ class EmbeddedDispatcher:
             self._tasks.append(asyncio.create_task(self._deliver_webhooks()))
 
     async def stop(self) -> None:
-        running = list(self._running.values())
-        for task in [*self._tasks, *running]:
-            task.cancel()
-        for task in [*self._tasks, *running]:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks, *self._running.values())
         self._tasks = []
         await self.runner.stop()
         if self.webhooks is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import hashlib
 import io
@@ -40,6 +39,7 @@ from imagegate.services import files as file_service
 from imagegate.services import jobs, workspace
 from imagegate.store.db import Database
 from imagegate.store.tables import File, Job, utcnow
+from imagegate.worker.tasks import cancel_and_wait
 
 log = logging.getLogger("imagegate.worker")
 
@@ -161,11 +161,8 @@ class JobRunner:
 
     async def stop(self) -> None:
         """Stop the lease renewals (the dispatcher stops the attempts)."""
-        if self._heartbeat_task is not None:
-            self._heartbeat_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat_task
-            self._heartbeat_task = None
+        await cancel_and_wait(self._heartbeat_task)
+        self._heartbeat_task = None
 
     async def _heartbeat(self) -> None:
         """Renew every lease this process holds with one statement, every third of a lease.
