@@ -209,7 +209,8 @@ def fresh_postgres_db() -> str:
     return f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{PG_DB}"
 
 
-def start_gateway(kind: str, workers: int) -> Server:
+def start_gateway(kind: str, workers: int, processes: int = 1) -> Server:
+    """The gateway on ``kind``'s database, serving with ``processes`` server processes."""
     data_dir = OUT / f"data-{kind}"
     shutil.rmtree(data_dir, ignore_errors=True)
     env = {
@@ -225,7 +226,9 @@ def start_gateway(kind: str, workers: int) -> Server:
     if kind == "postgres":
         env["IMAGEGATE_DATABASE_URL"] = fresh_postgres_db()
     argv = [str(VENV_BIN / "imagegate"), "serve", "--port", str(PORTS[kind])]
-    server = start(f"gateway-{kind}", PORTS[kind], argv, env)
+    argv += ["--workers", str(processes)]
+    name = f"gateway-{kind}" if processes == 1 else f"gateway-{kind}-{processes}proc"
+    server = start(name, PORTS[kind], argv, env)
     server.key = first_key(server.log)
     call(server, "PATCH", "/v1/admin/image-models/bench-image", {"enabled": True})
     # Prepaid, as a new workspace is: every image takes the hold -> capture path.
@@ -518,6 +521,11 @@ def main() -> None:
     parser.add_argument("--e-budget", type=float, default=600, help="E: longest submit/poll phase")
     parser.add_argument("--databases", default="postgres,sqlite", help="gateways to run")
     parser.add_argument("--concurrency", default="1,16,64", help="B/C/F concurrency levels")
+    parser.add_argument(
+        "--processes",
+        default="2",
+        help="B again with the gateway serving from this many processes (empty: none)",
+    )
     parser.add_argument("--skip", default="", help="scenarios to leave out, e.g. E,F")
     parser.add_argument("--quick", action="store_true", help="short runs, 500 jobs")
     parser.add_argument(
@@ -585,6 +593,17 @@ def main() -> None:
                 set_latency(0)
             stop(gateway)
             servers.remove(gateway)
+            for processes in [int(p) for p in args.processes.split(",") if p]:
+                if "B" in skip:
+                    break
+                gateway = start_gateway(kind, workers=512, processes=processes)
+                servers.append(gateway)
+                warm(gateway, "/v1/images/generations", B64_BODY)
+                for c in levels:
+                    path = "/v1/images/generations"
+                    rows.append(load_row(wrk_bin, "B", gateway, path, B64_BODY, c, args.seconds))
+                stop(gateway)
+                servers.remove(gateway)
             if "E" not in skip:
                 gateway = start_gateway(kind, workers=args.e_workers)
                 servers.append(gateway)

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -25,8 +27,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def server(tmp_path: Path, database_url: str) -> Iterator[tuple[str, str]]:
+@contextmanager
+def _serving(tmp_path: Path, database_url: str, *args: str) -> Iterator[tuple[str, str, str]]:
+    """``imagegate serve *args`` on a free port: its base URL, first admin key and log."""
     port = _free_port()
     env = {
         **os.environ,
@@ -37,7 +40,7 @@ def server(tmp_path: Path, database_url: str) -> Iterator[tuple[str, str]]:
     log = tmp_path / "server.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "imagegate", "serve"],
+            [sys.executable, "-m", "imagegate", "serve", *args],
             env=env,
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -54,10 +57,29 @@ def server(tmp_path: Path, database_url: str) -> Iterator[tuple[str, str]]:
             assert process.poll() is None, log.read_text()
         match = re.search(r"\b(ig_[A-Za-z0-9_-]{40})(?![A-Za-z0-9_-])", log.read_text())
         assert match, log.read_text()
-        yield base, match.group(1)
+        yield base, match.group(1), str(process.pid)
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+@pytest.fixture
+def server(tmp_path: Path, database_url: str) -> Iterator[tuple[str, str]]:
+    with _serving(tmp_path, database_url) as (base, key, _):
+        yield base, key
+
+
+def _children(pid: str) -> list[str]:
+    """Process ids whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == pid:
+            found.append(stat.parent.name)
+    return found
 
 
 def test_openai_sdk_lists_models_and_generates(server: tuple[str, str]) -> None:
@@ -119,3 +141,40 @@ def test_openai_sdk_edits_an_image(server: tuple[str, str]) -> None:
     assert edited.data is not None
     image = Image.open(io.BytesIO(base64.b64decode(edited.data[0].b64_json or "")))
     assert (image.format, image.size) == ("PNG", (1024, 1024))
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_several_server_processes_share_the_port(tmp_path: Path, database_url: str) -> None:
+    with _serving(tmp_path, database_url, "--workers", "2") as (base, key, pid):
+        log = (tmp_path / "server.log").read_text()
+        assert len(set(re.findall(r"\big_[A-Za-z0-9_-]{40}\b", log))) == 1  # one first key
+        assert len(_children(pid)) >= 2
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key=key)
+
+        def generate(index: int) -> tuple[str, int]:
+            result = client.images.generate(
+                prompt=f"a lighthouse {index}", size="256x256", response_format="b64_json"
+            )
+            assert result.data is not None
+            image = Image.open(io.BytesIO(base64.b64decode(result.data[0].b64_json or "")))
+            return image.format or "", image.size[0]
+
+        with ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(generate, range(16))) == [("PNG", 256)] * 16
+
+        # An async job is queued by one process and may be run by either.
+        headers = {"Authorization": f"Bearer {key}"}
+        submitted = httpx.post(
+            f"{base}/v1/jobs/mock-image", json={"prompt": "p", "size": "256x256"}, headers=headers
+        )
+        assert submitted.status_code == 202, submitted.text
+        job_url = f"{base}/v1/jobs/{submitted.json()['job_id']}"
+        deadline = time.monotonic() + 30
+        job = httpx.get(job_url, headers=headers).json()
+        while job["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.1)
+            job = httpx.get(job_url, headers=headers).json()
+        assert job["status"] == "succeeded", job
+        history = httpx.get(f"{base}/v1/jobs", params={"limit": 100}, headers=headers).json()
+        assert len(history["data"]) == 17

@@ -13,6 +13,7 @@ from imagegate.config import Settings
 from imagegate.errors import ContentPolicyViolation
 from imagegate.providers import FakeProvider, ProviderRequest, ProviderResult
 from imagegate.providers.registry import ProviderRegistry
+from imagegate.services.webhooks import WebhookSender
 from tests.billing_support import grant, running_gateway
 from tests.fakes.webhook_receiver import webhook_receiver
 from tests.helpers import assert_error
@@ -121,3 +122,33 @@ async def test_the_secret_is_admin_only_and_rotates(settings: Settings) -> None:
         rotated = (await client.post("/v1/webhooks/secret/rotate")).json()["secret"]
         assert rotated != first
         assert (await client.get("/v1/webhooks/secret")).json()["secret"] == rotated
+
+
+async def test_two_server_processes_send_an_event_once(settings: Settings) -> None:
+    """Every server process delivers webhooks; a due delivery is claimed before it is sent,
+    so two senders racing over the same database send each event once."""
+    settings.webhooks_allow_loopback = True
+    with webhook_receiver() as receiver:
+        async with running_gateway(settings, run_workers=False) as (client, gateway):
+            accepted = await client.post(
+                "/v1/jobs/mock-image",
+                json={"prompt": "p", "size": "256x256", "webhook_url": receiver.url},
+            )
+            assert accepted.status_code == 202, accepted.text
+            job_id = accepted.json()["job_id"]
+            assert await gateway.runner.run(job_id)
+            senders = [
+                WebhookSender(gateway.db, retry_base_seconds=1, allow_loopback=True)
+                for _ in range(2)
+            ]
+            try:
+                sent = await asyncio.gather(*(sender.deliver_due() for sender in senders))
+                assert sorted(sent) == [0, 1]
+                assert len(receiver.received) == 1
+                # Delivered, so nothing is due any more for either of them.
+                assert [await sender.deliver_due() for sender in senders] == [0, 0]
+            finally:
+                for sender in senders:
+                    await sender.close()
+            log = await _settled_log(client, job_id)
+            assert [(d["status"], d["attempts"]) for d in log] == [("delivered", 1)]

@@ -80,27 +80,49 @@ def _fail(response: httpx.Response) -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Server processes sharing the port (IMAGEGATE_WORKERS)."),
+    ] = None,
 ) -> None:
     """Run the gateway (migrates the database and creates the first admin key on first start)."""
     import uvicorn
 
-    from imagegate.app import create_app
+    from imagegate.app import announce_first_key, create_app
+    from imagegate.gateway import prepare
 
     overrides: dict[str, Any] = {}
     if host is not None:
         overrides["host"] = host
     if port is not None:
         overrides["port"] = port
+    if workers is not None:
+        overrides["workers"] = workers
     settings = Settings(**overrides)
     address = f"http://{settings.host}:{settings.port}"
-    console.print(f"imagegate listening on {address} (data in {settings.data_dir})")
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        proxy_headers=True,
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "proxy_headers": True,
+    }
+    if settings.workers == 1:
+        console.print(f"imagegate listening on {address} (data in {settings.data_dir})")
+        uvicorn.run(create_app(settings), **options)
+        return
+    # Several processes: migrate and create the first key once, here, before any of them
+    # starts (two first starts racing would create two workspaces). Each process builds its
+    # app from the environment, so the options given here travel there.
+    first_key = _run(prepare(settings))
+    if first_key is not None:
+        announce_first_key(first_key)
+    for name, value in overrides.items():
+        os.environ[f"IMAGEGATE_{name.upper()}"] = str(value)
+    console.print(
+        f"imagegate listening on {address} with {settings.workers} processes "
+        f"(data in {settings.data_dir})"
     )
+    uvicorn.run("imagegate.app:create_app", factory=True, workers=settings.workers, **options)
 
 
 def _output_paths(output: Path | None, job_id: str, count: int, extension: str) -> list[Path]:

@@ -37,6 +37,14 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = 8000
+    workers: int = Field(
+        default=1,
+        ge=1,
+        description=(
+            "Server processes sharing the port (`imagegate serve`). Each runs its own workers "
+            "and connection pool; jobs are leased through the database."
+        ),
+    )
     public_url: str | None = Field(
         default=None, description="Base URL used in signed links; default http://host:port."
     )

@@ -23,6 +23,14 @@ from imagegate.worker.tasks import cancel_and_wait
 log = logging.getLogger("imagegate")
 
 
+async def prepare(settings: Settings) -> str | None:
+    """Migrate and bootstrap without serving; the first admin key if this created it."""
+    gateway = Gateway(settings, run_workers=False)
+    await gateway.start()
+    await gateway.stop()
+    return gateway.first_admin_key
+
+
 class Gateway:
     """Everything a request needs; ``start()`` migrates, bootstraps and starts workers."""
 

@@ -36,6 +36,8 @@ MAX_ATTEMPTS = 8
 # Delays before each retry, as multiples of the configured base (5 s by default):
 # 5 s, 30 s, 2.5 min, 10 min, 30 min, 1 h, 2 h.
 SCHEDULE = (1, 6, 30, 120, 360, 720, 1440)
+# How long past its timeout an attempt keeps its claim on a delivery.
+CLAIM_MARGIN_SECONDS = 30.0
 
 
 def _address_allowed(address: str, allow_loopback: bool) -> bool:
@@ -200,9 +202,35 @@ class WebhookSender:
                     )
                 ).scalars()
             )
+        attempted = 0
         for delivery in due:
-            await self._attempt(delivery)
-        return len(due)
+            if await self._claim(delivery):
+                await self._attempt(delivery)
+                attempted += 1
+        return attempted
+
+    async def _claim(self, delivery: WebhookDelivery) -> bool:
+        """Take ``delivery`` for one attempt; False if another process took it first.
+
+        Every server process delivers: the claim moves the next attempt past this one's
+        timeout, so no other process sends the same event meanwhile, and a process that
+        dies mid-attempt leaves the delivery to be tried again after that.
+        """
+        now = utcnow()
+        until = now + timedelta(seconds=self.timeout + CLAIM_MARGIN_SECONDS)
+        async with self.db.session() as session:
+            result = await session.execute(
+                update(WebhookDelivery)
+                .where(
+                    WebhookDelivery.id == delivery.id,
+                    WebhookDelivery.status == "pending",
+                    WebhookDelivery.attempts == delivery.attempts,
+                    WebhookDelivery.next_attempt_at <= now,
+                )
+                .values(next_attempt_at=until)
+                .execution_options(synchronize_session=False)
+            )
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
     async def _attempt(self, delivery: WebhookDelivery) -> None:
         async with self.db.session() as session:
