@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -81,6 +82,40 @@ async def test_a_failed_stream_leaves_no_blob(store: BlobStore) -> None:
         await store.put_stream("broken.bin", broken(), "application/octet-stream")
     with pytest.raises(BlobNotFound):
         await store.read("broken.bin")
+
+
+async def test_local_blobs_are_on_disk_before_put_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file's data is flushed before the rename, and the rename before put returns."""
+    events: list[str] = []
+
+    def recording(real, kind):  # type: ignore[no-untyped-def]
+        def sync(fd: int) -> None:
+            events.append("directory" if stat.S_ISDIR(os.fstat(fd).st_mode) else kind)
+            real(fd)
+
+        return sync
+
+    real_replace = os.replace
+
+    def replace(src: object, dst: object) -> None:
+        events.append("rename")
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "fsync", recording(os.fsync, "file"))
+    if hasattr(os, "fdatasync"):
+        monkeypatch.setattr(os, "fdatasync", recording(os.fdatasync, "file"))
+    monkeypatch.setattr(os, "replace", replace)
+    store = LocalBlobStore(tmp_path / "blobs")
+    data = secrets.token_bytes(300_000)
+    await store.put("a/one.png", data, "image/png")
+    assert events == ["file", "rename", "directory"]
+    events.clear()
+    await store.put_stream("a/two.png", chunks_of(data, 70_000), "image/png")
+    assert events == ["file", "rename", "directory"]
+    assert await store.read("a/one.png") == await store.read("a/two.png") == data
+    assert sorted(p.name for p in (tmp_path / "blobs" / "a").iterdir()) == ["one.png", "two.png"]
 
 
 async def test_local_keys_cannot_escape_the_directory(tmp_path: Path) -> None:
