@@ -34,6 +34,9 @@ Scenarios:
 
 - **A** the floor: wrk straight to the fake upstream.
 - **B** `POST /v1/images/generations`, `response_format: b64_json`, through the gateway.
+  The gateway serves from one process (as LiteLLM does), then again from two
+  (`imagegate serve --workers 2`, rows `gateway-…-2proc`; `--processes` sets the counts,
+  empty for none).
 - **C** the same with `response_format: url` (a signed link to the stored output).
 - **D** upstream latency 2 s, 256 connections: every request must be held and answered.
 - **E** async jobs: submit N jobs (`POST /v1/jobs/bench-image`) with a 30 s upstream, then
