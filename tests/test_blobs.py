@@ -87,12 +87,14 @@ async def test_a_failed_stream_leaves_no_blob(store: BlobStore) -> None:
 async def test_local_blobs_are_on_disk_before_put_returns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The file's data is flushed before the rename, and the rename before put returns."""
-    events: list[str] = []
+    """The file's data is flushed before the rename; the rename, and every directory
+    created for the blob, before put returns."""
+    events: list[object] = []
 
     def recording(real, kind):  # type: ignore[no-untyped-def]
         def sync(fd: int) -> None:
-            events.append("directory" if stat.S_ISDIR(os.fstat(fd).st_mode) else kind)
+            found = os.fstat(fd)
+            events.append(found.st_ino if stat.S_ISDIR(found.st_mode) else kind)
             real(fd)
 
         return sync
@@ -107,15 +109,18 @@ async def test_local_blobs_are_on_disk_before_put_returns(
     if hasattr(os, "fdatasync"):
         monkeypatch.setattr(os, "fdatasync", recording(os.fdatasync, "file"))
     monkeypatch.setattr(os, "replace", replace)
-    store = LocalBlobStore(tmp_path / "blobs")
+    root = tmp_path / "blobs"
+    store = LocalBlobStore(root)
     data = secrets.token_bytes(300_000)
-    await store.put("a/one.png", data, "image/png")
-    assert events == ["file", "rename", "directory"]
+    await store.put("a/b/one.png", data, "image/png")
+    inode = {name: (root / name).stat().st_ino for name in ("", "a", "a/b")}
+    # a/b gets the file, a gets b, the root gets a.
+    assert events == ["file", "rename", inode["a/b"], inode["a"], inode[""]]
     events.clear()
-    await store.put_stream("a/two.png", chunks_of(data, 70_000), "image/png")
-    assert events == ["file", "rename", "directory"]
-    assert await store.read("a/one.png") == await store.read("a/two.png") == data
-    assert sorted(p.name for p in (tmp_path / "blobs" / "a").iterdir()) == ["one.png", "two.png"]
+    await store.put_stream("a/b/two.png", chunks_of(data, 70_000), "image/png")
+    assert events == ["file", "rename", inode["a/b"]]
+    assert await store.read("a/b/one.png") == await store.read("a/b/two.png") == data
+    assert sorted(p.name for p in (root / "a" / "b").iterdir()) == ["one.png", "two.png"]
 
 
 async def test_local_keys_cannot_escape_the_directory(tmp_path: Path) -> None:
