@@ -1,11 +1,12 @@
 """Blobs as files under a directory, written atomically and durably.
 
 A blob is written to a temp file, flushed to disk, renamed into place and its directory
-flushed (with the parents of directories created for it), all before ``put`` returns: a job recorded as succeeded never points at a blob
-that a crash lost or truncated. The flushed pages are then dropped from the page cache:
-images are written once and mostly read never or once, and keeping them would push out
-pages the database and the gateway use (on a fresh virtual machine, filling the page
-cache with new pages also costs several times the write itself).
+flushed (with the parents of directories created for it), all before ``put`` returns: a
+job recorded as succeeded never points at a blob that a crash lost or truncated. The
+flushed pages are then dropped from the page cache: images are written once and mostly
+read never or once, and keeping them would push out pages the database and the gateway
+use (on a fresh virtual machine, filling the page cache with new pages also costs several
+times the write itself).
 """
 
 from __future__ import annotations
