@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,3 +56,16 @@ def test_generate_needs_a_key_with_url(local_data: Path) -> None:
     result = CliRunner().invoke(app, ["generate", "p", "--url", "http://127.0.0.1:9"])
     assert result.exit_code == 2
     assert "--key" in result.output
+
+
+def test_a_bad_setting_is_named_not_a_traceback(tmp_path: Path) -> None:
+    env = {**os.environ, "IMAGEGATE_DATA_DIR": str(tmp_path), "IMAGEGATE_WORKERS": "0"}
+    env["IMAGEGATE_PORT"] = "eighty"
+    done = subprocess.run(
+        [sys.executable, "-m", "imagegate", "serve"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    message = " ".join(done.stderr.split())  # Rich wraps long lines
+    assert "Invalid IMAGEGATE_WORKERS: Input should be greater than or equal to 1" in message
+    assert "Invalid IMAGEGATE_PORT" in message and "'eighty'" in message
+    assert "Traceback" not in done.stderr

@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 import httpx
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -474,4 +475,14 @@ def rotate_signing_key() -> None:
 
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    app()
+    try:
+        app()
+    except ValidationError as exc:
+        if exc.title != Settings.__name__:
+            raise
+        # A bad IMAGEGATE_* variable: say which, and what it must be, not a traceback.
+        for error in exc.errors():
+            name = "_".join(str(part) for part in error["loc"]).upper()
+            where = f"IMAGEGATE_{name}" if name else "the settings"
+            console.print(f"[red]Invalid {where}[/red]: {error['msg']} (got {error['input']!r})")
+        raise SystemExit(2) from None
