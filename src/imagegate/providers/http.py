@@ -32,6 +32,7 @@ from tenacity import (
 )
 
 from imagegate.errors import ImagegateError, TransientUpstreamError, UpstreamError
+from imagegate.providers.transport import AiohttpTransport
 
 log = logging.getLogger("imagegate.providers")
 
@@ -269,11 +270,14 @@ class UpstreamHTTP:
         # A pooled client belongs to one event loop; a CLI run or a test may bring another.
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
-            # The runner's per-provider limit bounds concurrent calls; httpx's default pool of
-            # 100 would queue a slow upstream's calls behind it (and keep only 20 alive).
+            # The runner's per-provider limit bounds concurrent calls: the aiohttp transport has
+            # no pool limit, and neither have the httpx transports of proxies from the
+            # environment (httpx's default pool of 100 would queue a slow upstream's calls).
             limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
             self._client = httpx.AsyncClient(
-                transport=self._transport, follow_redirects=True, limits=limits
+                transport=self._transport or AiohttpTransport(),
+                follow_redirects=True,
+                limits=limits,
             )
             self._loop = loop
         return self._client
