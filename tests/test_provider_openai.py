@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 from collections.abc import Iterator
 
@@ -134,6 +135,20 @@ async def test_dalle_asks_for_base64_and_passes_style(
     assert body["response_format"] == "b64_json"
     assert body["style"] == "natural"
     assert (job["outputs"][0]["width"], job["outputs"][0]["height"]) == (1792, 1024)
+
+
+async def test_base64_with_line_breaks_is_decoded_and_answered_canonical(
+    settings: Settings, openai: FakeOpenAI
+) -> None:
+    openai.b64_with_line_breaks = True
+    async with harness(settings, [GPT_IMAGE], openai.settings(), run_workers=True) as h:
+        response = await h.client.post(
+            "/v1/images/generations", json={"model": "gpt-image", "prompt": "p"}
+        )
+    assert response.status_code == 200, response.text
+    [item] = response.json()["data"]
+    assert "\n" not in item["b64_json"]
+    assert base64.b64decode(item["b64_json"], validate=True) == png(1024, 1024, colour=(0, 80, 160))
 
 
 async def test_url_results_are_downloaded_at_once(settings: Settings, openai: FakeOpenAI) -> None:

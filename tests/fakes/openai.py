@@ -38,6 +38,8 @@ def invalid_param(param: str, message: str) -> dict[str, Any]:
 
 class FakeOpenAI(FakeUpstream):
     answer_with_urls = False
+    # base64 in lines of 76 characters, as MIME writes it (some upstreams do)
+    b64_with_line_breaks = False
 
     def routes(self) -> list[Route]:
         return [
@@ -73,7 +75,11 @@ class FakeOpenAI(FakeUpstream):
             else:
                 data.append(
                     {
-                        "b64_json": base64.b64encode(image).decode(),
+                        "b64_json": (
+                            base64.encodebytes(image)
+                            if self.b64_with_line_breaks
+                            else base64.b64encode(image)
+                        ).decode(),
                         "revised_prompt": f"revised: {fields['prompt']}",
                     }
                 )

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import pybase64
 
 from imagegate.config import Settings
 from imagegate.errors import ContentPolicyViolation, InvalidParameter
@@ -22,6 +21,7 @@ from imagegate.providers.http import (
     RetryPolicy,
     Sleep,
     UpstreamHTTP,
+    decode_b64,
     sniff_content_type,
 )
 
@@ -88,8 +88,7 @@ class HTTPAdapter:
     ) -> GeneratedImage:
         """Download (or decode) one output right away and describe it."""
         if is_b64:
-            # SIMD base64: a 1.7 MB image decodes in a quarter of the stdlib's time.
-            data = pybase64.b64decode(url_or_b64)
+            data = decode_b64(url_or_b64)
             self.http.check_size(len(data))
             content_type = sniff_content_type(data, "image/png")
             # Canonical (no line breaks or other skipped characters) when the lengths agree.
