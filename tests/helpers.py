@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import base64
+import copy
 import io
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
+from fastapi.routing import APIRoute
 from PIL import Image
+from starlette.routing import BaseRoute
 
 
 def decode_image(b64: str) -> Image.Image:
@@ -39,3 +43,23 @@ async def enable_models(gateway: Any, *slugs: str) -> None:
         workspace = (await session.execute(select(Workspace).limit(1))).scalar_one()
         for slug in slugs:
             session.add(WorkspaceModel(workspace_id=workspace.id, model=slug, enabled=True))
+
+
+def api_routes(routes: Sequence[BaseRoute], prefix: str = "") -> list[APIRoute]:
+    """Every API route of an app, with its full path.
+
+    FastAPI keeps an included router as one entry of ``app.routes`` that wraps the
+    router (``original_router``), so the routes are looked for inside it.
+    """
+    found: list[APIRoute] = []
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            context = getattr(route, "include_context", None)
+            found += api_routes(inner.routes, prefix + getattr(context, "prefix", ""))
+        elif isinstance(route, APIRoute):
+            if prefix:
+                route = copy.copy(route)
+                route.path = prefix + route.path
+            found.append(route)
+    return found

@@ -13,7 +13,9 @@ from imagegate.gateway import Gateway
 from imagegate.services.keys import Principal, authenticate
 
 
-def get_gateway(request: Request) -> Gateway:
+async def get_gateway(request: Request) -> Gateway:
+    # async: FastAPI runs a plain ``def`` dependency in a worker thread, a thread hop (and
+    # a slot of anyio's pool of 40) on every request for one attribute read.
     gateway: Gateway = request.app.state.gateway
     return gateway
 
