@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from imagegate import __version__
+from imagegate.allocator import keep_large_buffers
 from imagegate.api import admin, credits, edits, errors, files, images, jobs, me, models, pricing
 from imagegate.api.limits import BodySizeLimit, RejectNul
 from imagegate.api.responses import JSONResponse
@@ -28,6 +29,12 @@ def announce_first_key(key: str) -> None:
         file=sys.stderr,
         flush=True,
     )
+
+
+def create_served_app() -> FastAPI:
+    """The app of one process of ``imagegate serve --workers N``, from the environment."""
+    keep_large_buffers()
+    return create_app()
 
 
 def create_app(settings: Settings | None = None, gateway: Gateway | None = None) -> FastAPI:

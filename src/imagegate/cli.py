@@ -89,6 +89,7 @@ def serve(
     """Run the gateway (migrates the database and creates the first admin key on first start)."""
     import uvicorn
 
+    from imagegate.allocator import keep_large_buffers
     from imagegate.app import announce_first_key, create_app
     from imagegate.gateway import prepare
 
@@ -109,6 +110,7 @@ def serve(
     }
     if settings.workers == 1:
         console.print(f"imagegate listening on {address} (data in {settings.data_dir})")
+        keep_large_buffers()
         uvicorn.run(create_app(settings), **options)
         return
     # Several processes: migrate and create the first key once, here, before any of them
@@ -123,7 +125,9 @@ def serve(
         f"imagegate listening on {address} with {settings.workers} processes "
         f"(data in {settings.data_dir})"
     )
-    uvicorn.run("imagegate.app:create_app", factory=True, workers=settings.workers, **options)
+    uvicorn.run(
+        "imagegate.app:create_served_app", factory=True, workers=settings.workers, **options
+    )
 
 
 def _output_paths(output: Path | None, job_id: str, count: int, extension: str) -> list[Path]:
