@@ -206,7 +206,7 @@ async def _refused_url() -> str:
 
 async def _silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     await read_request(reader)
-    await asyncio.sleep(5)
+    await reader.read()  # no answer; ends when the client gives up and hangs up
 
 
 async def _cut_mid_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -6,14 +6,13 @@ httpx reads a body through anyio 64 KB at a time, each read passing through half
 layers of Python and, over TLS, returning one 16 KB record; aiohttp's protocol parses in
 C and hands over whatever the socket or the TLS layer holds. For a 2.3 MB ``b64_json``
 answer that is about a third of the CPU of a fetch (docs/benchmarks.md). What one
-connection buffers while nobody reads it stays bounded by ``read_bufsize`` (aiohttp
+connection buffers while nobody reads it stays bounded by ``READ_BUFSIZE`` (aiohttp
 pauses the socket at twice that), so bodies waiting for a read slot wait in the kernel.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ssl
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
@@ -34,6 +33,10 @@ _ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
     (aiohttp.ClientConnectionError, httpx.NetworkError),
     (aiohttp.ClientError, httpx.TransportError),
 )
+
+KEEPALIVE_SECONDS = 5.0  # httpx's default for idle pooled connections
+# aiohttp's default; larger buffers bought no CPU and cost memory per waiting answer.
+READ_BUFSIZE = 2**16
 
 # aiohttp fills in these when a request lacks them; httpx's request says what is meant.
 _NO_DEFAULT_HEADERS = ("Accept", "Accept-Encoding", "Content-Type", "User-Agent")
@@ -70,30 +73,21 @@ class _Body(httpx.AsyncByteStream):
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """One aiohttp session, opened on first use in the running event loop."""
 
-    def __init__(
-        self,
-        *,
-        keepalive_s: float = 5.0,
-        read_bufsize: int = 2**16,
-        ssl_context: ssl.SSLContext | None = None,
-    ) -> None:
-        self.keepalive_s = keepalive_s
-        self.read_bufsize = read_bufsize
-        self.ssl_context = ssl_context
+    def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
             connector = aiohttp.TCPConnector(
                 limit=0,  # the runner's per-provider limit bounds calls, as with httpx
-                keepalive_timeout=self.keepalive_s,
-                ssl=self.ssl_context or httpx.create_ssl_context(),  # certifi, as httpx
+                keepalive_timeout=KEEPALIVE_SECONDS,
+                ssl=httpx.create_ssl_context(),  # certifi, as httpx
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 cookie_jar=aiohttp.DummyCookieJar(),  # httpx keeps the cookies
                 auto_decompress=False,  # httpx decodes Content-Encoding
-                read_bufsize=self.read_bufsize,
+                read_bufsize=READ_BUFSIZE,
                 skip_auto_headers=_NO_DEFAULT_HEADERS,
             )
         return self._session
