@@ -64,8 +64,8 @@ async def _units(gateway: Gateway, count: int) -> dict[str, float]:
     began = time.perf_counter()
     for index in range(count):
         start = time.process_time()
-        async with db.session() as session:
-            job = await generation.submit(session, principal, plan, BODY, "generate", lease=lease)
+        async with db.transaction() as tx:
+            job = await generation.submit(tx, principal, plan, BODY, "generate", lease=lease)
         middle = time.process_time()
         claim = jobs.Claim(job, attempt=1, lease_owner=lease.owner, checked=True)
         output = File(
@@ -82,9 +82,9 @@ async def _units(gateway: Gateway, count: int) -> dict[str, float]:
             sha256="0" * 64,
             blob_key=f"units/{index}",
         )
-        async with db.session() as session:
+        async with db.transaction() as tx:
             charged = await jobs.succeed(
-                session,
+                tx,
                 claim,
                 [output],
                 actual_cost=job.estimated_cost,

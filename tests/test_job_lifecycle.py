@@ -142,8 +142,9 @@ async def test_a_stale_attempt_cannot_write_its_result(tmp_path: Path, settings:
             assert not await jobs.note_provider_request(gateway.db, first, "mock", "late-id")
             async with gateway.db.session() as session:
                 assert not await jobs.fail(session, first, code="x", message="late")
+            async with gateway.db.transaction() as tx:
                 fenced = await jobs.succeed(
-                    session, first, [], actual_cost=0, result={}, provider_request_id=None
+                    tx, first, [], actual_cost=0, result={}, provider_request_id=None
                 )
                 assert fenced is None
             assert await jobs.renew_owned(gateway.db, "worker-b", 60) == {(job_id, 2)}

@@ -22,7 +22,7 @@ from imagegate.errors import InsufficientCredits
 from imagegate.ids import new_id
 from imagegate.services import billing
 from imagegate.services.bootstrap import bootstrap
-from imagegate.store.db import Database
+from imagegate.store.db import Database, insert_rows
 from imagegate.store.tables import CreditAccount, CreditHold, Job, Member, Workspace
 
 amounts = st.integers(min_value=1, max_value=50_000)
@@ -79,8 +79,9 @@ def test_ledger_invariants(tmp_path: Path, database_url: str) -> None:
 
             async def go() -> bool:
                 try:
-                    async with db.session() as session:
-                        session.add(
+                    async with db.transaction() as tx:
+                        await insert_rows(
+                            tx,
                             Job(
                                 id=job_id,
                                 workspace_id=workspace_id,
@@ -90,10 +91,9 @@ def test_ledger_invariants(tmp_path: Path, database_url: str) -> None:
                                 request={},
                                 params={},
                                 estimated_cost=amount,
-                            )
+                            ),
                         )
-                        await session.flush()
-                        await billing.hold(session, workspace_id, job_id, amount)
+                        await billing.hold(tx, workspace_id, job_id, amount)
                     return True
                 except InsufficientCredits:
                     return False
@@ -109,8 +109,8 @@ def test_ledger_invariants(tmp_path: Path, database_url: str) -> None:
         @rule(job_id=holds, actual=st.integers(min_value=0, max_value=60_000))
         def capture(self, job_id: str, actual: int) -> None:
             async def go() -> int:
-                async with db.session() as session:
-                    return await billing.capture(session, job_id, actual)
+                async with db.transaction() as tx:
+                    return await billing.capture(tx, job_id, actual)
 
             charged = run(go())
             held = self.model_held.pop(job_id, None)
@@ -124,8 +124,8 @@ def test_ledger_invariants(tmp_path: Path, database_url: str) -> None:
         @rule(job_id=holds)
         def release(self, job_id: str) -> None:
             async def go() -> int:
-                async with db.session() as session:
-                    return await billing.release(session, job_id, note="expired")
+                async with db.transaction() as tx:
+                    return await billing.release(tx, job_id, note="expired")
 
             released = run(go())
             held = self.model_held.pop(job_id, None)

@@ -30,6 +30,7 @@ from imagegate.store.tables import (
     LedgerEntry,
     utcnow,
 )
+from imagegate.store.tx import Tx
 
 
 def credits_text(millicredits: int) -> str:
@@ -190,17 +191,22 @@ SELECT amount, captured FROM hold
 )
 
 
-def _one_statement(session: AsyncSession) -> bool:
+_AVAILABLE = select(CREDIT_ACCOUNTS.c.available).where(
+    CREDIT_ACCOUNTS.c.workspace_id == bindparam("p_workspace_id")
+)
+
+
+def _one_statement(tx: Tx) -> bool:
     """Whether the database runs the hold and the settlement as one statement each."""
-    return session.bind is not None and session.bind.dialect.name == "postgresql"
+    return tx.dialect_name == "postgresql"
 
 
-async def hold(session: AsyncSession, workspace_id: str, job_id: str, amount: int) -> None:
+async def hold(tx: Tx, workspace_id: str, job_id: str, amount: int) -> None:
     """Reserve ``amount`` for a job, or raise 402 if it does not fit."""
     if amount <= 0:
         return
     now = utcnow()
-    if _one_statement(session):
+    if _one_statement(tx):
         params = {
             "workspace_id": workspace_id,
             "job_id": job_id,
@@ -208,21 +214,20 @@ async def hold(session: AsyncSession, workspace_id: str, job_id: str, amount: in
             "now": now,
             "entry_id": new_id("le"),
         }
-        held = (await session.execute(_HOLD_ONE_STATEMENT, params)).scalar_one() == 1
+        held = (await tx.execute(_HOLD_ONE_STATEMENT, params)).scalar_one() == 1
     else:
-        result = await session.execute(
+        result = await tx.execute(
             _HOLD, {"p_workspace_id": workspace_id, "p_amount": amount, "p_now": now}
         )
-        held = result.rowcount == 1  # type: ignore[attr-defined]
+        held = result.rowcount == 1
         if held:
             await insert_rows(
-                session,
+                tx,
                 CreditHold(job_id=job_id, workspace_id=workspace_id, amount=amount, status="held"),
                 _entry(workspace_id, "hold", amount, job_id=job_id),
             )
     if not held:
-        account = await session.get(CreditAccount, workspace_id)
-        available = account.available if account else 0
+        available = (await tx.execute(_AVAILABLE, {"p_workspace_id": workspace_id})).scalar() or 0
         raise InsufficientCredits(
             f"This generation needs {credits_text(amount)} credits; "
             f"{credits_text(available)} are available.",
@@ -231,14 +236,14 @@ async def hold(session: AsyncSession, workspace_id: str, job_id: str, amount: in
 
 
 async def _settle(
-    session: AsyncSession, job_id: str, status: str, charge: int, note: str | None = None
+    tx: Tx, job_id: str, status: str, charge: int, note: str | None = None
 ) -> tuple[int, int] | None:
     """Move the job's hold out of ``held``, give back what is not charged and write the
     ledger entries: (held amount, amount captured), or None if no hold was held.
 
     The hold moves in one conditional UPDATE: of two settlements racing, only one does."""
     now = utcnow()
-    if _one_statement(session):
+    if _one_statement(tx):
         params = {
             "job_id": job_id,
             "status": status,
@@ -248,15 +253,15 @@ async def _settle(
             "capture_id": new_id("le"),
             "release_id": new_id("le"),
         }
-        row = (await session.execute(_SETTLE_ONE_STATEMENT, params)).first()
+        row = (await tx.execute(_SETTLE_ONE_STATEMENT, params)).first()
         return None if row is None else (row.amount, row.captured)
     params = {"p_job_id": job_id, "p_status": status, "p_charge": charge, "p_now": now}
-    row = (await session.execute(_SETTLE_HOLD, params)).first()
+    row = (await tx.execute(_SETTLE_HOLD, params)).first()
     if row is None:
         return None
     workspace_id, amount = row
     charged = min(charge, amount)
-    await session.execute(
+    await tx.execute(
         _SETTLE_ACCOUNT,
         {
             "p_workspace_id": workspace_id,
@@ -270,30 +275,26 @@ async def _settle(
         entries.append(_entry(workspace_id, "capture", charged, job_id=job_id))
     if amount > charged:
         entries.append(_entry(workspace_id, "release", amount - charged, job_id=job_id, note=note))
-    await insert_rows(session, *entries)
+    await insert_rows(tx, *entries)
     return amount, charged
 
 
-async def capture(session: AsyncSession, job_id: str, actual: int) -> int:
+async def capture(tx: Tx, job_id: str, actual: int) -> int:
     """Charge the actual cost (never above the hold) and release the rest; the amount charged."""
-    settled = await _settle(session, job_id, "captured", actual)
+    settled = await _settle(tx, job_id, "captured", actual)
     return 0 if settled is None else settled[1]
 
 
-async def release(session: AsyncSession, job_id: str, note: str | None = None) -> int:
+async def release(tx: Tx, job_id: str, note: str | None = None) -> int:
     """Give the whole hold back (failure, expiry, cancel); the amount released."""
-    settled = await _settle(session, job_id, "released", 0, note)
+    settled = await _settle(tx, job_id, "released", 0, note)
     return 0 if settled is None else settled[0]
 
 
-async def record_usage(
-    session: AsyncSession, workspace_id: str, job_id: str, amount: int, policy: str
-) -> None:
+async def record_usage(tx: Tx, workspace_id: str, job_id: str, amount: int, policy: str) -> None:
     """Usage that is not charged (included in a flat plan, or invoiced later)."""
     if amount > 0:
-        await insert_rows(
-            session, _entry(workspace_id, "usage", amount, job_id=job_id, note=policy)
-        )
+        await insert_rows(tx, _entry(workspace_id, "usage", amount, job_id=job_id, note=policy))
 
 
 @dataclass(frozen=True, slots=True)

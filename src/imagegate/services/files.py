@@ -27,7 +27,8 @@ from imagegate.ids import new_id
 from imagegate.providers.base import InputImage
 from imagegate.services.keys import Principal
 from imagegate.store.db import Database
-from imagegate.store.tables import File, utcnow
+from imagegate.store.tables import FILES, File, utcnow
+from imagegate.store.tx import Tx
 
 log = logging.getLogger("imagegate.files")
 
@@ -351,7 +352,7 @@ def check_reference_ids(value: object, param: str = "reference_files") -> tuple[
 
 
 async def require_files(
-    session: AsyncSession,
+    tx: Tx,
     workspace_id: str,
     file_ids: Sequence[str],
     param: str = "reference_files",
@@ -361,9 +362,9 @@ async def require_files(
         return
     found = set(
         (
-            await session.execute(
-                select(File.id).where(
-                    File.workspace_id == workspace_id, File.id.in_(file_ids), _live()
+            await tx.execute(
+                select(FILES.c.id).where(
+                    FILES.c.workspace_id == workspace_id, FILES.c.id.in_(file_ids), _live()
                 )
             )
         ).scalars()

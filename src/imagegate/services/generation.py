@@ -12,7 +12,6 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagegate.catalog import Catalog, ModelSpec
 from imagegate.catalog.pricing import estimate
@@ -34,6 +33,7 @@ from imagegate.services.files import check_reference_ids
 from imagegate.services.keys import Principal
 from imagegate.store.db import Database, insert_rows
 from imagegate.store.tables import Job, utcnow
+from imagegate.store.tx import Tx
 
 # OpenAI Images API fields, and what each becomes.
 OPENAI_FIELDS = frozenset(
@@ -407,7 +407,7 @@ def plan_native(model: ModelSpec, body: dict[str, Any]) -> Plan:
 
 
 async def submit(
-    session: AsyncSession,
+    tx: Tx,
     principal: Principal,
     plan: Plan,
     request: dict[str, Any],
@@ -422,7 +422,7 @@ async def submit(
     With ``lease`` the job is inserted already claimed by that owner (attempt 1, running):
     the process that takes the request runs it at once, with no claim of its own.
     """
-    state = await workspace.governance(session, principal.workspace_id)  # cached per session
+    state = await workspace.governance(tx, principal.workspace_id)  # cached per transaction
     policy = workspace.charge_policy(state.billing_mode, plan.model)
     now = utcnow()
     job = Job(
@@ -446,9 +446,9 @@ async def submit(
         job.status, job.attempt, job.started_at = jobs.RUNNING, 1, now
         job.lease_owner = lease.owner
         job.lease_expires_at = now + timedelta(seconds=lease.seconds)
-    await insert_rows(session, job)
+    await insert_rows(tx, job)
     if policy == "charge":
-        await billing.hold(session, principal.workspace_id, job.id, plan.estimated_cost)
+        await billing.hold(tx, principal.workspace_id, job.id, plan.estimated_cost)
     return job
 
 
@@ -478,6 +478,44 @@ class Submission:
         return self.plan is None
 
 
+async def _submit_new(
+    tx: Tx,
+    catalog: Catalog,
+    principal: Principal,
+    *,
+    choice: dict[str, Any],
+    body: dict[str, Any],
+    planner: Planner,
+    action: str,
+    max_attempts: int,
+    webhook_url: str | None,
+    lease: Lease | None,
+) -> Submission:
+    """Choose the model, plan, check the files and submit, in ``tx``."""
+    chosen = await model_choice.choose_model(tx, catalog, principal, choice)
+    await model_choice.check_usable(tx, principal, chosen.model)
+    plan = planner(chosen.model, body)
+    if chosen.notices:
+        plan = dataclasses.replace(plan, notices=[*chosen.notices, *plan.notices])
+    await files.require_files(tx, principal.workspace_id, plan.reference_files)
+    if plan.mask_file is not None:
+        await files.require_files(tx, principal.workspace_id, [plan.mask_file], param="mask")
+    job = await submit(
+        tx,
+        principal,
+        plan,
+        body,
+        action,
+        max_attempts=max_attempts,
+        webhook_url=webhook_url,
+        lease=lease,
+    )
+    claim = None
+    if lease is not None:
+        claim = jobs.Claim(job, attempt=1, lease_owner=lease.owner, checked=True)
+    return Submission(job, plan, chosen, claim)
+
+
 async def create_job(
     db: Database,
     catalog: Catalog,
@@ -500,49 +538,42 @@ async def create_job(
     """
     request_hash = idempotency.fingerprint(endpoint, body) if idempotency_key else ""
     for _ in range(2):
+        existing: str | None = None
         try:
-            async with db.session() as session:
+            async with db.transaction() as tx:
                 if idempotency_key is not None:
                     existing = await idempotency.find(
-                        session, principal.member_id, idempotency_key, request_hash
+                        tx, principal.member_id, idempotency_key, request_hash
                     )
-                    if existing is not None:
-                        job = await jobs.get_job(session, principal.workspace_id, existing)
-                        assert job is not None
-                        return Submission(job)
-                chosen = await model_choice.choose_model(session, catalog, principal, choice)
-                await model_choice.check_usable(session, principal, chosen.model)
-                plan = planner(chosen.model, body)
-                if chosen.notices:
-                    plan = dataclasses.replace(plan, notices=[*chosen.notices, *plan.notices])
-                await files.require_files(session, principal.workspace_id, plan.reference_files)
-                if plan.mask_file is not None:
-                    await files.require_files(
-                        session, principal.workspace_id, [plan.mask_file], param="mask"
+                if existing is None:
+                    submission = await _submit_new(
+                        tx,
+                        catalog,
+                        principal,
+                        choice=choice,
+                        body=body,
+                        planner=planner,
+                        action=action,
+                        max_attempts=max_attempts,
+                        webhook_url=webhook_url,
+                        lease=lease,
                     )
-                job = await submit(
-                    session,
-                    principal,
-                    plan,
-                    body,
-                    action,
-                    max_attempts=max_attempts,
-                    webhook_url=webhook_url,
-                    lease=lease,
-                )
-                if idempotency_key is not None:
-                    await idempotency.record(
-                        session, principal.member_id, idempotency_key, request_hash, job.id
-                    )
-            claim = None
-            if lease is not None:
-                claim = jobs.Claim(job, attempt=1, lease_owner=lease.owner, checked=True)
-            return Submission(job, plan, chosen, claim)
+                    if idempotency_key is not None:
+                        await idempotency.record(
+                            tx, principal.member_id, idempotency_key, request_hash,
+                            submission.job.id,
+                        )  # fmt: skip
+                    return submission
         except IntegrityError:
             if idempotency_key is None:
                 raise
             # A concurrent request with the same key won the insert: look again.
             continue
+        # The job this key made earlier: the same job, no second hold.
+        async with db.read_session() as session:
+            job = await jobs.get_job(session, principal.workspace_id, existing)
+        assert job is not None
+        return Submission(job)
     raise idempotency.in_flight()
 
 

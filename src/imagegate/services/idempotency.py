@@ -11,12 +11,12 @@ from datetime import timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import delete
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import bindparam, delete, select
 
 from imagegate.errors import Conflict, ImagegateError, InvalidParameter
 from imagegate.store.db import Database, insert_rows
-from imagegate.store.tables import IdempotencyKey, utcnow
+from imagegate.store.tables import IDEMPOTENCY_KEYS, IdempotencyKey, utcnow
+from imagegate.store.tx import Tx
 
 MAX_KEY_LENGTH = 255
 
@@ -52,9 +52,15 @@ def fingerprint(endpoint: str, body: dict[str, Any]) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
-async def find(session: AsyncSession, member_id: str, key: str, request_hash: str) -> str | None:
+_FIND = select(IDEMPOTENCY_KEYS.c.request_hash, IDEMPOTENCY_KEYS.c.job_id).where(
+    IDEMPOTENCY_KEYS.c.member_id == bindparam("p_member_id"),
+    IDEMPOTENCY_KEYS.c.key == bindparam("p_key"),
+)
+
+
+async def find(tx: Tx, member_id: str, key: str, request_hash: str) -> str | None:
     """The job this key already made, or None; 422 if it came with another request."""
-    row = await session.get(IdempotencyKey, (member_id, key), populate_existing=True)
+    row = (await tx.execute(_FIND, {"p_member_id": member_id, "p_key": key})).first()
     if row is None:
         return None
     if row.request_hash != request_hash:
@@ -62,16 +68,14 @@ async def find(session: AsyncSession, member_id: str, key: str, request_hash: st
             "This Idempotency-Key was already used with a different request.",
             param="idempotency_key",
         )
-    return row.job_id
+    return str(row.job_id)
 
 
-async def record(
-    session: AsyncSession, member_id: str, key: str, request_hash: str, job_id: str
-) -> None:
+async def record(tx: Tx, member_id: str, key: str, request_hash: str, job_id: str) -> None:
     """Remember the key with its job, in the job's transaction (a second insert of the same
     key fails there: IntegrityError)."""
     await insert_rows(
-        session,
+        tx,
         IdempotencyKey(member_id=member_id, key=key, request_hash=request_hash, job_id=job_id),
     )
 

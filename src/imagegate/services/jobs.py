@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from imagegate.services import billing, webhooks
 from imagegate.store.db import Database, insert_rows
 from imagegate.store.tables import JOBS, File, Job, utcnow
+from imagegate.store.tx import SessionTx, Tx
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED, EXPIRED = (
     "queued",
@@ -109,8 +110,13 @@ _SUCCEED = (
 )
 
 
+_CHARGED = (
+    update(JOBS).where(JOBS.c.id == bindparam("p_id")).values(charged_amount=bindparam("p_charged"))
+)
+
+
 async def succeed(
-    session: AsyncSession,
+    tx: Tx,
     claim: Claim,
     files: list[File],
     *,
@@ -135,23 +141,19 @@ async def succeed(
         "p_request_id": provider_request_id,
         "p_charged": charged,
     }
-    updated = await session.execute(_SUCCEED, params)
-    if updated.rowcount != 1:  # type: ignore[attr-defined]
+    updated = await tx.execute(_SUCCEED, params)
+    if updated.rowcount != 1:
         return None
     if charging:
-        captured = await billing.capture(session, job.id, actual_cost)
+        captured = await billing.capture(tx, job.id, actual_cost)
         if captured != charged:  # the ledger is the truth
             charged = captured
-            await session.execute(
-                update(JOBS).where(JOBS.c.id == job.id).values(charged_amount=charged)
-            )
+            await tx.execute(_CHARGED, {"p_id": job.id, "p_charged": charged})
     else:
-        await billing.record_usage(
-            session, job.workspace_id, job.id, actual_cost, job.charge_policy
-        )
-    await insert_rows(session, *files)
+        await billing.record_usage(tx, job.workspace_id, job.id, actual_cost, job.charge_policy)
+    await insert_rows(tx, *files)
     if job.webhook_url:
-        await webhooks.enqueue_for_job(session, job.id)
+        await webhooks.enqueue_for_job(tx, job.id)
     return charged
 
 
@@ -194,16 +196,16 @@ async def fail(
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return False
     if retry_at is None:
-        await _on_terminal(session, claim.job.id, FAILED)
+        await _on_terminal(SessionTx(session), claim.job.id, FAILED)
     return True
 
 
-async def _on_terminal(session: AsyncSession, job_id: str, status: str) -> None:
+async def _on_terminal(tx: Tx, job_id: str, status: str) -> None:
     """What every terminal transition does, in its own transaction: release what is
     still held (nothing after a capture) and queue the webhook event."""
     if status != SUCCEEDED:
-        await billing.release(session, job_id, note=status)
-    await webhooks.enqueue_for_job(session, job_id)
+        await billing.release(tx, job_id, note=status)
+    await webhooks.enqueue_for_job(tx, job_id)
 
 
 async def cancel(session: AsyncSession, workspace_id: str, job_id: str) -> tuple[Job | None, bool]:
@@ -231,7 +233,7 @@ async def cancel(session: AsyncSession, workspace_id: str, job_id: str) -> tuple
     )
     canceled = result.rowcount == 1  # type: ignore[attr-defined]
     if canceled:
-        await _on_terminal(session, job_id, CANCELED)
+        await _on_terminal(SessionTx(session), job_id, CANCELED)
     return await get_job(session, workspace_id, job_id, fresh=True), canceled
 
 
@@ -268,7 +270,7 @@ async def recover_expired_leases(db: Database) -> list[str]:
             if values["status"] == QUEUED:
                 requeued.append(job_id)
             else:
-                await _on_terminal(session, job_id, FAILED)
+                await _on_terminal(SessionTx(session), job_id, FAILED)
     return requeued
 
 
@@ -296,7 +298,7 @@ async def expire_stale(db: Database, queued_ttl_seconds: float) -> list[str]:
                 )
             )
             if result.rowcount == 1:  # type: ignore[attr-defined]
-                await _on_terminal(session, job_id, EXPIRED)
+                await _on_terminal(SessionTx(session), job_id, EXPIRED)
                 expired.append(job_id)
     return expired
 

@@ -6,14 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagegate.catalog import Catalog, ModelSpec
 from imagegate.errors import InvalidParameter, NotFound
 from imagegate.services import workspace
 from imagegate.services.keys import Principal
-from imagegate.store.tables import Member, WorkspaceModel
+from imagegate.store.tables import MEMBERS, WorkspaceModel
+from imagegate.store.tx import Tx, as_tx
 
 
 def _model_not_found(name: str) -> NotFound:
@@ -58,8 +59,16 @@ def _choice_value(body: dict[str, Any], name: str, allowed: list[str]) -> str | 
     return str(value)
 
 
+_SELECTED = select(MEMBERS.c.selected_model).where(MEMBERS.c.id == bindparam("p_member_id"))
+_SWITCH = (
+    update(MEMBERS)
+    .where(MEMBERS.c.id == bindparam("p_member_id"))
+    .values(selected_model=bindparam("p_model"))
+)
+
+
 async def choose_model(
-    session: AsyncSession, catalog: Catalog, principal: Principal, body: dict[str, Any]
+    session: Tx | AsyncSession, catalog: Catalog, principal: Principal, body: dict[str, Any]
 ) -> ModelChoice:
     """The model a request gets: by name or alias, by ``tier`` preset, by ``use_case`` for
     ``model: "auto"``, else the member's selection, else the workspace default."""
@@ -84,8 +93,8 @@ async def choose_model(
         if model is None:
             raise _model_not_found(name)
         return ModelChoice(model, "request")
-    member = await session.get(Member, principal.member_id)
-    selected = member.selected_model if member is not None else None
+    tx = as_tx(session)
+    selected = (await tx.execute(_SELECTED, {"p_member_id": principal.member_id})).scalar()
     if selected is not None and selected in workspace.usable_models(catalog, state):
         model = catalog.resolve(selected)
         assert model is not None
@@ -93,20 +102,21 @@ async def choose_model(
     default = catalog.resolve(state.default_model) if state.default_model else None
     if default is None:
         raise InvalidParameter("No model given and the workspace has no default.", param="model")
-    if member is not None and selected is not None:
-        member.selected_model = default.slug  # auto-switched, as the generator shows it next time
+    if selected is not None:
+        # Auto-switched, as the generator shows it next time.
+        await tx.execute(_SWITCH, {"p_member_id": principal.member_id, "p_model": default.slug})
     return ModelChoice(default, "default", fallback_from=selected)
 
 
 async def resolve_model(
-    session: AsyncSession, catalog: Catalog, principal: Principal, name: Any
+    session: Tx | AsyncSession, catalog: Catalog, principal: Principal, name: Any
 ) -> ModelSpec:
     """The model asked for by slug or alias, or the member's selection, or the default."""
     return (await choose_model(session, catalog, principal, {"model": name})).model
 
 
 async def _auto_model(
-    session: AsyncSession, catalog: Catalog, principal: Principal, use_case: str | None
+    session: Tx | AsyncSession, catalog: Catalog, principal: Principal, use_case: str | None
 ) -> ModelChoice:
     if use_case is None:
         default = await resolve_model(session, catalog, principal, None)
@@ -142,7 +152,7 @@ async def enabled_models(session: AsyncSession, workspace_id: str) -> set[str]:
     return {row[0] for row in rows}
 
 
-async def check_usable(session: AsyncSession, principal: Principal, model: ModelSpec) -> None:
+async def check_usable(session: Tx | AsyncSession, principal: Principal, model: ModelSpec) -> None:
     """Raise unless the caller's workspace lets members generate with ``model`` now."""
     state = await workspace.governance(session, principal.workspace_id)
     workspace.ensure_usable(state, model)

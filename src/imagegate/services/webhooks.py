@@ -20,15 +20,16 @@ from urllib.parse import urlsplit
 
 import httpx
 import orjson
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from standardwebhooks.webhooks import Webhook
 
 from imagegate.errors import InvalidParameter
 from imagegate.ids import new_id
 from imagegate.money import as_credits
-from imagegate.store.db import Database
-from imagegate.store.tables import File, Job, WebhookDelivery, Workspace, utcnow
+from imagegate.store.db import Database, insert_rows
+from imagegate.store.tables import FILES, JOBS, File, Job, WebhookDelivery, Workspace, utcnow
+from imagegate.store.tx import Tx
 
 log = logging.getLogger("imagegate.webhooks")
 
@@ -127,35 +128,31 @@ def job_event(job: Job, files: list[File]) -> dict[str, Any]:
     return {"type": f"job.{job.status}", "timestamp": utcnow().isoformat(), "data": data}
 
 
-async def enqueue_for_job(session: AsyncSession, job_id: str) -> None:
-    job = (
-        await session.execute(
-            select(Job).where(Job.id == job_id).execution_options(populate_existing=True)
-        )
-    ).scalar_one()
+_JOB_ROW = select(JOBS).where(JOBS.c.id == bindparam("p_job_id"))
+_FILE_ROWS = (
+    select(FILES).where(FILES.c.job_id == bindparam("p_job_id")).order_by(FILES.c.output_index)
+)
+
+
+async def enqueue_for_job(tx: Tx, job_id: str) -> None:
+    """Queue the job's event for its webhook, if it has one, in the transaction given."""
+    await tx.flush()
+    job = Job(**(await tx.execute(_JOB_ROW, {"p_job_id": job_id})).first()._asdict())
     if not job.webhook_url:
         return
-    await session.flush()
-    files = list(
-        (
-            await session.execute(
-                select(File).where(File.job_id == job_id).order_by(File.output_index)
-            )
-        ).scalars()
+    rows = await tx.execute(_FILE_ROWS, {"p_job_id": job_id})
+    files = [File(**row._asdict()) for row in rows]
+    delivery = WebhookDelivery(
+        id=new_id("msg"),
+        workspace_id=job.workspace_id,
+        job_id=job.id,
+        url=job.webhook_url,
+        event_type=f"job.{job.status}",
+        payload=job_event(job, files),
+        status="pending",
+        next_attempt_at=utcnow(),
     )
-    session.add(
-        WebhookDelivery(
-            id=new_id("msg"),
-            workspace_id=job.workspace_id,
-            job_id=job.id,
-            url=job.webhook_url,
-            event_type=f"job.{job.status}",
-            payload=job_event(job, files),
-            status="pending",
-            next_attempt_at=utcnow(),
-        )
-    )
-    await session.flush()
+    await insert_rows(tx, delivery)
 
 
 class WebhookSender:

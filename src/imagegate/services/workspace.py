@@ -33,6 +33,7 @@ from imagegate.store.tables import (
     WorkspaceModel,
     utcnow,
 )
+from imagegate.store.tx import Tx, as_tx
 
 BILLING_MODES = ("prepaid", "flat", "invoiced")
 REGION_POLICIES = ("any", "eu_only")
@@ -142,15 +143,16 @@ _GOVERNANCE = (
 )
 
 
-async def governance(session: AsyncSession, workspace_id: str) -> Governance:
+async def governance(session: Tx | AsyncSession, workspace_id: str) -> Governance:
     """The workspace's state, read in one statement so it is one consistent snapshot.
 
-    Kept for the rest of ``session`` so that choosing a model and checking it agree.
+    Kept for the rest of the transaction so that choosing a model and checking it agree.
     """
-    snapshots: dict[str, Governance] = session.info.setdefault(_SNAPSHOTS, {})
+    tx = as_tx(session)
+    snapshots: dict[str, Governance] = tx.info.setdefault(_SNAPSHOTS, {})
     if workspace_id in snapshots:
         return snapshots[workspace_id]
-    rows = (await session.execute(_GOVERNANCE, {"p_workspace_id": workspace_id})).all()
+    rows = (await tx.execute(_GOVERNANCE, {"p_workspace_id": workspace_id})).all()
     if not rows:
         raise NotFound("This workspace no longer exists.", code="workspace_not_found")
     first = rows[0]

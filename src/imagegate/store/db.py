@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event, insert
+from sqlalchemy import Insert, Table, event, insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.sql.schema import CallableColumnDefault, ScalarElementColumnDefault
 
 from imagegate.store.tables import Base
+from imagegate.store.tx import SessionTx, StatementCache, Tx, driver_transaction
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -42,17 +44,23 @@ def _values(row: Base) -> dict[str, Any]:
     return values
 
 
-async def insert_rows(session: AsyncSession, *rows: Base) -> None:
-    """Insert new rows with one Core INSERT per table, in the session's transaction.
+@functools.cache
+def _insert(table: Table) -> Insert:
+    return insert(table)
+
+
+async def insert_rows(tx: Tx | AsyncSession, *rows: Base) -> None:
+    """Insert new rows with one Core INSERT per table, in the transaction given.
 
     The cheap way for hot paths: no unit-of-work flush, and the objects stay transient
-    (readable as built; nothing about them is tracked or loaded back).
+    (readable as built; nothing about them is tracked or loaded back). Every column is
+    given (defaults filled in here), so the statement runs on the driver as well.
     """
     by_table: dict[Any, list[dict[str, Any]]] = {}
     for row in rows:
         by_table.setdefault(row.__table__, []).append(_values(row))
     for table, values in by_table.items():
-        await session.execute(insert(table), values)
+        await tx.execute(_insert(table), values[0] if len(values) == 1 else values)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -108,6 +116,7 @@ class Database:
                 pool_recycle=1800,
             )
             self.read_engine = self.engine
+        self.statements = StatementCache(self.engine.dialect)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
@@ -121,6 +130,17 @@ class Database:
         """
         async with self.sessions() as session, session.begin():
             yield session
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        """A read-write unit of work for Core statements (see :mod:`imagegate.store.tx`):
+        on PostgreSQL run on the driver's connection, on SQLite in a session."""
+        if self.is_sqlite:
+            async with self.session() as session:
+                yield SessionTx(session)
+        else:
+            async with driver_transaction(self.engine, self.statements) as tx:
+                yield tx
 
     @asynccontextmanager
     async def read_session(self) -> AsyncIterator[AsyncSession]:

@@ -370,9 +370,9 @@ class JobRunner:
         if not files:
             outcome["inline_outputs"] = len(result.images)
         request_id = result.provider_request_id or (noted[-1] if noted else None)
-        async with self.db.session() as session:
+        async with self.db.transaction() as tx:
             charged = await jobs.succeed(
-                session,
+                tx,
                 claim,
                 files,
                 actual_cost=self._actual_cost(claim, sizes),

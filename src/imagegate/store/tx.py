@@ -1,0 +1,286 @@
+"""Write transactions on the path of every image: one interface, two implementations.
+
+The services on that path (governance read, job insert, hold, settlement, output rows)
+are written once, as Core statements run through :class:`Tx`:
+
+- :class:`SessionTx` runs them in a SQLAlchemy session (SQLite, and any caller that holds
+  a session already);
+- :class:`DriverTx` runs them on PostgreSQL's driver connection (asyncpg), taken from the
+  engine's pool, each statement compiled by SQLAlchemy once for that dialect. SQLAlchemy's
+  execution path (session, connection, greenlet hop, cursor emulation, result building)
+  cost several times the driver's own work per statement.
+
+Only what both can do is offered: Core statements with bound parameters, rows read by
+column name or position, ``rowcount``. A statement that needs SQLAlchemy at run time
+(Python-side column defaults, result conversions other than the column types' own)
+fails loudly on :class:`DriverTx` instead of running differently.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import namedtuple
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import asyncpg
+from cachetools import LRUCache
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.sql import Executable
+from sqlalchemy.sql.dml import Insert
+
+Params = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
+
+
+class Rows(Protocol):
+    """What a statement's result offers on both implementations."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+    def first(self) -> Any: ...
+
+    def all(self) -> Sequence[Any]: ...
+
+    def scalar(self) -> Any: ...
+
+    def scalar_one(self) -> Any: ...
+
+    def scalars(self) -> Any: ...
+
+
+class Tx(Protocol):
+    """One open write transaction."""
+
+    dialect_name: str
+    info: dict[str, Any]
+
+    async def execute(self, statement: Executable, params: Params = None) -> Rows: ...
+
+    async def flush(self) -> None: ...
+
+
+class SessionTx:
+    """A :class:`Tx` over a SQLAlchemy session's transaction."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        bind = session.bind
+        self.dialect_name = bind.dialect.name if bind is not None else ""
+        self.info = session.info
+
+    async def execute(self, statement: Executable, params: Params = None) -> Rows:
+        return await self.session.execute(statement, params)  # type: ignore[return-value]
+
+    async def flush(self) -> None:
+        await self.session.flush()
+
+
+def as_tx(session: Tx | AsyncSession) -> Tx:
+    """``session`` as a :class:`Tx` (for services called both ways)."""
+    return SessionTx(session) if isinstance(session, AsyncSession) else session
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    statement: Executable  # kept so that its id is not reused while cached
+    sql: str
+    names: tuple[str, ...]
+    processors: tuple[Any, ...]
+    compiled: Any
+    returns_rows: bool
+    row_type: Any
+    row_processors: tuple[Any, ...] | None
+
+
+class DriverResult:
+    """A statement's rows (or its row count) as :class:`Rows`."""
+
+    def __init__(self, rows: list[Any], rowcount: int) -> None:
+        self._rows = rows
+        self.rowcount = rowcount
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._rows)
+
+    def first(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def all(self) -> list[Any]:
+        return self._rows
+
+    def scalar(self) -> Any:
+        return self._rows[0][0] if self._rows else None
+
+    def scalar_one(self) -> Any:
+        if len(self._rows) != 1:
+            raise LookupError(f"expected one row, got {len(self._rows)}")
+        return self._rows[0][0]
+
+    def scalars(self) -> list[Any]:
+        return [row[0] for row in self._rows]
+
+
+def _status_count(status: str) -> int:
+    """The row count in a command tag: ``UPDATE 3``, ``INSERT 0 1``, ``DELETE 0``."""
+    last = status.rpartition(" ")[2]
+    return int(last) if last.isdigit() else 0
+
+
+class DriverTx:
+    """A :class:`Tx` on an asyncpg connection, inside an asyncpg transaction."""
+
+    dialect_name = "postgresql"
+
+    def __init__(self, connection: Any, statements: StatementCache) -> None:
+        self.connection = connection
+        self.statements = statements
+        self.info: dict[str, Any] = {}
+
+    async def flush(self) -> None:
+        """Nothing is pending: every statement ran when it was executed."""
+
+    async def execute(self, statement: Executable, params: Params = None) -> Rows:
+        many = isinstance(params, Sequence) and not isinstance(params, Mapping)
+        rows_params: Sequence[Mapping[str, Any]] = (
+            params if many else [params or {}]  # type: ignore[list-item,assignment]
+        )
+        compiled = self.statements.get(statement, rows_params[0])
+        try:
+            if many:
+                args = [compiled_args(compiled, one) for one in rows_params]
+                await self.connection.executemany(compiled.sql, args)
+                return DriverResult([], len(args))
+            args = compiled_args(compiled, rows_params[0])
+            if not compiled.returns_rows:
+                status = await self.connection.execute(compiled.sql, *args)
+                return DriverResult([], _status_count(status))
+            records = await self.connection.fetch(compiled.sql, *args)
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            # What a session would raise, so callers catch one exception on both paths.
+            raise IntegrityError(compiled.sql, rows_params[0], exc) from exc
+        return DriverResult(_rows(compiled, records), len(records))
+
+
+def compiled_args(compiled: _Compiled, params: Mapping[str, Any]) -> list[Any]:
+    values = compiled.compiled.construct_params(params)
+    return [
+        value if process is None else process(value)
+        for value, process in zip(
+            (values[name] for name in compiled.names), compiled.processors, strict=True
+        )
+    ]
+
+
+def _rows(compiled: _Compiled, records: list[Any]) -> list[Any]:
+    if not records:
+        return []
+    row_type: Any = compiled.row_type
+    if row_type is None:  # a text() statement: names from the first record
+        row_type = _row_type(tuple(records[0].keys()))
+    processors = compiled.row_processors
+    if processors is None or not any(processors):
+        return [row_type(*record) for record in records]
+    return [
+        row_type(
+            *(
+                value if process is None else process(value)
+                for value, process in zip(record, processors, strict=True)
+            )
+        )
+        for record in records
+    ]
+
+
+class StatementCache:
+    """Statements compiled for PostgreSQL once, with their parameters' and columns'
+    conversions; keyed by the statement object (the hot path's are built once)."""
+
+    def __init__(self, dialect: Dialect, size: int = 512) -> None:
+        self.dialect = dialect
+        self._cache: LRUCache[tuple[int, frozenset[str] | None], _Compiled] = LRUCache(size)
+
+    def get(self, statement: Executable, params: Mapping[str, Any]) -> _Compiled:
+        # An INSERT renders the columns it is given: those are part of its key.
+        columns = frozenset(params) if isinstance(statement, Insert) else None
+        key = (id(statement), columns)
+        found = self._cache.get(key)
+        if found is None or found.statement is not statement:
+            found = self._compile(statement, columns)
+            self._cache[key] = found
+        return found
+
+    def _compile(self, statement: Executable, columns: frozenset[str] | None) -> _Compiled:
+        dialect = self.dialect
+        compiled: Any = statement.compile(  # type: ignore[attr-defined]
+            dialect=dialect,
+            column_keys=sorted(columns) if columns is not None else None,
+            compile_kwargs={"render_postcompile": True},
+        )
+        if compiled.insert_prefetch or compiled.update_prefetch:
+            raise TypeError(
+                "a statement run on the driver must be given every column it writes "
+                "(no Python-side defaults): " + compiled.string
+            )
+        names = tuple(compiled.positiontup or ())
+        processors = tuple(_bind_processor(compiled, name, dialect) for name in names)
+        columns_out = list(getattr(statement, "exported_columns", None) or ())
+        returns_rows = bool(columns_out) or compiled.string.lstrip().upper().startswith(
+            ("SELECT", "WITH")
+        )
+        row_type: Any = None
+        row_processors = None
+        if columns_out:
+            keys = [getattr(column, "key", None) or f"c{i}" for i, column in enumerate(columns_out)]
+            row_type = _row_type(tuple(keys))
+            row_processors = tuple(
+                column.type.dialect_impl(dialect).result_processor(dialect, None)
+                for column in columns_out
+            )
+        return _Compiled(
+            statement,
+            compiled.string,
+            names,
+            processors,
+            compiled,
+            returns_rows,
+            row_type,
+            row_processors,
+        )
+
+
+@functools.lru_cache(maxsize=256)
+def _row_type(names: tuple[str, ...]) -> Any:
+    """A row class with these column names (read as ``row.name``, ``row[0]``, ``row._asdict()``)."""
+    return namedtuple("Row", names, rename=True)
+
+
+def _bind_processor(compiled: Any, name: str, dialect: Dialect) -> Any:
+    bind = compiled.binds.get(name)
+    if bind is None:  # one element of an expanded IN list: ``<name>_<n>``
+        bind = compiled.binds[name.rsplit("_", 1)[0]]
+    return bind.type.dialect_impl(dialect).bind_processor(dialect)
+
+
+@asynccontextmanager
+async def driver_transaction(engine: AsyncEngine, cache: StatementCache) -> AsyncIterator[DriverTx]:
+    """A transaction on one of the engine's pooled connections, run on its driver.
+
+    The connection goes back to the pool as SQLAlchemy left it: no transaction of
+    SQLAlchemy's is open on it. One that broke is discarded, not returned."""
+    async with engine.connect() as connection:
+        pooled = await connection.get_raw_connection()
+        driver: Any = pooled.driver_connection
+        try:
+            async with driver.transaction():
+                yield DriverTx(driver, cache)
+        except BaseException:
+            if driver.is_closed():
+                await connection.invalidate()
+            raise
