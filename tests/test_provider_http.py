@@ -1,17 +1,28 @@
 """The adapters' HTTP client: large upstream bodies are read a few at a time, a job
-attempt keeps its read slot until it ends, and responses come back decoded."""
+attempt keeps its read slot until it ends, responses come back decoded, and answers that
+carry images parse as the JSON parser would parse them."""
 
 from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 from collections.abc import AsyncIterator
 
 import httpx
 import orjson
+from hypothesis import given
+from hypothesis import strategies as st
 
 from imagegate.errors import ImagegateError, UpstreamError
-from imagegate.providers.http import LARGE_BODY_BYTES, ReadLimit, RetryPolicy, UpstreamHTTP
+from imagegate.providers.http import (
+    LARGE_BODY_BYTES,
+    ReadLimit,
+    RetryPolicy,
+    UpstreamHTTP,
+    _with_images_set_aside,
+    json_body,
+)
 
 LARGE = LARGE_BODY_BYTES * 4
 
@@ -128,3 +139,73 @@ async def test_bodies_come_back_decoded_and_without_their_encoding_header() -> N
     assert response.json() == payload
     assert "content-encoding" not in response.headers
     await http.aclose()
+
+
+# ---- answers that carry images as base64 strings ----------------------------------------
+
+IMAGE_TEXT = "QUJD" * 20_000  # 80 KB of base64: over the size that takes the quick path
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=30),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.sampled_from(["b64_json", "x", 'a"b64_json', "b64_json\\"]), inner)
+    ),
+    max_leaves=12,
+)
+# Strings that look like the structure around an image: quotes, escapes, the key itself.
+_tricky = st.sampled_from(
+    ['"b64_json": "', '\\"b64_json\\": \\"', "\\", '"', "\x00", "\x000", "é✓", IMAGE_TEXT[:8]]
+)
+
+
+def _answer(value: object) -> httpx.Response:
+    return httpx.Response(200, content=orjson.dumps(value))
+
+
+@given(
+    extra=_values,
+    tricky=st.lists(_tricky, max_size=3),
+    images=st.integers(min_value=1, max_value=3),
+    indent=st.booleans(),
+)
+def test_an_answer_with_images_parses_as_the_parser_would(
+    extra: object, tricky: list[str], images: int, indent: bool
+) -> None:
+    value = {
+        "created": 1,
+        "data": [
+            {"b64_json": IMAGE_TEXT[: 70_000 + i], "revised_prompt": "".join(tricky)}
+            for i in range(images)
+        ],
+        "extra": extra,
+        "".join(tricky) or "k": "".join(tricky),
+    }
+    content = (
+        json.dumps(value, indent=2, ensure_ascii=False).encode() if indent else orjson.dumps(value)
+    )
+    assert json_body(httpx.Response(200, content=content), images="b64_json") == value
+
+
+def test_a_typical_answer_takes_the_quick_path() -> None:
+    value = {"created": 1, "data": [{"b64_json": IMAGE_TEXT}, {"b64_json": IMAGE_TEXT[4:]}]}
+    content = orjson.dumps(value)
+    assert _with_images_set_aside(content, b'"b64_json"') == value
+    # An escape inside the image text (a JSON-escaped line break) leaves it to the parser.
+    escaped = orjson.dumps({"data": [{"b64_json": IMAGE_TEXT[:40] + "\n" + IMAGE_TEXT}]})
+    assert _with_images_set_aside(escaped, b'"b64_json"') is None
+    assert (
+        json_body(httpx.Response(200, content=escaped), images="b64_json")["data"][0][
+            "b64_json"
+        ].count("\n")
+        == 1
+    )
+
+
+def test_answers_that_are_not_json_are_none_either_way() -> None:
+    for content in (
+        b'{"data": [{"b64_json": "' + IMAGE_TEXT.encode() + b'"}',  # cut short
+        b'{"data": [{"b64_json": "' + IMAGE_TEXT.encode(),
+        b"[" + b'"b64_json": "' + IMAGE_TEXT.encode() + b'"]',
+        IMAGE_TEXT.encode(),
+    ):
+        assert json_body(httpx.Response(200, content=content), images="b64_json") is None

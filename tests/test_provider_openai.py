@@ -255,3 +255,13 @@ async def test_adapter_raises_typed_errors(openai: FakeOpenAI) -> None:
         await adapter.generate(_edit_request())
     assert invalid.value.param == "mask"
     await adapter.aclose()
+
+
+async def test_an_image_that_is_not_a_string_is_a_bad_upstream_answer(
+    settings: Settings, openai: FakeOpenAI
+) -> None:
+    openai.script("generations", Reply(200, {"created": 1, "data": [{"b64_json": [1, 2]}]}))
+    async with harness(settings, [GPT_IMAGE], openai.settings()) as h:
+        job = await h.run({"model": "gpt-image", "prompt": "x"})
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "upstream_bad_response"

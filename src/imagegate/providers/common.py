@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from imagegate.config import Settings
-from imagegate.errors import ContentPolicyViolation, InvalidParameter
+from imagegate.errors import ContentPolicyViolation, InvalidParameter, UpstreamError
 from imagegate.providers.base import GeneratedImage, InputImage, ProviderRequest
 from imagegate.providers.http import (
     Deadline,
@@ -87,6 +87,11 @@ class HTTPAdapter:
         self, url_or_b64: str, deadline: Deadline, *, is_b64: bool = False
     ) -> GeneratedImage:
         """Download (or decode) one output right away and describe it."""
+        if not isinstance(url_or_b64, str):
+            raise UpstreamError(
+                f"{self.name} answered with an image that is not a string.",
+                code="upstream_bad_response",
+            )
         if is_b64:
             data = decode_b64(url_or_b64)
             self.http.check_size(len(data))

@@ -67,7 +67,7 @@ class OpenAIProvider(BearerAdapter):
         # The id comes with the result, which the runner records with the outcome: noting it
         # on its own first would cost a database write per image and let nothing be canceled.
         request_id = response.headers.get("x-request-id")
-        body = json_body(response)
+        body = json_body(response, images="b64_json")
         if not isinstance(body, dict) or not isinstance(body.get("data"), list):
             raise UpstreamError("openai answered without image data.", code="upstream_bad_response")
         images: list[GeneratedImage] = []

@@ -154,7 +154,7 @@ class VertexProvider(HTTPAdapter):
             map_error=self.map_error,
             within=deadline.remaining,
         )
-        body = json_body(response)
+        body = json_body(response, images="bytesBase64Encoded")
         if not isinstance(body, dict):
             raise UpstreamError("vertex answered without JSON.", code="upstream_bad_response")
         predictions = [p for p in body.get("predictions") or [] if isinstance(p, dict)]
