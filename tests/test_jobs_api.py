@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 import pytest
@@ -12,7 +13,10 @@ from imagegate.errors import ContentPolicyViolation, TransientUpstreamError
 from imagegate.providers import FakeProvider, ProviderRequest, ProviderResult
 from imagegate.providers.mock import MockProvider
 from imagegate.providers.registry import ProviderRegistry
+from imagegate.store.db import Database
+from imagegate.store.tx import DriverTx
 from tests.billing_support import credits, grant, kinds, running_gateway
+from tests.conftest import on_postgres
 from tests.helpers import assert_error
 
 
@@ -268,3 +272,42 @@ async def test_grants_are_admin_only_and_validated(settings: Settings) -> None:
                 "amount",
             )
         assert (await credits(client))["available"] == 0
+
+
+@pytest.mark.skipif(not on_postgres(), reason="the one-statement writes are PostgreSQL's")
+async def test_a_charged_job_takes_three_round_trips_and_no_transaction(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Submit: the governance read and one statement (job, hold, ledger entry); success:
+    one statement (job, capture, ledger entries, outputs). Neither opens a transaction."""
+    statements: list[str] = []
+    units: list[str] = []
+    execute = DriverTx.execute
+
+    async def counted(self: DriverTx, statement: Any, params: Any = None) -> Any:
+        statements.append(type(statement).__name__)
+        return await execute(self, statement, params)
+
+    def counting(name: str) -> Any:
+        unit = getattr(Database, name)
+
+        def counted_unit(self: Database) -> Any:
+            units.append(name)
+            return unit(self)
+
+        return counted_unit
+
+    async with running_gateway(settings) as (client, _):
+        await grant(client, 10)
+        monkeypatch.setattr(DriverTx, "execute", counted)
+        for name in ("transaction", "autocommit"):
+            monkeypatch.setattr(Database, name, counting(name))
+        accepted = (await client.post("/v1/jobs/paid-image", json={"prompt": "a", "n": 2})).json()
+        job = await _poll(client, accepted["job_id"])
+        monkeypatch.undo()
+        assert (job["status"], job["charged_amount"], len(job["outputs"])) == ("succeeded", 4, 2)
+        assert statements == ["Select", "Select", "Select"]
+        assert units == ["autocommit", "autocommit"]
+        balance = await credits(client)
+        assert (balance["available"], balance["held"]) == (6, 0)
+        assert kinds(balance["entries"]) == ["capture", "grant", "hold"]

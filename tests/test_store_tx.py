@@ -95,6 +95,20 @@ async def test_a_transaction_that_raises_writes_nothing(db: Database) -> None:
         assert (await tx.execute(_READ, {"p_id": "job_gone"})).first() is None
 
 
+async def test_autocommit_commits_each_statement_on_postgres_and_all_at_once_on_sqlite(
+    db: Database,
+) -> None:
+    """On PostgreSQL no transaction wraps the unit (each statement commits on its own);
+    on SQLite, where a unit's writes take several statements, one transaction does."""
+    with pytest.raises(RuntimeError):
+        async with db.autocommit() as tx:
+            await insert_rows(tx, _job("job_kept"))
+            raise RuntimeError("stop")
+    async with db.autocommit() as tx:
+        kept = (await tx.execute(_READ, {"p_id": "job_kept"})).first()
+    assert (kept is not None) == on_postgres()
+
+
 async def test_a_duplicate_key_is_sqlalchemys_integrity_error(db: Database) -> None:
     async with db.transaction() as tx:
         await insert_rows(tx, _job("job_twice"))

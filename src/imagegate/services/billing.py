@@ -14,8 +14,23 @@ A hold is settled once: the UPDATE that moves it out of ``held`` is conditional 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, bindparam, case, func, select, text, update
+from sqlalchemy import (
+    CTE,
+    BigInteger,
+    BindParameter,
+    ColumnElement,
+    String,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagegate.errors import InsufficientCredits, InvalidParameter
@@ -25,9 +40,11 @@ from imagegate.store.db import insert_rows
 from imagegate.store.tables import (
     CREDIT_ACCOUNTS,
     CREDIT_HOLDS,
+    LEDGER_ENTRIES,
     CreditAccount,
     CreditHold,
     LedgerEntry,
+    UTCDateTime,
     utcnow,
 )
 from imagegate.store.tx import Tx
@@ -132,63 +149,129 @@ _SETTLE_ACCOUNT = (
 # On PostgreSQL a hold, and a settlement with its ledger entries, are each one statement
 # (data-modifying CTEs): one round trip where SQLite runs three to five statements. Both
 # keep the same conditions: the account UPDATE cannot overspend, and only the settlement
-# that moves the hold out of ``held`` writes anything.
-_HOLD_ONE_STATEMENT = text(
+# that moves the hold out of ``held`` writes anything. The CTEs are offered to callers
+# that fold more writes into the same statement (the job's insert, its success).
+
+
+def _param(name: str, type_: Any = BigInteger) -> BindParameter[Any]:
+    return bindparam(name, type_=type_)
+
+
+def hold_ctes() -> tuple[CTE, tuple[CTE, ...]]:
+    """A hold as CTEs: the account UPDATE (one row returned when the hold fits, none when
+    it does not), and the hold and ledger inserts that follow from that row.
+
+    Parameters: ``h_workspace_id``, ``h_job_id``, ``h_amount``, ``h_now``, ``h_entry_id``.
     """
-WITH account AS (
-    UPDATE credit_accounts
-       SET available = available - CAST(:amount AS BIGINT),
-           held = held + CAST(:amount AS BIGINT),
-           updated_at = CAST(:now AS TIMESTAMPTZ)
-     WHERE workspace_id = CAST(:workspace_id AS VARCHAR)
-       AND available >= CAST(:amount AS BIGINT)
- RETURNING workspace_id
-), hold AS (
-    INSERT INTO credit_holds (job_id, workspace_id, amount, status, captured, created_at)
-    SELECT CAST(:job_id AS VARCHAR), workspace_id, CAST(:amount AS BIGINT), 'held', 0,
-           CAST(:now AS TIMESTAMPTZ)
-      FROM account
-), entry AS (
-    INSERT INTO ledger_entries (id, workspace_id, kind, amount, job_id, created_at)
-    SELECT CAST(:entry_id AS VARCHAR), workspace_id, 'hold', CAST(:amount AS BIGINT),
-           CAST(:job_id AS VARCHAR), CAST(:now AS TIMESTAMPTZ)
-      FROM account
-)
-SELECT count(*) FROM account
-"""
-)
-_SETTLE_ONE_STATEMENT = text(
+    amount = _param("h_amount")
+    now = _param("h_now", UTCDateTime())
+    job_id = _param("h_job_id", String())
+    account = (
+        update(CREDIT_ACCOUNTS)
+        .where(
+            CREDIT_ACCOUNTS.c.workspace_id == _param("h_workspace_id", String()),
+            CREDIT_ACCOUNTS.c.available >= amount,
+        )
+        .values(
+            available=CREDIT_ACCOUNTS.c.available - amount,
+            held=CREDIT_ACCOUNTS.c.held + amount,
+            updated_at=now,
+        )
+        .returning(CREDIT_ACCOUNTS.c.workspace_id)
+        .cte("account")
+    )
+    holds = CREDIT_HOLDS.c
+    hold_row = insert(CREDIT_HOLDS).from_select(
+        [holds.job_id, holds.workspace_id, holds.amount, holds.status, holds.captured,
+         holds.created_at],
+        select(job_id, account.c.workspace_id, amount, literal("held"), literal(0, BigInteger),
+               now),
+    )  # fmt: skip
+    entry = insert(LEDGER_ENTRIES).from_select(
+        _ENTRY_COLUMNS,
+        select(_param("h_entry_id", String()), account.c.workspace_id, literal("hold"), amount,
+               job_id, literal(None, String()), now),
+    )  # fmt: skip
+    return account, (hold_row.cte("hold"), entry.cte("hold_entry"))
+
+
+def settle_ctes(job_id: ColumnElement[Any]) -> tuple[CTE, tuple[CTE, ...]]:
+    """A settlement as CTEs: the hold's UPDATE out of ``held`` (its row returned:
+    workspace, amount, captured), and the account update and ledger entries that follow.
+
+    ``job_id`` names the job (a parameter, or a subquery of a CTE it depends on).
+    Parameters: ``s_status``, ``s_charge``, ``s_now``, ``s_note``, ``s_capture_id``,
+    ``s_release_id``, ``s_job_id``.
     """
-WITH hold AS (
-    UPDATE credit_holds
-       SET status = CAST(:status AS VARCHAR),
-           captured = LEAST(amount, CAST(:charge AS BIGINT)),
-           settled_at = CAST(:now AS TIMESTAMPTZ)
-     WHERE job_id = CAST(:job_id AS VARCHAR) AND status = 'held'
- RETURNING workspace_id, amount, captured
-), account AS (
-    UPDATE credit_accounts
-       SET held = credit_accounts.held - hold.amount,
-           available = credit_accounts.available + hold.amount - hold.captured,
-           updated_at = CAST(:now AS TIMESTAMPTZ)
-      FROM hold
-     WHERE credit_accounts.workspace_id = hold.workspace_id
-), capture_entry AS (
-    INSERT INTO ledger_entries (id, workspace_id, kind, amount, job_id, created_at)
-    SELECT CAST(:capture_id AS VARCHAR), workspace_id, 'capture', captured,
-           CAST(:job_id AS VARCHAR), CAST(:now AS TIMESTAMPTZ)
-      FROM hold
-     WHERE CAST(:status AS VARCHAR) = 'captured'
-), release_entry AS (
-    INSERT INTO ledger_entries (id, workspace_id, kind, amount, job_id, note, created_at)
-    SELECT CAST(:release_id AS VARCHAR), workspace_id, 'release', amount - captured,
-           CAST(:job_id AS VARCHAR), CAST(:note AS VARCHAR), CAST(:now AS TIMESTAMPTZ)
-      FROM hold
-     WHERE amount > captured
+    now = _param("s_now", UTCDateTime())
+    status = _param("s_status", String())
+    holds = CREDIT_HOLDS.c
+    hold = (
+        update(CREDIT_HOLDS)
+        .where(holds.job_id == job_id, holds.status == "held")
+        .values(
+            status=status,
+            captured=func.least(holds.amount, _param("s_charge")),
+            settled_at=now,
+        )
+        .returning(holds.workspace_id, holds.amount, holds.captured)
+        .cte("settled")
+    )
+    accounts = CREDIT_ACCOUNTS.c
+    account = (
+        update(CREDIT_ACCOUNTS)
+        .where(accounts.workspace_id == hold.c.workspace_id)
+        .values(
+            held=accounts.held - hold.c.amount,
+            available=accounts.available + hold.c.amount - hold.c.captured,
+            updated_at=now,
+        )
+    )
+    job = _param("s_job_id", String())
+    capture_entry = insert(LEDGER_ENTRIES).from_select(
+        _ENTRY_COLUMNS,
+        select(_param("s_capture_id", String()), hold.c.workspace_id, literal("capture"),
+               hold.c.captured, job, literal(None, String()), now)
+        .where(status == "captured"),
+    )  # fmt: skip
+    release_entry = insert(LEDGER_ENTRIES).from_select(
+        _ENTRY_COLUMNS,
+        select(_param("s_release_id", String()), hold.c.workspace_id, literal("release"),
+               hold.c.amount - hold.c.captured, job, _param("s_note", String()), now)
+        .where(hold.c.amount > hold.c.captured),
+    )  # fmt: skip
+    return hold, (
+        account.cte("settled_account"),
+        capture_entry.cte("capture_entry"),
+        release_entry.cte("release_entry"),
+    )
+
+
+def settle_params(
+    job_id: str, status: str, charge: int, now: datetime, note: str | None = None
+) -> dict[str, Any]:
+    """The parameters of :func:`settle_ctes`."""
+    return {
+        "s_job_id": job_id,
+        "s_status": status,
+        "s_charge": charge,
+        "s_now": now,
+        "s_note": note,
+        "s_capture_id": new_id("le"),
+        "s_release_id": new_id("le"),
+    }
+
+
+_ENTRY_COLUMNS = [
+    LEDGER_ENTRIES.c[name]
+    for name in ("id", "workspace_id", "kind", "amount", "job_id", "note", "created_at")
+]
+_HOLD_ACCOUNT, _HOLD_ROWS = hold_ctes()
+_HOLD_ONE_STATEMENT = (
+    select(func.count().label("held")).select_from(_HOLD_ACCOUNT).add_cte(*_HOLD_ROWS)
 )
-SELECT amount, captured FROM hold
-"""
-)
+_SETTLED, _SETTLE_ROWS = settle_ctes(_param("s_job_id", String()))
+_SETTLE_ONE_STATEMENT = select(_SETTLED.c.amount, _SETTLED.c.captured).add_cte(*_SETTLE_ROWS)
 
 
 _AVAILABLE = select(CREDIT_ACCOUNTS.c.available).where(
@@ -207,13 +290,7 @@ async def hold(tx: Tx, workspace_id: str, job_id: str, amount: int) -> None:
         return
     now = utcnow()
     if _one_statement(tx):
-        params = {
-            "workspace_id": workspace_id,
-            "job_id": job_id,
-            "amount": amount,
-            "now": now,
-            "entry_id": new_id("le"),
-        }
+        params = hold_params(workspace_id, job_id, amount, now)
         held = (await tx.execute(_HOLD_ONE_STATEMENT, params)).scalar_one() == 1
     else:
         result = await tx.execute(
@@ -227,12 +304,28 @@ async def hold(tx: Tx, workspace_id: str, job_id: str, amount: int) -> None:
                 _entry(workspace_id, "hold", amount, job_id=job_id),
             )
     if not held:
-        available = (await tx.execute(_AVAILABLE, {"p_workspace_id": workspace_id})).scalar() or 0
-        raise InsufficientCredits(
-            f"This generation needs {credits_text(amount)} credits; "
-            f"{credits_text(available)} are available.",
-            extra={"available": as_credits(available), "needed": as_credits(amount)},
-        )
+        raise await insufficient(tx, workspace_id, amount)
+
+
+def hold_params(workspace_id: str, job_id: str, amount: int, now: datetime) -> dict[str, Any]:
+    """The parameters of :func:`hold_ctes`."""
+    return {
+        "h_workspace_id": workspace_id,
+        "h_job_id": job_id,
+        "h_amount": amount,
+        "h_now": now,
+        "h_entry_id": new_id("le"),
+    }
+
+
+async def insufficient(tx: Tx, workspace_id: str, amount: int) -> InsufficientCredits:
+    """The 402 for a hold of ``amount`` that did not fit, with what is available now."""
+    available = (await tx.execute(_AVAILABLE, {"p_workspace_id": workspace_id})).scalar() or 0
+    return InsufficientCredits(
+        f"This generation needs {credits_text(amount)} credits; "
+        f"{credits_text(available)} are available.",
+        extra={"available": as_credits(available), "needed": as_credits(amount)},
+    )
 
 
 async def _settle(
@@ -244,15 +337,7 @@ async def _settle(
     The hold moves in one conditional UPDATE: of two settlements racing, only one does."""
     now = utcnow()
     if _one_statement(tx):
-        params = {
-            "job_id": job_id,
-            "status": status,
-            "charge": charge,
-            "now": now,
-            "note": note,
-            "capture_id": new_id("le"),
-            "release_id": new_id("le"),
-        }
+        params = settle_params(job_id, status, charge, now, note)
         row = (await tx.execute(_SETTLE_ONE_STATEMENT, params)).first()
         return None if row is None else (row.amount, row.captured)
     params = {"p_job_id": job_id, "p_status": status, "p_charge": charge, "p_now": now}

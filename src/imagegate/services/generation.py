@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import CTE, Select, String, bindparam, exists, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from imagegate.catalog import Catalog, ModelSpec
@@ -31,8 +33,8 @@ from imagegate.ids import new_id
 from imagegate.services import billing, files, idempotency, jobs, model_choice, workspace
 from imagegate.services.files import check_reference_ids
 from imagegate.services.keys import Principal
-from imagegate.store.db import Database, insert_rows
-from imagegate.store.tables import Job, utcnow
+from imagegate.store.db import Database, insert_rows, row_values
+from imagegate.store.tables import IDEMPOTENCY_KEYS, JOBS, Job, UTCDateTime, utcnow
 from imagegate.store.tx import Tx
 
 # OpenAI Images API fields, and what each becomes.
@@ -416,8 +418,12 @@ async def submit(
     max_attempts: int = 3,
     webhook_url: str | None = None,
     lease: Lease | None = None,
+    idempotency_key: tuple[str, str] | None = None,
 ) -> Job:
-    """Insert the job and place its hold, in the caller's transaction (402 if it does not fit).
+    """Insert the job, place its hold and record its idempotency key (key, request hash):
+    402, with nothing written, if the hold does not fit. On PostgreSQL that is one
+    statement (the caller may run it in :meth:`Database.autocommit`); elsewhere it takes
+    the caller's transaction.
 
     With ``lease`` the job is inserted already claimed by that owner (attempt 1, running):
     the process that takes the request runs it at once, with no claim of its own.
@@ -446,10 +452,54 @@ async def submit(
         job.status, job.attempt, job.started_at = jobs.RUNNING, 1, now
         job.lease_owner = lease.owner
         job.lease_expires_at = now + timedelta(seconds=lease.seconds)
+    holding = policy == "charge" and plan.estimated_cost > 0
+    if tx.dialect_name == "postgresql":
+        params = {f"j_{name}": value for name, value in row_values(job).items()}
+        if holding:
+            params |= billing.hold_params(principal.workspace_id, job.id, plan.estimated_cost, now)
+        if idempotency_key is not None:
+            key, request_hash = idempotency_key
+            params |= {"k_member_id": principal.member_id, "k_key": key, "k_hash": request_hash}
+        statement = _submit_statement(holding, idempotency_key is not None)
+        if (await tx.execute(statement, params)).scalar_one() != 1:
+            raise await billing.insufficient(tx, principal.workspace_id, plan.estimated_cost)
+        return job
     await insert_rows(tx, job)
-    if policy == "charge":
+    if holding:
         await billing.hold(tx, principal.workspace_id, job.id, plan.estimated_cost)
+    if idempotency_key is not None:
+        key, request_hash = idempotency_key
+        await idempotency.record(tx, principal.member_id, key, request_hash, job.id)
     return job
+
+
+@functools.cache
+def _submit_statement(holding: bool, keyed: bool) -> Select[Any]:
+    """The job's insert, its hold and its idempotency key as one statement (PostgreSQL):
+    the job row is inserted only when the hold's account update took, and the key only
+    with the job; the statement returns how many jobs it inserted (0: the hold did not fit).
+    """
+    job_values = select(*(bindparam(f"j_{column.key}", type_=column.type) for column in JOBS.c))
+    ctes: list[CTE] = []
+    if holding:
+        account, hold_rows = billing.hold_ctes()
+        job_values = job_values.where(exists(select(account.c.workspace_id)))
+        ctes += hold_rows
+    job = insert(JOBS).from_select(list(JOBS.c), job_values).returning(JOBS.c.id).cte("job")
+    if keyed:
+        keys = IDEMPOTENCY_KEYS.c
+        key_row = insert(IDEMPOTENCY_KEYS).from_select(
+            [keys.member_id, keys.key, keys.request_hash, keys.job_id, keys.created_at],
+            select(
+                bindparam("k_member_id", type_=String()),
+                bindparam("k_key", type_=String()),
+                bindparam("k_hash", type_=String()),
+                job.c.id,
+                bindparam("j_created_at", type_=UTCDateTime()),
+            ),
+        )
+        ctes.append(key_row.cte("idempotency_key"))
+    return select(func.count().label("inserted")).select_from(job).add_cte(*ctes)
 
 
 Planner = Callable[[ModelSpec, dict[str, Any]], Plan]
@@ -490,6 +540,7 @@ async def _submit_new(
     max_attempts: int,
     webhook_url: str | None,
     lease: Lease | None,
+    idempotency_key: tuple[str, str] | None,
 ) -> Submission:
     """Choose the model, plan, check the files and submit, in ``tx``."""
     chosen = await model_choice.choose_model(tx, catalog, principal, choice)
@@ -509,6 +560,7 @@ async def _submit_new(
         max_attempts=max_attempts,
         webhook_url=webhook_url,
         lease=lease,
+        idempotency_key=idempotency_key,
     )
     claim = None
     if lease is not None:
@@ -540,7 +592,7 @@ async def create_job(
     for _ in range(2):
         existing: str | None = None
         try:
-            async with db.transaction() as tx:
+            async with db.autocommit() as tx:
                 if idempotency_key is not None:
                     existing = await idempotency.find(
                         tx, principal.member_id, idempotency_key, request_hash
@@ -557,12 +609,10 @@ async def create_job(
                         max_attempts=max_attempts,
                         webhook_url=webhook_url,
                         lease=lease,
+                        idempotency_key=(
+                            None if idempotency_key is None else (idempotency_key, request_hash)
+                        ),
                     )
-                    if idempotency_key is not None:
-                        await idempotency.record(
-                            tx, principal.member_id, idempotency_key, request_hash,
-                            submission.job.id,
-                        )  # fmt: skip
                     return submission
         except IntegrityError:
             if idempotency_key is None:

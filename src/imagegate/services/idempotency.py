@@ -1,7 +1,8 @@
 """Idempotency keys: one key, one request, one job, per member.
 
-The key row is inserted in the same transaction as the job (and its hold), so
-"exactly one job" is the database's unique constraint, not a race we hope to win.
+The key row is written with the job and its hold, in one transaction (on PostgreSQL
+one statement: see ``generation.submit``), so "exactly one job" is the database's
+unique constraint, not a race we hope to win.
 """
 
 from __future__ import annotations

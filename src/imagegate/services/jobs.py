@@ -7,16 +7,27 @@ row (fencing).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import (
+    BigInteger,
+    Select,
+    bindparam,
+    exists,
+    func,
+    insert,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagegate.services import billing, webhooks
-from imagegate.store.db import Database, insert_rows
-from imagegate.store.tables import JOBS, File, Job, utcnow
+from imagegate.store.db import Database, insert_rows, row_values
+from imagegate.store.tables import CREDIT_HOLDS, FILES, JOBS, File, Job, utcnow
 from imagegate.store.tx import SessionTx, Tx
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED, EXPIRED = (
@@ -115,6 +126,13 @@ _CHARGED = (
 )
 
 
+def succeeds_in_one_statement(tx_dialect: str, job: Job) -> bool:
+    """Whether :func:`succeed` writes this job's success as one statement on that database:
+    on PostgreSQL, for a charged job with no webhook (the caller may then run it in
+    :meth:`Database.autocommit`)."""
+    return tx_dialect == "postgresql" and job.charge_policy == "charge" and not job.webhook_url
+
+
 async def succeed(
     tx: Tx,
     claim: Claim,
@@ -130,18 +148,24 @@ async def succeed(
     None, with nothing written, when this attempt no longer owns the job (fencing).
     """
     job = claim.job
+    now = utcnow()
+    params = {
+        **_owned(claim),
+        "p_now": now,
+        "p_result": result,
+        "p_request_id": provider_request_id,
+    }
+    if succeeds_in_one_statement(tx.dialect_name, job):
+        params |= billing.settle_params(job.id, "captured", actual_cost, now)
+        for index, file in enumerate(files):
+            params |= {f"f{index}_{name}": value for name, value in row_values(file).items()}
+        row = (await tx.execute(_succeed_statement(len(files)), params)).first()
+        return None if row.succeeded != 1 else row.charged
     # What the capture will take: the actual cost, never more than the hold (which was
     # placed at the estimate, and only when it was above zero).
     charging = job.charge_policy == "charge"
     charged = min(actual_cost, job.estimated_cost) if charging else 0
-    params = {
-        **_owned(claim),
-        "p_now": utcnow(),
-        "p_result": result,
-        "p_request_id": provider_request_id,
-        "p_charged": charged,
-    }
-    updated = await tx.execute(_SUCCEED, params)
+    updated = await tx.execute(_SUCCEED, params | {"p_charged": charged})
     if updated.rowcount != 1:
         return None
     if charging:
@@ -155,6 +179,39 @@ async def succeed(
     if job.webhook_url:
         await webhooks.enqueue_for_job(tx, job.id)
     return charged
+
+
+@functools.cache
+def _succeed_statement(outputs: int) -> Select[Any]:
+    """A charged job's success as one statement (PostgreSQL): the fenced job update, the
+    capture (settlement CTEs) and ``outputs`` file rows, each written only when the job
+    update took. Returns whether it took, and the amount charged: what the capture took
+    from the hold (the job's ``charged_amount`` is set to the same, in the same update).
+    """
+    holds = CREDIT_HOLDS.c
+    capture = func.least(holds.amount, bindparam("s_charge", type_=BigInteger))
+    held = (
+        select(capture)
+        .where(holds.job_id == bindparam("p_id"), holds.status == "held")
+        .scalar_subquery()
+    )
+    succeeded = (
+        _SUCCEED.values(charged_amount=func.coalesce(held, 0)).returning(JOBS.c.id).cte("succeeded")
+    )
+    settled, settle_rows = billing.settle_ctes(select(succeeded.c.id).scalar_subquery())
+    ctes = list(settle_rows)
+    if outputs:
+        rows = [
+            select(
+                *(bindparam(f"f{index}_{column.key}", type_=column.type) for column in FILES.c)
+            ).where(exists(select(succeeded.c.id)))
+            for index in range(outputs)
+        ]
+        ctes.append(insert(FILES).from_select(list(FILES.c), union_all(*rows)).cte("outputs"))
+    return select(
+        select(func.count()).select_from(succeeded).scalar_subquery().label("succeeded"),
+        func.coalesce(select(settled.c.captured).scalar_subquery(), 0).label("charged"),
+    ).add_cte(*ctes)
 
 
 async def note_provider_request(

@@ -26,7 +26,7 @@ from imagegate.store.tx import SessionTx, StatementCache, Tx, driver_transaction
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def _values(row: Base) -> dict[str, Any]:
+def row_values(row: Base) -> dict[str, Any]:
     """A new row's column values, with the columns' Python defaults filled in (on the
     object too, so it reads as the database will have it)."""
     values = {}
@@ -58,7 +58,7 @@ async def insert_rows(tx: Tx | AsyncSession, *rows: Base) -> None:
     """
     by_table: dict[Any, list[dict[str, Any]]] = {}
     for row in rows:
-        by_table.setdefault(row.__table__, []).append(_values(row))
+        by_table.setdefault(row.__table__, []).append(row_values(row))
     for table, values in by_table.items():
         await tx.execute(_insert(table), values[0] if len(values) == 1 else values)
 
@@ -116,6 +116,7 @@ class Database:
                 pool_recycle=1800,
             )
             self.read_engine = self.engine
+        self.dialect_name = self.engine.dialect.name
         self.statements = StatementCache(self.engine.dialect)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
@@ -140,6 +141,19 @@ class Database:
                 yield SessionTx(session)
         else:
             async with driver_transaction(self.engine, self.statements) as tx:
+                yield tx
+
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[Tx]:
+        """A unit of work whose writes are one statement each on PostgreSQL, where each
+        statement commits on its own: no ``BEGIN`` and ``COMMIT`` round trips. Reads see
+        what a transaction under READ COMMITTED would (each statement its own snapshot).
+        On SQLite, where the same writes take several statements, one transaction."""
+        if self.is_sqlite:
+            async with self.session() as session:
+                yield SessionTx(session)
+        else:
+            async with driver_transaction(self.engine, self.statements, autocommit=True) as tx:
                 yield tx
 
     @asynccontextmanager

@@ -269,8 +269,12 @@ def _bind_processor(compiled: Any, name: str, dialect: Dialect) -> Any:
 
 
 @asynccontextmanager
-async def driver_transaction(engine: AsyncEngine, cache: StatementCache) -> AsyncIterator[DriverTx]:
-    """A transaction on one of the engine's pooled connections, run on its driver.
+async def driver_transaction(
+    engine: AsyncEngine, cache: StatementCache, *, autocommit: bool = False
+) -> AsyncIterator[DriverTx]:
+    """A transaction on one of the engine's pooled connections, run on its driver; with
+    ``autocommit``, no transaction: each statement commits on its own (no ``BEGIN`` and
+    ``COMMIT`` round trips, for units whose writes are one statement).
 
     The connection goes back to the pool as SQLAlchemy left it: no transaction of
     SQLAlchemy's is open on it. One that broke is discarded, not returned."""
@@ -278,8 +282,11 @@ async def driver_transaction(engine: AsyncEngine, cache: StatementCache) -> Asyn
         pooled = await connection.get_raw_connection()
         driver: Any = pooled.driver_connection
         try:
-            async with driver.transaction():
+            if autocommit:
                 yield DriverTx(driver, cache)
+            else:
+                async with driver.transaction():
+                    yield DriverTx(driver, cache)
         except BaseException:
             if driver.is_closed():
                 await connection.invalidate()

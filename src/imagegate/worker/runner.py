@@ -370,7 +370,8 @@ class JobRunner:
         if not files:
             outcome["inline_outputs"] = len(result.images)
         request_id = result.provider_request_id or (noted[-1] if noted else None)
-        async with self.db.transaction() as tx:
+        one_statement = jobs.succeeds_in_one_statement(self.db.dialect_name, job)
+        async with self.db.autocommit() if one_statement else self.db.transaction() as tx:
             charged = await jobs.succeed(
                 tx,
                 claim,
