@@ -27,7 +27,7 @@ through `IMAGEGATE_OPENAI_BASE_URL`) and the LiteLLM proxy, drives each with `wr
 does shorter runs and 500 jobs; `--skip E,F`, `--databases sqlite` and `--seconds N` narrow
 it down (a run that skips a scenario leaves this page alone unless `--write-docs PATH` is
 given). `.venv/bin/python bench/units.py --database postgres` measures, in-process, the CPU
-of the two write transactions every image makes. CI never runs these; pytest does not
+of the two writes every image makes. CI never runs these; pytest does not
 collect them.
 
 Scenarios:
