@@ -126,11 +126,11 @@ _CHARGED = (
 )
 
 
-def succeeds_in_one_statement(tx_dialect: str, job: Job) -> bool:
+def succeeds_in_one_statement(dialect_name: str, job: Job) -> bool:
     """Whether :func:`succeed` writes this job's success as one statement on that database:
     on PostgreSQL, for a charged job with no webhook (the caller may then run it in
     :meth:`Database.autocommit`)."""
-    return tx_dialect == "postgresql" and job.charge_policy == "charge" and not job.webhook_url
+    return dialect_name == "postgresql" and job.charge_policy == "charge" and not job.webhook_url
 
 
 async def succeed(
