@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from imagegate.blobs import BlobNotFound
 from imagegate.config import Settings
@@ -284,6 +284,24 @@ async def test_every_lookup_is_scoped_to_the_workspace(
         )
         assert (await other.get("/v1/files")).json()["data"] == []
     assert (await client.get(f"/v1/files/{mine['id']}")).status_code == 200
+
+
+async def test_a_reference_past_its_expiry_is_404_naming_it(
+    client: httpx.AsyncClient, gateway: Gateway
+) -> None:
+    live = (await upload(client, image_bytes())).json()
+    gone = (await upload(client, image_bytes())).json()
+    async with gateway.db.session() as session:
+        await session.execute(
+            update(File).where(File.id == gone["id"]).values(expires_at=utcnow() - timedelta(1))
+        )
+    body = {"prompt": "p", "size": "512x512", "reference_files": [live["id"], gone["id"]]}
+    error = assert_error(
+        await client.post(GEN, json=body), 404, "file_not_found", "reference_files"
+    )
+    assert gone["id"] in error["message"] and live["id"] not in error["message"]
+    body["reference_files"] = [live["id"], live["id"]]
+    assert (await client.post(GEN, json=body)).status_code == 200
 
 
 async def test_content_needs_a_key_or_a_valid_signature(client: httpx.AsyncClient) -> None:

@@ -8,6 +8,7 @@ store). Outputs carry ``expires_at`` and are purged with their blobs by
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import re
@@ -18,7 +19,7 @@ from pathlib import PurePath
 from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError, features
-from sqlalchemy import ColumnElement, delete, select, update
+from sqlalchemy import ColumnElement, Select, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagegate.blobs import BlobNotFound, BlobStore
@@ -351,6 +352,17 @@ def check_reference_ids(value: object, param: str = "reference_files") -> tuple[
     return tuple(value)
 
 
+@functools.cache
+def _live_files(count: int) -> Select[tuple[str]]:
+    """Which of ``count`` file ids are live files of a workspace: one statement per count,
+    built once (on PostgreSQL a statement built per call would be compiled per call)."""
+    return select(FILES.c.id).where(
+        FILES.c.workspace_id == bindparam("p_workspace_id"),
+        FILES.c.id.in_([bindparam(f"p_id{index}") for index in range(count)]),
+        FILES.c.expires_at.is_(None) | (FILES.c.expires_at > bindparam("p_now")),
+    )
+
+
 async def require_files(
     tx: Tx,
     workspace_id: str,
@@ -360,15 +372,9 @@ async def require_files(
     """404 naming the first id that is not a live file of this workspace."""
     if not file_ids:
         return
-    found = set(
-        (
-            await tx.execute(
-                select(FILES.c.id).where(
-                    FILES.c.workspace_id == workspace_id, FILES.c.id.in_(file_ids), _live()
-                )
-            )
-        ).scalars()
-    )
+    params: dict[str, object] = {"p_workspace_id": workspace_id, "p_now": utcnow()}
+    params |= {f"p_id{index}": file_id for index, file_id in enumerate(file_ids)}
+    found = set((await tx.execute(_live_files(len(file_ids)), params)).scalars())
     for file_id in file_ids:
         if file_id not in found:
             raise not_found(file_id, param)
