@@ -83,8 +83,7 @@ async def _units(gateway: Gateway, count: int) -> dict[str, float]:
             sha256="0" * 64,
             blob_key=f"units/{index}",
         )
-        one_statement = jobs.succeeds_in_one_statement(db.dialect_name, job)
-        async with db.autocommit() if one_statement else db.transaction() as tx:  # as the runner
+        async with jobs.success_unit(db, job) as tx:  # as the runner runs it
             charged = await jobs.succeed(
                 tx,
                 claim,

@@ -47,7 +47,7 @@ from imagegate.store.tables import (
     UTCDateTime,
     utcnow,
 )
-from imagegate.store.tx import Tx
+from imagegate.store.tx import Tx, combines_writes
 
 
 def credits_text(millicredits: int) -> str:
@@ -279,17 +279,12 @@ _AVAILABLE = select(CREDIT_ACCOUNTS.c.available).where(
 )
 
 
-def _one_statement(tx: Tx) -> bool:
-    """Whether the database runs the hold and the settlement as one statement each."""
-    return tx.dialect_name == "postgresql"
-
-
 async def hold(tx: Tx, workspace_id: str, job_id: str, amount: int) -> None:
     """Reserve ``amount`` for a job, or raise 402 if it does not fit."""
     if amount <= 0:
         return
     now = utcnow()
-    if _one_statement(tx):
+    if combines_writes(tx.dialect_name):
         params = hold_params(workspace_id, job_id, amount, now)
         held = (await tx.execute(_HOLD_ONE_STATEMENT, params)).scalar_one() == 1
     else:
@@ -336,7 +331,7 @@ async def _settle(
 
     The hold moves in one conditional UPDATE: of two settlements racing, only one does."""
     now = utcnow()
-    if _one_statement(tx):
+    if combines_writes(tx.dialect_name):
         params = settle_params(job_id, status, charge, now, note)
         row = (await tx.execute(_SETTLE_ONE_STATEMENT, params)).first()
         return None if row is None else (row.amount, row.captured)

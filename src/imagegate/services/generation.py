@@ -35,7 +35,7 @@ from imagegate.services.files import check_reference_ids
 from imagegate.services.keys import Principal
 from imagegate.store.db import Database, insert_rows, row_values
 from imagegate.store.tables import IDEMPOTENCY_KEYS, JOBS, Job, UTCDateTime, utcnow
-from imagegate.store.tx import Tx
+from imagegate.store.tx import Tx, combines_writes
 
 # OpenAI Images API fields, and what each becomes.
 OPENAI_FIELDS = frozenset(
@@ -453,7 +453,7 @@ async def submit(
         job.lease_owner = lease.owner
         job.lease_expires_at = now + timedelta(seconds=lease.seconds)
     holding = policy == "charge" and plan.estimated_cost > 0
-    if tx.dialect_name == "postgresql":
+    if combines_writes(tx.dialect_name):
         params = {f"j_{name}": value for name, value in row_values(job).items()}
         if holding:
             params |= billing.hold_params(principal.workspace_id, job.id, plan.estimated_cost, now)

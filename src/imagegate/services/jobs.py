@@ -8,6 +8,7 @@ row (fencing).
 from __future__ import annotations
 
 import functools
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from imagegate.services import billing, webhooks
 from imagegate.store.db import Database, insert_rows, row_values
 from imagegate.store.tables import CREDIT_HOLDS, FILES, JOBS, File, Job, utcnow
-from imagegate.store.tx import SessionTx, Tx
+from imagegate.store.tx import SessionTx, Tx, combines_writes
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED, EXPIRED = (
     "queued",
@@ -126,11 +127,16 @@ _CHARGED = (
 )
 
 
-def succeeds_in_one_statement(dialect_name: str, job: Job) -> bool:
+def _in_one_statement(dialect_name: str, job: Job) -> bool:
     """Whether :func:`succeed` writes this job's success as one statement on that database:
-    on PostgreSQL, for a charged job with no webhook (the caller may then run it in
-    :meth:`Database.autocommit`)."""
-    return dialect_name == "postgresql" and job.charge_policy == "charge" and not job.webhook_url
+    a charged job with no webhook, where the database combines writes."""
+    return combines_writes(dialect_name) and job.charge_policy == "charge" and not job.webhook_url
+
+
+def success_unit(db: Database, job: Job) -> AbstractAsyncContextManager[Tx]:
+    """The unit of work to run :func:`succeed` for ``job`` in: no transaction when the
+    success is one statement (:meth:`Database.autocommit`), else a transaction."""
+    return db.autocommit() if _in_one_statement(db.dialect_name, job) else db.transaction()
 
 
 async def succeed(
@@ -155,7 +161,7 @@ async def succeed(
         "p_result": result,
         "p_request_id": provider_request_id,
     }
-    if succeeds_in_one_statement(tx.dialect_name, job):
+    if _in_one_statement(tx.dialect_name, job):
         params |= billing.settle_params(job.id, "captured", actual_cost, now)
         for index, file in enumerate(files):
             params |= {f"f{index}_{name}": value for name, value in row_values(file).items()}

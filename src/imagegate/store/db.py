@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -132,28 +132,27 @@ class Database:
         async with self.sessions() as session, session.begin():
             yield session
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Tx]:
+    def transaction(self) -> AbstractAsyncContextManager[Tx]:
         """A read-write unit of work for Core statements (see :mod:`imagegate.store.tx`):
         on PostgreSQL run on the driver's connection, on SQLite in a session."""
-        if self.is_sqlite:
-            async with self.session() as session:
-                yield SessionTx(session)
-        else:
-            async with driver_transaction(self.engine, self.statements) as tx:
-                yield tx
+        return self._unit(autocommit=False)
 
-    @asynccontextmanager
-    async def autocommit(self) -> AsyncIterator[Tx]:
+    def autocommit(self) -> AbstractAsyncContextManager[Tx]:
         """A unit of work whose writes are one statement each on PostgreSQL, where each
         statement commits on its own: no ``BEGIN`` and ``COMMIT`` round trips. Reads see
         what a transaction under READ COMMITTED would (each statement its own snapshot).
         On SQLite, where the same writes take several statements, one transaction."""
+        return self._unit(autocommit=True)
+
+    @asynccontextmanager
+    async def _unit(self, *, autocommit: bool) -> AsyncIterator[Tx]:
         if self.is_sqlite:
             async with self.session() as session:
                 yield SessionTx(session)
         else:
-            async with driver_transaction(self.engine, self.statements, autocommit=True) as tx:
+            async with driver_transaction(
+                self.engine, self.statements, autocommit=autocommit
+            ) as tx:
                 yield tx
 
     @asynccontextmanager

@@ -1,4 +1,4 @@
-"""Write transactions on the path of every image: one interface, two implementations.
+"""Units of work on the path of every image: one interface, two implementations.
 
 The services on that path (governance read, job insert, hold, settlement, output rows)
 are written once, as Core statements run through :class:`Tx`:
@@ -55,8 +55,15 @@ class Rows(Protocol):
     def scalars(self) -> Any: ...
 
 
+def combines_writes(dialect_name: str) -> bool:
+    """Whether the database runs data-modifying CTEs (PostgreSQL; SQLite has none), so
+    that several writes that belong together can be one statement."""
+    return dialect_name == "postgresql"
+
+
 class Tx(Protocol):
-    """One open write transaction."""
+    """One open unit of work: a transaction, or on PostgreSQL with
+    :meth:`Database.autocommit` statements that each commit on their own."""
 
     dialect_name: str
     info: dict[str, Any]
@@ -134,7 +141,8 @@ def _status_count(status: str) -> int:
 
 
 class DriverTx:
-    """A :class:`Tx` on an asyncpg connection, inside an asyncpg transaction."""
+    """A :class:`Tx` on an asyncpg connection (inside an asyncpg transaction, unless the
+    unit is an autocommit one)."""
 
     dialect_name = "postgresql"
 

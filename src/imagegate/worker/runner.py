@@ -370,8 +370,7 @@ class JobRunner:
         if not files:
             outcome["inline_outputs"] = len(result.images)
         request_id = result.provider_request_id or (noted[-1] if noted else None)
-        one_statement = jobs.succeeds_in_one_statement(self.db.dialect_name, job)
-        async with self.db.autocommit() if one_statement else self.db.transaction() as tx:
+        async with jobs.success_unit(self.db, job) as tx:
             charged = await jobs.succeed(
                 tx,
                 claim,
