@@ -10,6 +10,7 @@ import orjson
 import pybase64
 from fastapi import Request
 
+from imagegate.api.responses import Base64Text
 from imagegate.errors import InvalidParameter, InvalidRequest
 from imagegate.gateway import Gateway
 from imagegate.money import as_credits
@@ -103,9 +104,9 @@ def file_object(gateway: Gateway, request: Request, file: File) -> dict[str, Any
     }
 
 
-def encoded(image: GeneratedImage) -> str:
-    """The image in base64: as the upstream sent it, or encoded now."""
-    return image.b64 or pybase64.b64encode_as_string(image.data)
+def encoded(image: GeneratedImage) -> Base64Text:
+    """The image in base64 for an answer: as the upstream sent it, or encoded now."""
+    return Base64Text(image.b64 if image.b64 is not None else pybase64.b64encode(image.data))
 
 
 def inline_data(
@@ -114,12 +115,12 @@ def inline_data(
     """sync_mode results: each image inline (b64_json, or a data URI as ``url``), never stored."""
     data = []
     for index, image in enumerate(images):
-        encoded_image = encoded(image)
-        item: dict[str, Any] = (
-            {"b64_json": encoded_image}
-            if response_format == "b64_json"
-            else {"url": f"data:{image.content_type};base64,{encoded_image}"}
-        )
+        item: dict[str, Any]
+        if response_format == "b64_json":
+            item = {"b64_json": encoded(image)}
+        else:
+            text = bytes(encoded(image).text).decode("ascii")
+            item = {"url": f"data:{image.content_type};base64,{text}"}
         if index < len(revised) and revised[index]:
             item["revised_prompt"] = revised[index]
         item.update(width=image.width, height=image.height, content_type=image.content_type)
@@ -160,7 +161,7 @@ async def images_data(
                 item["b64_json"] = encoded(images[index])
             else:
                 data_bytes = await gateway.blobs.read(file.blob_key)
-                item["b64_json"] = pybase64.b64encode_as_string(data_bytes)
+                item["b64_json"] = Base64Text(pybase64.b64encode(data_bytes))
         else:
             item["url"], _ = signed_url(gateway, request, file)
         output = file.output_index or 0

@@ -52,15 +52,16 @@ class ProviderRequest:
 
 @dataclass(frozen=True, slots=True)
 class GeneratedImage:
-    """One output. ``b64`` is ``data`` in canonical base64 when the upstream sent it so:
-    a ``b64_json`` answer passes it on instead of encoding the bytes again."""
+    """One output. ``b64`` is ``data`` in canonical base64 (ASCII bytes, often a view into
+    the upstream's answer) when the upstream sent it so: a ``b64_json`` answer passes it
+    on instead of encoding the bytes again."""
 
     data: bytes
     content_type: str
     width: int
     height: int
     revised_prompt: str | None = None
-    b64: str | None = field(default=None, repr=False, compare=False)
+    b64: bytes | memoryview | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

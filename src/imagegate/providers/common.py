@@ -21,7 +21,7 @@ from imagegate.providers.http import (
     RetryPolicy,
     Sleep,
     UpstreamHTTP,
-    decode_b64,
+    decode_b64_checked,
     sniff_content_type,
 )
 
@@ -84,21 +84,27 @@ class HTTPAdapter:
         await self.options.sleep(min(self.options.poll_interval, deadline.remaining))
 
     async def image(
-        self, url_or_b64: str, deadline: Deadline, *, is_b64: bool = False
+        self, url_or_b64: str | memoryview, deadline: Deadline, *, is_b64: bool = False
     ) -> GeneratedImage:
-        """Download (or decode) one output right away and describe it."""
-        if not isinstance(url_or_b64, str):
+        """Download (or decode) one output right away and describe it.
+
+        ``url_or_b64``: a URL, or with ``is_b64`` base64 text as a string or as the bytes
+        that :func:`json_body` leaves in the answer.
+        """
+        if not isinstance(url_or_b64, str) and not (is_b64 and isinstance(url_or_b64, memoryview)):
             raise UpstreamError(
                 f"{self.name} answered with an image that is not a string.",
                 code="upstream_bad_response",
             )
         if is_b64:
-            data = decode_b64(url_or_b64)
+            data, canonical = decode_b64_checked(url_or_b64)
             self.http.check_size(len(data))
             content_type = sniff_content_type(data, "image/png")
-            # Canonical (no line breaks or other skipped characters) when the lengths agree.
-            canonical = len(url_or_b64) == 4 * ((len(data) + 2) // 3)
-            return GeneratedImage(data, content_type, 0, 0, b64=url_or_b64 if canonical else None)
+            b64: bytes | memoryview | None = None
+            if canonical:  # nothing but the alphabet: an answer can carry it as it is
+                b64 = url_or_b64.encode() if isinstance(url_or_b64, str) else url_or_b64
+            return GeneratedImage(data, content_type, 0, 0, b64=b64)
+        assert isinstance(url_or_b64, str)
         data, content_type = await self.http.download(url_or_b64, within=deadline.remaining)
         return GeneratedImage(data=data, content_type=content_type, width=0, height=0)
 

@@ -162,9 +162,7 @@ class VertexProvider(HTTPAdapter):
         filtered = []
         for prediction in predictions:
             if prediction.get("bytesBase64Encoded"):
-                image = await self.image(
-                    str(prediction["bytesBase64Encoded"]), deadline, is_b64=True
-                )
+                image = await self.image(prediction["bytesBase64Encoded"], deadline, is_b64=True)
                 images.append(sized(image, request, prediction.get("prompt")))
             elif prediction.get("raiFilteredReason"):
                 filtered.append(str(prediction["raiFilteredReason"]))
