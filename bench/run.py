@@ -13,7 +13,9 @@ RSS come from psutil, sampled while its scenario runs.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -51,6 +53,16 @@ PROMPT = "a lighthouse on a cliff at dusk, photorealistic"
 B64_BODY = json.dumps({"model": "bench-image", "prompt": PROMPT, "response_format": "b64_json"})
 URL_BODY = json.dumps({"model": "bench-image", "prompt": PROMPT, "response_format": "url"})
 UPSTREAM_BODY = json.dumps({"model": "gpt-image-1", "prompt": PROMPT})
+
+
+@functools.cache
+def upstream_png() -> bytes:
+    """The image the fake upstream sends (the same seed: the same bytes)."""
+    from upstream import noise_png
+
+    return noise_png()
+
+
 JOB_BODY = json.dumps({"prompt": PROMPT})
 
 
@@ -447,6 +459,8 @@ def set_latency(ms: int) -> None:
 
 
 def warm(server: Server, path: str, body: str, count: int = 20) -> None:
+    """``count`` requests before the load; a ``b64_json`` answer must carry the upstream's
+    image byte for byte (a fast wrong answer is no result)."""
     data = body.encode()
     for _ in range(count):
         request = urllib.request.Request(server.url + path, data=data, method="POST")
@@ -454,7 +468,11 @@ def warm(server: Server, path: str, body: str, count: int = 20) -> None:
         if server.key:
             request.add_header("Authorization", f"Bearer {server.key}")
         with urllib.request.urlopen(request, timeout=60) as response:
-            response.read()
+            answer = response.read()
+    if json.loads(body).get("response_format") == "b64_json":
+        image = base64.b64decode(json.loads(answer)["data"][0]["b64_json"], validate=True)
+        if image != upstream_png():
+            raise SystemExit(f"{server.name} answered with an image that is not the upstream's")
 
 
 # ---- report ------------------------------------------------------------------------------

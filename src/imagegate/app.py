@@ -34,7 +34,14 @@ def announce_first_key(key: str) -> None:
 def create_served_app() -> FastAPI:
     """The app of one process of ``imagegate serve --workers N``, from the environment."""
     keep_large_buffers()
-    return create_app()
+    return served_by_uvicorn(create_app())
+
+
+def served_by_uvicorn(app: FastAPI) -> FastAPI:
+    """Mark ``app`` as run by uvicorn, whose HTTP protocols write any buffer as a response
+    body: answers then pass upstream image text on as views, uncopied."""
+    app.state.server_takes_views = True
+    return app
 
 
 def create_app(settings: Settings | None = None, gateway: Gateway | None = None) -> FastAPI:

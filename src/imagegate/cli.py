@@ -90,7 +90,7 @@ def serve(
     import uvicorn
 
     from imagegate.allocator import keep_large_buffers
-    from imagegate.app import announce_first_key, create_app
+    from imagegate.app import announce_first_key, create_app, served_by_uvicorn
     from imagegate.gateway import prepare
 
     overrides: dict[str, Any] = {}
@@ -111,7 +111,7 @@ def serve(
     if settings.workers == 1:
         console.print(f"imagegate listening on {address} (data in {settings.data_dir})")
         keep_large_buffers()
-        uvicorn.run(create_app(settings), **options)
+        uvicorn.run(served_by_uvicorn(create_app(settings)), **options)
         return
     # Several processes: migrate and create the first key once, here, before any of them
     # starts (two first starts racing would create two workspaces). Each process builds its
