@@ -257,6 +257,24 @@ async def test_adapter_raises_typed_errors(openai: FakeOpenAI) -> None:
     await adapter.aclose()
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "QUJ",  # cut short: bad padding
+        "QUJD\u00e9" * 20_000,  # not ASCII, in an answer large enough for the quick parse
+        base64.b64encode(b"not an image").decode(),  # decodes, to bytes that are no image
+    ],
+)
+async def test_base64_that_is_no_image_is_a_bad_upstream_answer(
+    settings: Settings, openai: FakeOpenAI, text: str
+) -> None:
+    openai.script("generations", Reply(200, {"created": 1, "data": [{"b64_json": text}]}))
+    async with harness(settings, [GPT_IMAGE], openai.settings()) as h:
+        job = await h.run({"model": "gpt-image", "prompt": "x"})
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "upstream_bad_response"
+
+
 async def test_an_image_that_is_not_a_string_is_a_bad_upstream_answer(
     settings: Settings, openai: FakeOpenAI
 ) -> None:

@@ -11,7 +11,6 @@ moves to the model's next route). Everything else becomes one of our errors at o
 from __future__ import annotations
 
 import asyncio
-import binascii
 import contextlib
 import contextvars
 import email.utils
@@ -101,12 +100,20 @@ def decode_b64_checked(text: str | memoryview) -> tuple[bytes, bool]:
 
     Strict decoding takes pybase64's fast path (five times its lenient one); text with
     line breaks or other characters to skip, which some upstreams send, is decoded
-    leniently, as the standard library would.
+    leniently, as the standard library would. Text that does not decode either way is a
+    bad upstream answer (502), not a crash of the gateway.
     """
     try:
         return pybase64.b64decode(text, validate=True), True
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a str that is not ASCII
+        pass
+    try:
         return pybase64.b64decode(text), False
+    except ValueError:
+        raise UpstreamError(
+            "The provider answered with an image in base64 that does not decode.",
+            code="upstream_bad_response",
+        ) from None
 
 
 def decode_data_uri(uri: str) -> tuple[bytes, str | None]:

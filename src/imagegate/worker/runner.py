@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from imagegate.blobs import BlobStore
 from imagegate.catalog import Catalog, ModelSpec
@@ -59,8 +59,14 @@ def _describe(image: GeneratedImage) -> tuple[int, int, str]:
     digest = hashlib.sha256(image.data).hexdigest()
     if image.content_type == "image/svg+xml":
         return image.width, image.height, digest
-    with Image.open(io.BytesIO(image.data)) as opened:
-        width, height = opened.size
+    try:
+        with Image.open(io.BytesIO(image.data)) as opened:
+            width, height = opened.size
+    except UnidentifiedImageError:
+        raise UpstreamError(
+            "The provider answered with an output that is not an image.",
+            code="upstream_bad_response",
+        ) from None
     return width, height, digest
 
 
@@ -308,6 +314,8 @@ class JobRunner:
             else:
                 try:
                     await self._store(claim, request, result, route.provider, noted)
+                except UpstreamError as exc:  # an output the provider sent broken
+                    await self._fail(claim, code=exc.code, message=exc.message)
                 except Exception:
                     log.exception("job %s: storing the outputs failed", job.id)
                     await self._fail(
