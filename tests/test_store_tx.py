@@ -64,6 +64,18 @@ async def test_rows_read_alike_through_a_transaction_and_a_session(db: Database)
         assert (await tx.execute(_READ, {"p_id": "job_none"})).first() is None
 
 
+async def test_json_columns_round_trip_on_both_paths(db: Database) -> None:
+    """JSON columns are written by orjson: non-ASCII text, nesting, integers beyond 64 bits
+    and integer keys (written as strings, as the standard library's ``json`` does)."""
+    request = {"body": {"prompt": "ünïcode ✓ \u2028", "n": 2**70}, "plan": {1: [None, 1.5]}}
+    expected = {"body": {"prompt": "ünïcode ✓ \u2028", "n": 2**70}, "plan": {"1": [None, 1.5]}}
+    async with db.transaction() as tx:
+        await insert_rows(tx, _job("job_json", request=request))
+        assert (await tx.execute(_READ, {"p_id": "job_json"})).first().request == expected
+    async with db.session() as session:
+        assert (await session.get(Job, "job_json")).request == expected  # type: ignore[union-attr]
+
+
 async def test_row_counts_and_many_rows(db: Database) -> None:
     async with db.transaction() as tx:
         await insert_rows(tx, _job("job_1"), _job("job_2"), _job("job_3"))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
 
+import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Insert, Table, event, insert
@@ -63,6 +65,20 @@ async def insert_rows(tx: Tx | AsyncSession, *rows: Base) -> None:
         await tx.execute(_insert(table), values[0] if len(values) == 1 else values)
 
 
+def _json_text(value: Any) -> str:
+    """JSON columns' text, by orjson: several times faster than the standard library's
+    ``json`` for a job's request and plan. Non-string keys are written as strings, as
+    ``json`` does; what orjson refuses (integers beyond 64 bits) is left to ``json``."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(value)
+
+
+# Both engines read and write JSON columns with orjson.
+_JSON = {"json_serializer": _json_text, "json_deserializer": orjson.loads}
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -81,6 +97,7 @@ def _sqlite_engine(url: str, begin: str, pool_size: int, pool_timeout: float) ->
         max_overflow=0,
         pool_timeout=pool_timeout,
         connect_args={"timeout": 30},
+        **_JSON,
     )
     event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
 
@@ -114,6 +131,7 @@ class Database:
                 # database restart broke fails one unit of work, and SQLAlchemy then drops
                 # the whole pool; recycling bounds a connection's age.
                 pool_recycle=1800,
+                **_JSON,
             )
             self.read_engine = self.engine
         self.dialect_name = self.engine.dialect.name
