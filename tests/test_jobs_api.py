@@ -275,11 +275,12 @@ async def test_grants_are_admin_only_and_validated(settings: Settings) -> None:
 
 
 @pytest.mark.skipif(not on_postgres(), reason="the one-statement writes are PostgreSQL's")
-async def test_a_charged_job_takes_three_round_trips_and_no_transaction(
+async def test_a_charged_job_takes_two_round_trips_and_no_transaction(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Submit: the governance read and one statement (job, hold, ledger entry); success:
-    one statement (job, capture, ledger entries, outputs). Neither opens a transaction."""
+    """Submit: one statement (job, hold, ledger entry), after the governance read that only
+    the workspace's first submit in a process makes; success: one statement (job,
+    capture, ledger entries, outputs). Neither opens a transaction."""
     statements: list[str] = []
     units: list[str] = []
     execute = DriverTx.execute
@@ -302,12 +303,20 @@ async def test_a_charged_job_takes_three_round_trips_and_no_transaction(
         monkeypatch.setattr(DriverTx, "execute", counted)
         for name in ("transaction", "autocommit"):
             monkeypatch.setattr(Database, name, counting(name))
-        accepted = (await client.post("/v1/jobs/paid-image", json={"prompt": "a", "n": 2})).json()
-        job = await _poll(client, accepted["job_id"])
+        for expected in (["Select"] * 3, ["Select"] * 2):
+            statements.clear()
+            units.clear()
+            body = {"prompt": "a", "n": 2}
+            accepted = (await client.post("/v1/jobs/paid-image", json=body)).json()
+            job = await _poll(client, accepted["job_id"])
+            assert (job["status"], job["charged_amount"], len(job["outputs"])) == (
+                "succeeded",
+                4,
+                2,
+            )
+            assert statements == expected
+            assert units == ["autocommit", "autocommit"]
         monkeypatch.undo()
-        assert (job["status"], job["charged_amount"], len(job["outputs"])) == ("succeeded", 4, 2)
-        assert statements == ["Select", "Select", "Select"]
-        assert units == ["autocommit", "autocommit"]
         balance = await credits(client)
-        assert (balance["available"], balance["held"]) == (6, 0)
-        assert kinds(balance["entries"]) == ["capture", "grant", "hold"]
+        assert (balance["available"], balance["held"]) == (2, 0)
+        assert kinds(balance["entries"]) == ["capture", "capture", "grant", "hold", "hold"]

@@ -15,6 +15,7 @@ from imagegate.services.bootstrap import bootstrap
 from imagegate.services.keys import PrincipalCache
 from imagegate.services.signing import Signer, load_signer
 from imagegate.services.webhooks import WebhookSender
+from imagegate.services.workspace import GovernanceMemo
 from imagegate.store.db import Database
 from imagegate.worker.dispatcher import EmbeddedDispatcher
 from imagegate.worker.runner import JobRunner
@@ -56,6 +57,8 @@ class Gateway:
             pool_timeout=settings.database_pool_timeout_seconds,
         )
         self.principals = PrincipalCache(settings.auth_cache_seconds)
+        # Submits plan on the governance last read here; the insert checks it is current.
+        self.governance = GovernanceMemo()
         self.runner = JobRunner(
             self.db,
             self.catalog,

@@ -235,6 +235,7 @@ async def create_job_from_request(
             webhook_url=webhook_url,
             max_attempts=gateway.settings.max_attempts,
             lease=lease if reserved else None,
+            memo=gateway.governance,
         )
         return submission
     finally:

@@ -157,9 +157,10 @@ def _param(name: str, type_: Any = BigInteger) -> BindParameter[Any]:
     return bindparam(name, type_=type_)
 
 
-def hold_ctes() -> tuple[CTE, tuple[CTE, ...]]:
+def hold_ctes(guard: ColumnElement[bool] | None = None) -> tuple[CTE, tuple[CTE, ...]]:
     """A hold as CTEs: the account UPDATE (one row returned when the hold fits, none when
-    it does not), and the hold and ledger inserts that follow from that row.
+    it does not), and the hold and ledger inserts that follow from that row. With
+    ``guard`` the account is updated only where the guard holds too.
 
     Parameters: ``h_workspace_id``, ``h_job_id``, ``h_amount``, ``h_now``, ``h_entry_id``.
     """
@@ -171,6 +172,7 @@ def hold_ctes() -> tuple[CTE, tuple[CTE, ...]]:
         .where(
             CREDIT_ACCOUNTS.c.workspace_id == _param("h_workspace_id", String()),
             CREDIT_ACCOUNTS.c.available >= amount,
+            *([] if guard is None else [guard]),
         )
         .values(
             available=CREDIT_ACCOUNTS.c.available - amount,

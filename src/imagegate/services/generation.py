@@ -12,7 +12,17 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import CTE, Select, String, bindparam, exists, func, insert, select
+from sqlalchemy import (
+    CTE,
+    BigInteger,
+    Select,
+    String,
+    bindparam,
+    exists,
+    func,
+    insert,
+    select,
+)
 from sqlalchemy.exc import IntegrityError
 
 from imagegate.catalog import Catalog, ModelSpec
@@ -28,13 +38,13 @@ from imagegate.catalog.sizes import (
     output_dimensions,
 )
 from imagegate.catalog.spec import Route
-from imagegate.errors import InvalidParameter
+from imagegate.errors import Conflict, ImagegateError, InsufficientCredits, InvalidParameter
 from imagegate.ids import new_id
 from imagegate.services import billing, files, idempotency, jobs, model_choice, workspace
 from imagegate.services.files import check_reference_ids
 from imagegate.services.keys import Principal
 from imagegate.store.db import Database, insert_rows, row_values
-from imagegate.store.tables import IDEMPOTENCY_KEYS, JOBS, Job, UTCDateTime, utcnow
+from imagegate.store.tables import IDEMPOTENCY_KEYS, JOBS, WORKSPACES, Job, UTCDateTime, utcnow
 from imagegate.store.tx import Tx, combines_writes
 
 # OpenAI Images API fields, and what each becomes.
@@ -455,13 +465,17 @@ async def submit(
     holding = policy == "charge" and plan.estimated_cost > 0
     if combines_writes(tx.dialect_name):
         params = {f"j_{name}": value for name, value in row_values(job).items()}
+        params["g_version"] = state.version
         if holding:
             params |= billing.hold_params(principal.workspace_id, job.id, plan.estimated_cost, now)
         if idempotency_key is not None:
             key, request_hash = idempotency_key
             params |= {"k_member_id": principal.member_id, "k_key": key, "k_hash": request_hash}
         statement = _submit_statement(holding, idempotency_key is not None)
-        if (await tx.execute(statement, params)).scalar_one() != 1:
+        inserted, current = (await tx.execute(statement, params)).first()
+        if not current:
+            raise workspace.StaleGovernance(principal.workspace_id)
+        if inserted != 1:
             raise await billing.insufficient(tx, principal.workspace_id, plan.estimated_cost)
         return job
     await insert_rows(tx, job)
@@ -474,15 +488,25 @@ async def submit(
 
 
 @functools.cache
-def _submit_statement(holding: bool, keyed: bool) -> Select[Any]:
-    """The job's insert, its hold and its idempotency key as one statement (PostgreSQL):
-    the job row is inserted only when the hold's account update took, and the key only
-    with the job; the statement returns how many jobs it inserted (0: the hold did not fit).
+def _submit_statement(holding: bool, keyed: bool) -> Select[int, bool]:
+    """The job's insert, its hold and its idempotency key as one statement (PostgreSQL).
+
+    Nothing is written unless the workspace's governance version is still ``g_version``,
+    the one the submit was planned on; the job row is inserted only when the hold's
+    account update took, and the key only with the job. The statement returns how many
+    jobs it inserted (0: stale, or the hold did not fit) and whether the version held.
     """
+    current = exists(
+        select(WORKSPACES.c.id).where(
+            WORKSPACES.c.id == bindparam("j_workspace_id", type_=String()),
+            WORKSPACES.c.governance_version == bindparam("g_version", type_=BigInteger()),
+        )
+    )
     job_values = select(*(bindparam(f"j_{column.key}", type_=column.type) for column in JOBS.c))
+    job_values = job_values.where(current)
     ctes: list[CTE] = []
     if holding:
-        account, hold_rows = billing.hold_ctes()
+        account, hold_rows = billing.hold_ctes(guard=current)
         job_values = job_values.where(exists(select(account.c.workspace_id)))
         ctes += hold_rows
     job = insert(JOBS).from_select(list(JOBS.c), job_values).returning(JOBS.c.id).cte("job")
@@ -499,7 +523,11 @@ def _submit_statement(holding: bool, keyed: bool) -> Select[Any]:
             ),
         )
         ctes.append(key_row.cte("idempotency_key"))
-    return select(func.count().label("inserted")).select_from(job).add_cte(*ctes)
+    return (
+        select(func.count().label("inserted"), current.label("current"))
+        .select_from(job)
+        .add_cte(*ctes)
+    )
 
 
 Planner = Callable[[ModelSpec, dict[str, Any]], Plan]
@@ -582,15 +610,22 @@ async def create_job(
     webhook_url: str | None,
     max_attempts: int,
     lease: Lease | None = None,
+    memo: workspace.GovernanceMemo | None = None,
 ) -> Submission:
     """Plan, hold and insert a job, once per idempotency key.
 
     When an earlier request with the same key made the job, that job comes back as a
     replay: the same job, no second hold. With ``lease`` a new job is inserted claimed.
+    With ``memo`` (PostgreSQL) the job is planned on the workspace's governance as this
+    process last read it, which the insert checks (see :class:`workspace.GovernanceMemo`).
     """
     request_hash = idempotency.fingerprint(endpoint, body) if idempotency_key else ""
-    for _ in range(2):
+    if memo is not None and not combines_writes(db.dialect_name):
+        memo = None  # only the one-statement submit checks the version
+    raced = stale = 0
+    while True:
         existing: str | None = None
+        recalled = False
         try:
             async with db.autocommit() as tx:
                 if idempotency_key is not None:
@@ -598,6 +633,7 @@ async def create_job(
                         tx, principal.member_id, idempotency_key, request_hash
                     )
                 if existing is None:
+                    recalled = memo is not None and memo.recall(tx, principal.workspace_id)
                     submission = await _submit_new(
                         tx,
                         catalog,
@@ -613,18 +649,42 @@ async def create_job(
                             None if idempotency_key is None else (idempotency_key, request_hash)
                         ),
                     )
+                    if memo is not None:
+                        memo.keep(tx, principal.workspace_id)
                     return submission
         except IntegrityError:
             if idempotency_key is None:
                 raise
+            raced += 1
+            if raced > 1:
+                raise idempotency.in_flight() from None
             # A concurrent request with the same key won the insert: look again.
+            continue
+        except (workspace.StaleGovernance, ImagegateError) as exc:
+            # A stale remembered state, or a refusal planned on one: read afresh and plan
+            # again. A refusal of a fresh state stands.
+            if isinstance(exc, ImagegateError) and (
+                not recalled or isinstance(exc, InsufficientCredits)  # checked: current
+            ):
+                raise
+            stale += 1
+            if stale > _STALE_RETRIES:
+                raise Conflict(
+                    "The workspace's settings kept changing while this request was planned; retry.",
+                    code="workspace_changing",
+                ) from None
+            if memo is not None:
+                memo.forget(principal.workspace_id)
             continue
         # The job this key made earlier: the same job, no second hold.
         async with db.read_session() as session:
             job = await jobs.get_job(session, principal.workspace_id, existing)
         assert job is not None
         return Submission(job)
-    raise idempotency.in_flight()
+
+
+# How often a submit is planned again when the workspace's governance changed under it.
+_STALE_RETRIES = 3
 
 
 async def wait_for_job(

@@ -6,8 +6,12 @@ database's write lock), so concurrent changes to one workspace apply one after a
 and each one checks the rules against the state the previous one left. After every
 change: at least one model is enabled, and the default is one of the enabled models.
 
-Nothing here is cached between requests: generation reads the workspace's state on
-every request and every job attempt, so a change reaches every worker at once.
+Generation sees a change at once, in every process. A job attempt reads the state
+afresh. A submit on PostgreSQL may plan with the state this process last read
+(:class:`GovernanceMemo`, no round trip), but its one write statement checks that the
+workspace's ``governance_version`` is still the one read, and writes nothing otherwise:
+the submit is then planned again on a fresh read. A refusal planned on a remembered state
+is never given without a fresh read either.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
+from cachetools import LRUCache
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -120,10 +125,47 @@ class Governance:
     billing_mode: str
     region_policy: str
     margin_percent: int
+    # The workspace's governance_version as read (see migration 0005).
+    version: int = 0
 
 
-# Read on every submit: built once (building and keying it costs about as much as running it),
-# on the tables, so its rows are plain rows (no ORM loading).
+class StaleGovernance(Exception):
+    """The workspace's governance changed after the state a submit was planned on was
+    read; nothing was written."""
+
+
+class GovernanceMemo:
+    """Workspaces' governance as this process last read it, for submits on PostgreSQL.
+
+    Only for a unit of work whose write checks the version (:func:`generation.submit`):
+    a remembered state that went stale costs a second read and plan, never a job that
+    the current rules refuse.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._states: LRUCache[str, Governance] = LRUCache(size)
+
+    def recall(self, session: Tx | AsyncSession, workspace_id: str) -> bool:
+        """Give ``session`` the remembered state of the workspace, if any: True if it did."""
+        state = self._states.get(workspace_id)
+        if state is None:
+            return False
+        snapshots = as_tx(session).info.setdefault(_SNAPSHOTS, {})
+        snapshots.setdefault(workspace_id, state)
+        return snapshots[workspace_id] is state
+
+    def keep(self, session: Tx | AsyncSession, workspace_id: str) -> None:
+        """Remember the state ``session`` read (or was given) for the workspace."""
+        state = as_tx(session).info.get(_SNAPSHOTS, {}).get(workspace_id)
+        if state is not None:
+            self._states[workspace_id] = state
+
+    def forget(self, workspace_id: str) -> None:
+        self._states.pop(workspace_id, None)
+
+
+# Read by submits (see GovernanceMemo) and job attempts: built once (building and keying it
+# costs about as much as running it), on the tables, so its rows are plain rows.
 _WS, _WM = WORKSPACES.c, WORKSPACE_MODELS.c
 _GOVERNANCE = (
     select(
@@ -132,6 +174,7 @@ _GOVERNANCE = (
         _WS.billing_mode,
         _WS.region_policy,
         _WS.margin_percent,
+        _WS.governance_version,
         _WM.model,
     )
     .select_from(WORKSPACES)
@@ -164,6 +207,7 @@ async def governance(session: Tx | AsyncSession, workspace_id: str) -> Governanc
         billing_mode=first.billing_mode,
         region_policy=first.region_policy,
         margin_percent=first.margin_percent,
+        version=first.governance_version,
     )
     snapshots[workspace_id] = snapshot
     return snapshot

@@ -73,6 +73,8 @@ class Workspace(Base):
     margin_percent: Mapped[int] = mapped_column(Integer, default=20)
     webhook_secret: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Changed by the database on every change to what generation checks (migration 0005).
+    governance_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Member(Base):
