@@ -271,8 +271,33 @@ async def test_base64_that_is_no_image_is_a_bad_upstream_answer(
     openai.script("generations", Reply(200, {"created": 1, "data": [{"b64_json": text}]}))
     async with harness(settings, [GPT_IMAGE], openai.settings()) as h:
         job = await h.run({"model": "gpt-image", "prompt": "x"})
+        root = h.gateway.blobs.root  # type: ignore[attr-defined]
     assert job["status"] == "failed"
     assert job["error"]["code"] == "upstream_bad_response"
+    # An output written beside the check that failed it is removed again.
+    assert [path for path in root.rglob("*") if path.is_file()] == []
+
+
+async def test_a_failed_blob_write_fails_the_job_and_leaves_no_blob(
+    settings: Settings, openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = base64.b64encode(png(1024, 1024)).decode()
+    openai.script("generations", Reply(200, {"created": 1, "data": [{"b64_json": image}] * 2}))
+    async with harness(settings, [GPT_IMAGE], openai.settings()) as h:
+        blobs = h.gateway.runner.blobs
+        put = blobs.put
+
+        async def second_fails(key: str, data: bytes, content_type: str) -> None:
+            if key.endswith("-1.png"):
+                raise OSError(28, "No space left on device")
+            await put(key, data, content_type)
+
+        monkeypatch.setattr(blobs, "put", second_fails)
+        job = await h.run({"model": "gpt-image", "prompt": "x", "n": 2})
+        root = blobs.root  # type: ignore[attr-defined]
+    assert (job["status"], job["error"]["code"]) == ("failed", "internal_error")
+    assert job["charged_amount"] == 0
+    assert [path for path in root.rglob("*") if path.is_file()] == []
 
 
 async def test_an_image_that_is_not_a_string_is_a_bad_upstream_answer(

@@ -420,15 +420,21 @@ class JobRunner:
             for index, image in enumerate(images)
         ]
         # Hashing and measuring (threads, off the event loop) run beside the writes.
-        described, _ = await asyncio.gather(
-            asyncio.gather(*(asyncio.to_thread(_describe, image) for image in images)),
-            asyncio.gather(
-                *(
-                    self.blobs.put(key, image.data, image.content_type)
-                    for key, image in zip(keys, images, strict=True)
-                )
-            ),
-        )
+        writes = [
+            asyncio.ensure_future(self.blobs.put(key, image.data, image.content_type))
+            for key, image in zip(keys, images, strict=True)
+        ]
+        try:
+            described, _ = await asyncio.gather(
+                asyncio.gather(*(asyncio.to_thread(_describe, image) for image in images)),
+                # A stopped attempt cannot stop a write under way: the writes run on.
+                asyncio.shield(asyncio.gather(*writes)),
+            )
+        except BaseException:
+            # Nothing refers to these blobs yet: an output that is no image, a failed write,
+            # or the attempt stopped. Remove what was written (once the writes are over).
+            await asyncio.shield(self._discard(keys, writes))
+            raise
         files = [
             File(
                 id=new_id("file"),
@@ -450,9 +456,19 @@ class JobRunner:
             )
         ]
         sizes = [(width, height) for width, height, _ in described]
+        # A success that raised is left alone: it may have been recorded all the same (a
+        # connection lost after the commit), and then these blobs are the job's outputs.
         if not await self._succeed(claim, result, provider, noted, files, sizes):
             log.warning(
                 "job %s attempt %s was fenced off; discarding its outputs", job.id, claim.attempt
             )
-            for file in files:
-                await self.blobs.delete(file.blob_key)
+            await self._discard(keys, writes)
+
+    async def _discard(self, keys: list[str], writes: Sequence[asyncio.Future[None]]) -> None:
+        """Delete an attempt's blobs that no job refers to, once all their writes ended."""
+        await asyncio.gather(*writes, return_exceptions=True)
+        for key in keys:
+            try:
+                await self.blobs.delete(key)
+            except Exception:
+                log.exception("deleting the unused blob %s failed", key)
