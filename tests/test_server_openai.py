@@ -10,10 +10,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -72,6 +73,21 @@ def server(tmp_path: Path, database_url: str) -> Iterator[tuple[str, str]]:
         yield base, key
 
 
+@pytest.fixture
+def sdk() -> Iterator[Callable[..., openai.OpenAI]]:
+    """``openai.OpenAI`` clients, closed after the test: an unclosed client's pooled sockets
+    are only reclaimed when the garbage collector happens to run (a ResourceWarning)."""
+    clients: list[openai.OpenAI] = []
+
+    def client(**options: Any) -> openai.OpenAI:
+        clients.append(openai.OpenAI(**options))
+        return clients[-1]
+
+    yield client
+    for made in clients:
+        made.close()
+
+
 def _server_processes(pid: str) -> int:
     """How many processes ``pid`` spawned to serve (its multiprocessing children, not
     multiprocessing's resource tracker), from /proc."""
@@ -86,9 +102,11 @@ def _server_processes(pid: str) -> int:
     return found
 
 
-def test_openai_sdk_lists_models_and_generates(server: tuple[str, str]) -> None:
+def test_openai_sdk_lists_models_and_generates(
+    server: tuple[str, str], sdk: Callable[..., openai.OpenAI]
+) -> None:
     base, key = server
-    client = openai.OpenAI(base_url=f"{base}/v1", api_key=key)
+    client = sdk(base_url=f"{base}/v1", api_key=key)
 
     models = [m.id for m in client.models.list()]
     assert "mock-image" in models
@@ -117,23 +135,27 @@ def test_openai_sdk_lists_models_and_generates(server: tuple[str, str]) -> None:
     assert (image.format, image.size) == ("PNG", (512, 512))
 
 
-def test_openai_sdk_sees_errors_in_openai_shape(server: tuple[str, str]) -> None:
+def test_openai_sdk_sees_errors_in_openai_shape(
+    server: tuple[str, str], sdk: Callable[..., openai.OpenAI]
+) -> None:
     base, key = server
-    client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+    client = sdk(base_url=f"{base}/v1", api_key=key, max_retries=0)
     with pytest.raises(openai.NotFoundError) as not_found:
         client.images.generate(model="no-such-model", prompt="p")
     assert not_found.value.code == "model_not_found"
     with pytest.raises(openai.BadRequestError) as bad_size:
         client.images.generate(prompt="p", size="13x7")  # type: ignore[arg-type]
     assert bad_size.value.param == "size"
-    wrong_key = openai.OpenAI(base_url=f"{base}/v1", api_key="ig_wrong", max_retries=0)
+    wrong_key = sdk(base_url=f"{base}/v1", api_key="ig_wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         wrong_key.models.list()
 
 
-def test_openai_sdk_edits_an_image(server: tuple[str, str]) -> None:
+def test_openai_sdk_edits_an_image(
+    server: tuple[str, str], sdk: Callable[..., openai.OpenAI]
+) -> None:
     base, key = server
-    client = openai.OpenAI(base_url=f"{base}/v1", api_key=key)
+    client = sdk(base_url=f"{base}/v1", api_key=key)
     source = io.BytesIO()
     Image.new("RGB", (300, 200), "orange").save(source, "PNG")
     edited = client.images.edit(
@@ -148,12 +170,14 @@ def test_openai_sdk_edits_an_image(server: tuple[str, str]) -> None:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
-def test_several_server_processes_share_the_port(tmp_path: Path, database_url: str) -> None:
+def test_several_server_processes_share_the_port(
+    tmp_path: Path, database_url: str, sdk: Callable[..., openai.OpenAI]
+) -> None:
     with _serving(tmp_path, database_url, "--workers", "2") as (base, key, pid):
         log = (tmp_path / "server.log").read_text()
         assert len(set(_FIRST_KEY.findall(log))) == 1  # one first key
         assert _server_processes(pid) == 2
-        client = openai.OpenAI(base_url=f"{base}/v1", api_key=key)
+        client = sdk(base_url=f"{base}/v1", api_key=key)
 
         def generate(index: int) -> tuple[str, int]:
             result = client.images.generate(
