@@ -32,6 +32,17 @@ async def _workspace(gateway: Gateway) -> str:
     return str((await _sql(gateway, "SELECT id FROM workspaces"))[0].id)
 
 
+async def _enable_by_hand(gateway: Gateway, workspace: str, model: str, enabled: bool) -> None:
+    """A change made in the database, not through the gateway."""
+    await _sql(
+        gateway,
+        "UPDATE workspace_models SET enabled = :e WHERE workspace_id = :w AND model = :m",
+        e=enabled,
+        w=workspace,
+        m=model,
+    )
+
+
 async def _generate(client: httpx.AsyncClient, model: str) -> httpx.Response:
     return await client.post(GEN, json={"prompt": "p", "model": model})
 
@@ -40,22 +51,12 @@ async def test_changes_made_by_hand_are_obeyed_by_the_next_request(settings: Set
     async with running_gateway(settings) as (client, gateway):
         workspace = await _workspace(gateway)
         assert (await _generate(client, "mock-vector")).status_code == 200
-        await _sql(
-            gateway,
-            "UPDATE workspace_models SET enabled = false "
-            "WHERE workspace_id = :w AND model = 'mock-vector'",
-            w=workspace,
-        )
+        await _enable_by_hand(gateway, workspace, "mock-vector", False)
         assert_error(await _generate(client, "mock-vector"), 403, "model_not_enabled", "model")
         # Remembered now: a state in which mock-vector is off. Turned on by hand, it is
         # usable at once: a refusal planned on a remembered state is checked afresh.
         assert (await _generate(client, "mock-image")).status_code == 200
-        await _sql(
-            gateway,
-            "UPDATE workspace_models SET enabled = true "
-            "WHERE workspace_id = :w AND model = 'mock-vector'",
-            w=workspace,
-        )
+        await _enable_by_hand(gateway, workspace, "mock-vector", True)
         assert (await _generate(client, "mock-vector")).status_code == 200
         await _sql(
             gateway, "UPDATE workspaces SET image_generation_enabled = false WHERE id = :w",
