@@ -26,8 +26,10 @@ through `IMAGEGATE_OPENAI_BASE_URL`) and the LiteLLM proxy, drives each with `wr
 (`bench/wrk/*.lua`), prints the table and rewrites this page. `bash bench/run.sh --quick`
 does shorter runs and 500 jobs; `--skip E,F`, `--databases sqlite` and `--seconds N` narrow
 it down (a run that skips a scenario leaves this page alone unless `--write-docs PATH` is
-given). `.venv/bin/python bench/units.py --database postgres` measures, in-process, the CPU
-of the two writes every image makes. CI never runs these; pytest does not
+given, and keeps its figures in `bench/out/results-partial.json`; `bench/report.py`
+re-renders this page from the last run of every scenario, `bench/out/results.json`).
+`.venv/bin/python bench/units.py --database postgres` measures, in-process, the CPU of
+the two writes every image makes. CI never runs these; pytest does not
 collect them.
 
 Scenarios:

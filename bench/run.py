@@ -645,7 +645,10 @@ def main() -> None:
         "args": vars(args),
         "rows": [row.__dict__ for row in rows],
     }
-    (OUT / "results.json").write_text(json.dumps(results, indent=2))
+    # A run that skips scenarios keeps its results apart: report.py re-renders the page
+    # from results.json, the last run of every scenario.
+    name = "results-partial.json" if skip else "results.json"
+    (OUT / name).write_text(json.dumps(results, indent=2))
     if args.write_docs:
         from report import write_report
 
