@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -138,6 +139,51 @@ async def test_bodies_come_back_decoded_and_without_their_encoding_header() -> N
     response = await http.request("POST", "http://up/images", map_error=_map, within=10)
     assert response.json() == payload
     assert "content-encoding" not in response.headers
+    await http.aclose()
+
+
+class _Endless(httpx.AsyncByteStream):
+    """A body that never ends, counting what was read of it."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while True:
+            self.sent += 65536
+            yield b"x" * 65536
+
+
+async def test_an_answer_past_the_cap_is_refused_while_it_is_read() -> None:
+    endless = _Endless()
+    gzipped = gzip.compress(b"\0" * 4 * 1024 * 1024)  # 4 MB once decoded: a small bomb
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/declared":
+            return httpx.Response(200, headers={"content-length": str(10**12)}, stream=endless)
+        if request.url.path == "/gzip":
+            return httpx.Response(200, headers={"content-encoding": "gzip"}, content=gzipped)
+        return httpx.Response(200, stream=endless)  # chunked: no length said
+
+    http = UpstreamHTTP(
+        "test",
+        headers={},
+        policy=RetryPolicy(attempts=1),
+        connect_timeout=5,
+        max_output_bytes=64 * 1024,
+        body_reads=ReadLimit(1),
+        transport=httpx.MockTransport(handle),
+    )
+    cap = http.max_answer_bytes
+    assert cap == 64 * 1024 * 4 // 3 * 10 + 1024 * 1024
+    for path in ("/declared", "/chunked", "/gzip"):
+        with pytest.raises(UpstreamError) as refused:
+            await http.request("GET", f"http://up{path}", map_error=_map, within=10)
+        assert refused.value.code == "upstream_output_too_large", path
+        if path == "/declared":
+            assert endless.sent == 0  # refused on its declared length, unread
+        if path == "/chunked":
+            assert cap < endless.sent <= cap + 65536  # read no further than the cap
     await http.aclose()
 
 

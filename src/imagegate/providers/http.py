@@ -280,8 +280,19 @@ _ATTEMPT_SLOTS: contextvars.ContextVar[list[asyncio.Semaphore] | None] = context
 )
 
 
-async def _body(response: httpx.Response) -> bytes:
-    return b"".join([chunk async for chunk in response.aiter_bytes()])
+# An answer may carry this many outputs as base64 (OpenAI's largest n).
+ANSWER_OUTPUTS = 10
+
+
+async def _body(response: httpx.Response, limit: int, too_large: Callable[[], Exception]) -> bytes:
+    """The decoded body, refused with ``too_large()`` as soon as it passes ``limit`` bytes."""
+    chunks, size = [], 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise too_large()
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def detached(streamed: httpx.Response, body: bytes) -> httpx.Response:
@@ -476,11 +487,15 @@ class UpstreamHTTP:
                 streamed = await client.send(outgoing, stream=True)
                 try:
                     declared = streamed.headers.get("content-length", "")
+                    limit, too_large = self.max_answer_bytes, self._answer_too_large
+                    if declared.isdigit() and int(declared) > limit:
+                        raise too_large()
                     if declared.isdigit() and int(declared) <= LARGE_BODY_BYTES:
-                        response = detached(streamed, await _body(streamed))
+                        response = detached(streamed, await _body(streamed, limit, too_large))
                     else:
                         async with self.body_reads.body():
-                            response = detached(streamed, await _body(streamed))
+                            body = await _body(streamed, limit, too_large)
+                            response = detached(streamed, body)
                 finally:
                     await streamed.aclose()
             except httpx.TimeoutException as exc:
@@ -557,6 +572,19 @@ class UpstreamHTTP:
         response = await self.retrying(once)
         declared_type = response.headers.get("content-type", "").split(";")[0].strip() or None
         return response.content, sniff_content_type(response.content, declared_type)
+
+    @property
+    def max_answer_bytes(self) -> int:
+        """The largest answer read from the provider (decoded): ``ANSWER_OUTPUTS`` outputs
+        of the largest size as base64, and a megabyte for the rest."""
+        return self.max_output_bytes * 4 // 3 * ANSWER_OUTPUTS + 1024 * 1024
+
+    def _answer_too_large(self) -> UpstreamError:
+        return UpstreamError(
+            f"{self.provider} answered with more than {self.max_answer_bytes} bytes.",
+            code="upstream_output_too_large",
+            extra={"provider": self.provider},
+        )
 
     def check_size(self, size: int) -> None:
         if size > self.max_output_bytes:
