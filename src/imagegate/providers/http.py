@@ -284,17 +284,6 @@ _ATTEMPT_SLOTS: contextvars.ContextVar[list[asyncio.Semaphore] | None] = context
 ANSWER_OUTPUTS = 10
 
 
-async def _body(response: httpx.Response, limit: int, too_large: Callable[[], Exception]) -> bytes:
-    """The decoded body, refused with ``too_large()`` as soon as it passes ``limit`` bytes."""
-    chunks, size = [], 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > limit:
-            raise too_large()
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def detached(streamed: httpx.Response, body: bytes) -> httpx.Response:
     """A plain response with ``body`` (already decoded) in place of a streamed one.
 
@@ -487,15 +476,12 @@ class UpstreamHTTP:
                 streamed = await client.send(outgoing, stream=True)
                 try:
                     declared = streamed.headers.get("content-length", "")
-                    limit, too_large = self.max_answer_bytes, self._answer_too_large
-                    if declared.isdigit() and int(declared) > limit:
-                        raise too_large()
                     if declared.isdigit() and int(declared) <= LARGE_BODY_BYTES:
-                        response = detached(streamed, await _body(streamed, limit, too_large))
+                        body = await self._read(streamed, self.max_answer_bytes, "an answer")
                     else:
                         async with self.body_reads.body():
-                            body = await _body(streamed, limit, too_large)
-                            response = detached(streamed, body)
+                            body = await self._read(streamed, self.max_answer_bytes, "an answer")
+                    response = detached(streamed, body)
                 finally:
                     await streamed.aclose()
             except httpx.TimeoutException as exc:
@@ -545,17 +531,9 @@ class UpstreamHTTP:
                             code="upstream_download_failed",
                             extra={"provider": self.provider},
                         )
-                    declared = response.headers.get("content-length")
-                    if declared and declared.isdigit():
-                        self.check_size(int(declared))
-                    chunks: list[bytes] = []
-                    size = 0
                     async with self.body_reads.body():
-                        async for chunk in response.aiter_bytes():
-                            size += len(chunk)
-                            self.check_size(size)
-                            chunks.append(chunk)
-                    return detached(response, b"".join(chunks))
+                        body = await self._read(response, self.max_output_bytes, "an output")
+                    return detached(response, body)
             except httpx.TimeoutException as exc:
                 raise TransientUpstreamError(
                     f"{self.provider}: downloading an output timed out.",
@@ -579,20 +557,30 @@ class UpstreamHTTP:
         of the largest size as base64, and a megabyte for the rest."""
         return self.max_output_bytes * 4 // 3 * ANSWER_OUTPUTS + 1024 * 1024
 
-    def _answer_too_large(self) -> UpstreamError:
-        return UpstreamError(
-            f"{self.provider} answered with more than {self.max_answer_bytes} bytes.",
-            code="upstream_output_too_large",
-            extra={"provider": self.provider},
-        )
+    async def _read(self, response: httpx.Response, limit: int, what: str) -> bytes:
+        """A streamed body, decoded, capped at ``limit`` bytes: refused on a larger declared
+        length before any of it is read, else cut off as soon as it passes the cap."""
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise self._too_large(what, limit)
+        chunks, size = [], 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise self._too_large(what, limit)
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def check_size(self, size: int) -> None:
         if size > self.max_output_bytes:
-            raise UpstreamError(
-                f"{self.provider} returned an output larger than {self.max_output_bytes} bytes.",
-                code="upstream_output_too_large",
-                extra={"provider": self.provider},
-            )
+            raise self._too_large("an output", self.max_output_bytes)
+
+    def _too_large(self, what: str, limit: int) -> UpstreamError:
+        return UpstreamError(
+            f"{self.provider} returned {what} larger than {limit} bytes.",
+            code="upstream_output_too_large",
+            extra={"provider": self.provider},
+        )
 
 
 class Deadline:
