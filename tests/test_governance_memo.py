@@ -79,10 +79,11 @@ async def test_a_stale_remembered_state_is_read_again_and_charged_once(
         # Remembered from before the change: a state that still allows mock-vector.
         assert "mock-vector" in memo[workspace].enabled
         assert_error(await _generate(client, "mock-vector"), 403, "model_not_enabled", "model")
+        # The refusal was checked on a fresh read, and that read is remembered in its place.
+        assert "mock-vector" not in memo[workspace].enabled
 
         assert (await _generate(client, "paid-image")).status_code == 200
         current = memo[workspace]
-        assert "mock-vector" not in current.enabled
         # The same state under a version that is no longer current: read and planned
         # again, held and captured once.
         memo[workspace] = dataclasses.replace(current, version=current.version + 1)

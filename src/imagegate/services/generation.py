@@ -634,24 +634,34 @@ async def create_job(
                     )
                 if existing is None:
                     recalled = memo is not None and memo.recall(tx, principal.workspace_id)
-                    submission = await _submit_new(
-                        tx,
-                        catalog,
-                        principal,
-                        choice=choice,
-                        body=body,
-                        planner=planner,
-                        action=action,
-                        max_attempts=max_attempts,
-                        webhook_url=webhook_url,
-                        lease=lease,
-                        idempotency_key=(
-                            None if idempotency_key is None else (idempotency_key, request_hash)
-                        ),
-                    )
-                    if memo is not None:
-                        memo.keep(tx, principal.workspace_id)
-                    return submission
+                    try:
+                        return await _submit_new(
+                            tx,
+                            catalog,
+                            principal,
+                            choice=choice,
+                            body=body,
+                            planner=planner,
+                            action=action,
+                            max_attempts=max_attempts,
+                            webhook_url=webhook_url,
+                            lease=lease,
+                            idempotency_key=(
+                                None if idempotency_key is None else (idempotency_key, request_hash)
+                            ),
+                        )
+                    except ImagegateError as exc:
+                        # A refusal planned on a remembered state is checked on a fresh
+                        # read; one planned on a fresh state (or a 402, whose statement
+                        # confirmed the version) stands.
+                        if recalled and not isinstance(exc, InsufficientCredits):
+                            raise workspace.StaleGovernance(principal.workspace_id) from None
+                        raise
+                    finally:
+                        # What this unit read is kept, even for a refusal that stands; a
+                        # stale state is forgotten again below.
+                        if memo is not None:
+                            memo.keep(tx, principal.workspace_id)
         except IntegrityError:
             if idempotency_key is None:
                 raise
@@ -660,13 +670,7 @@ async def create_job(
                 raise idempotency.in_flight() from None
             # A concurrent request with the same key won the insert: look again.
             continue
-        except (workspace.StaleGovernance, ImagegateError) as exc:
-            # A stale remembered state, or a refusal planned on one: read afresh and plan
-            # again. A refusal of a fresh state stands.
-            if isinstance(exc, ImagegateError) and (
-                not recalled or isinstance(exc, InsufficientCredits)  # checked: current
-            ):
-                raise
+        except workspace.StaleGovernance:
             stale += 1
             if stale > _STALE_RETRIES:
                 raise Conflict(
