@@ -104,9 +104,14 @@ def file_object(gateway: Gateway, request: Request, file: File) -> dict[str, Any
     }
 
 
+def _base64(image: GeneratedImage) -> bytes | memoryview:
+    """The image in base64: as the upstream sent it, or encoded now."""
+    return image.b64 if image.b64 is not None else pybase64.b64encode(image.data)
+
+
 def encoded(image: GeneratedImage) -> Base64Text:
-    """The image in base64 for an answer: as the upstream sent it, or encoded now."""
-    return Base64Text(image.b64 if image.b64 is not None else pybase64.b64encode(image.data))
+    """The image in base64 for an answer (written into it as it is)."""
+    return Base64Text(_base64(image))
 
 
 def inline_data(
@@ -119,7 +124,7 @@ def inline_data(
         if response_format == "b64_json":
             item = {"b64_json": encoded(image)}
         else:
-            text = bytes(encoded(image).text).decode("ascii")
+            text = bytes(_base64(image)).decode("ascii")
             item = {"url": f"data:{image.content_type};base64,{text}"}
         if index < len(revised) and revised[index]:
             item["revised_prompt"] = revised[index]
