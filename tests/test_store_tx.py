@@ -1,18 +1,22 @@
 """The write transactions of the hot path (``Database.transaction``): on PostgreSQL they run
-on the driver's connection, on SQLite in a session; both must read and write alike."""
+on asyncpg's connection, on SQLite on ``sqlite3`` in the event loop's thread, or in a
+session when SQLite's write lock is taken elsewhere; all must read and write alike."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import asyncpg
 import pytest
 from sqlalchemy import bindparam, insert, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from imagegate.store.db import Database, insert_rows
 from imagegate.store.tables import FILES, JOBS, Job, LedgerEntry, Member, Workspace
+from imagegate.store.tx import SessionTx, SQLiteTx
 from tests.conftest import on_postgres
 
 WORKSPACE, MEMBER = "ws_tx", "mem_tx"
@@ -129,7 +133,6 @@ async def test_a_duplicate_key_is_sqlalchemys_integrity_error(db: Database) -> N
             await insert_rows(tx, _job("job_twice"))
 
 
-@pytest.mark.skipif(not on_postgres(), reason="the driver path is PostgreSQL's")
 async def test_a_statement_that_needs_python_defaults_is_refused(db: Database) -> None:
     with pytest.raises(TypeError, match="every column"):
         async with db.transaction() as tx:
@@ -145,3 +148,107 @@ async def test_a_connection_that_broke_is_not_reused(db: Database) -> None:
     # The pool holds one connection: had the broken one gone back, this would fail.
     async with db.transaction() as tx:
         assert (await tx.execute(text("SELECT 1 AS one"))).scalar_one() == 1
+
+
+sqlite_only = pytest.mark.skipif(on_postgres(), reason="SQLite's write lock")
+
+
+def _lock_holder(db: Database) -> sqlite3.Connection:
+    """Another connection to the database file, holding SQLite's write lock."""
+    assert db.writer is not None
+    holder = sqlite3.connect(db.writer.path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    return holder
+
+
+@sqlite_only
+async def test_a_unit_runs_on_the_event_loop_when_the_write_lock_is_free(db: Database) -> None:
+    async with db.transaction() as tx:
+        assert isinstance(tx, SQLiteTx)
+        await insert_rows(tx, _job("job_loop"))
+    async with db.session() as session:
+        assert await session.get(Job, "job_loop") is not None
+
+
+@sqlite_only
+async def test_a_unit_waits_in_a_session_while_another_connection_writes(db: Database) -> None:
+    holder = _lock_holder(db)
+    holder.execute(
+        "INSERT INTO ledger_entries (id, workspace_id, kind, amount, created_at) "
+        "VALUES ('le_other', 'ws_tx', 'grant', 5, '2026-03-01 10:30:00.000000')"
+    )
+    asyncio.get_running_loop().call_later(0.3, holder.commit)
+    try:
+        async with db.transaction() as tx:
+            # The loop did not wait for the lock: this unit waited in a session instead.
+            assert isinstance(tx, SessionTx)
+            await insert_rows(tx, _job("job_waited"))
+    finally:
+        holder.close()
+    async with db.session() as session:
+        assert await session.get(Job, "job_waited") is not None
+        assert await session.get(LedgerEntry, "le_other") is not None
+    async with db.transaction() as tx:  # and the next unit is back on the loop
+        assert isinstance(tx, SQLiteTx)
+
+
+@sqlite_only
+async def test_a_unit_that_awaits_leaves_the_next_to_a_session(db: Database) -> None:
+    """A unit on the loop's connection that suspends (it awaits real work) holds the
+    write lock meanwhile; a unit started then waits for it in a session."""
+    inside = asyncio.Event()
+    release = asyncio.Event()
+
+    async def first() -> str:
+        async with db.transaction() as tx:
+            await insert_rows(tx, _job("job_first"))
+            inside.set()
+            await release.wait()
+            return type(tx).__name__
+
+    async def second() -> str:
+        await inside.wait()
+        async with db.transaction() as tx:
+            await insert_rows(tx, _job("job_second"))
+            return type(tx).__name__
+
+    running = asyncio.gather(first(), second())
+    await inside.wait()
+    await asyncio.sleep(0.2)  # the second is waiting for the lock by now
+    release.set()
+    assert await running == ["SQLiteTx", "SessionTx"]
+    async with db.session() as session:
+        assert {j.id for j in (await session.execute(select(Job))).scalars()} == {
+            "job_first",
+            "job_second",
+        }
+
+
+@sqlite_only
+async def test_the_loops_connection_leaves_checkpoints_to_a_thread(db: Database) -> None:
+    writer = db.writer
+    assert writer is not None
+    writer.checkpoint_every = 3
+    runs = []
+    checkpoint = writer.checkpoint
+    writer.checkpoint = lambda: runs.append(1) or checkpoint()  # type: ignore[method-assign]
+    for i in range(7):
+        async with db.transaction() as tx:
+            await insert_rows(tx, _job(f"job_c{i}"))
+        if db._checkpoint is not None:
+            await db._checkpoint
+    assert len(runs) == 2  # after the 3rd and the 6th commit (the fixture's was the 1st)
+    async with db.transaction() as tx:
+        (autocheckpoint,) = (await tx.execute(text("PRAGMA wal_autocheckpoint"))).first()
+    assert autocheckpoint == 0
+
+
+@sqlite_only
+async def test_a_failed_statement_is_sqlalchemys_error_and_rolls_back(db: Database) -> None:
+    with pytest.raises(OperationalError, match="no_such_table"):
+        async with db.transaction() as tx:
+            await insert_rows(tx, _job("job_rolled_back"))
+            await tx.execute(text("SELECT * FROM no_such_table"))
+    async with db.transaction() as tx:
+        assert isinstance(tx, SQLiteTx)
+        assert (await tx.execute(_READ, {"p_id": "job_rolled_back"})).first() is None

@@ -9,6 +9,9 @@ are written once, as Core statements run through :class:`Tx`:
   engine's pool, each statement compiled by SQLAlchemy once for that dialect. SQLAlchemy's
   execution path (session, connection, greenlet hop, cursor emulation, result building)
   cost several times the driver's own work per statement.
+- :class:`SQLiteTx` runs them on SQLite's own driver (``sqlite3``) on the event loop's
+  thread (see :class:`SQLiteWriter`), compiled the same way. Through aiosqlite every
+  statement crossed to the driver's thread and back three or four times.
 
 Only what both can do is offered: Core statements with bound parameters, rows read by
 column name or position, ``rowcount``. A statement that needs SQLAlchemy at run time
@@ -19,16 +22,17 @@ fails loudly on :class:`DriverTx` instead of running differently.
 from __future__ import annotations
 
 import functools
+import sqlite3
 from collections import namedtuple
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import asyncpg
 from cachetools import LRUCache
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.dml import Insert
@@ -155,10 +159,7 @@ class DriverTx:
         """Nothing is pending: every statement ran when it was executed."""
 
     async def execute(self, statement: Executable, params: Params = None) -> Rows:
-        many = isinstance(params, Sequence) and not isinstance(params, Mapping)
-        rows_params: Sequence[Mapping[str, Any]] = (
-            params if many else [params or {}]  # type: ignore[list-item,assignment]
-        )
+        many, rows_params = _rows_params(params)
         compiled = self.statements.get(statement, rows_params[0])
         try:
             if many:
@@ -176,6 +177,129 @@ class DriverTx:
         return DriverResult(_rows(compiled, records), len(records))
 
 
+class SQLiteTx:
+    """A :class:`Tx` on a ``sqlite3`` connection inside a transaction, run on the calling
+    thread: a statement is the driver's work alone, microseconds with no fsync (WAL with
+    ``synchronous=NORMAL``), so the event loop does it without handing it to a thread."""
+
+    dialect_name = "sqlite"
+
+    def __init__(self, connection: sqlite3.Connection, statements: StatementCache) -> None:
+        self.connection = connection
+        self.statements = statements
+        self.info: dict[str, Any] = {}
+
+    async def flush(self) -> None:
+        """Nothing is pending: every statement ran when it was executed."""
+
+    async def execute(self, statement: Executable, params: Params = None) -> Rows:
+        many, rows_params = _rows_params(params)
+        compiled = self.statements.get(statement, rows_params[0])
+        try:
+            if many:
+                args = [compiled_args(compiled, one) for one in rows_params]
+                return DriverResult([], self.connection.executemany(compiled.sql, args).rowcount)
+            cursor = self.connection.execute(compiled.sql, compiled_args(compiled, rows_params[0]))
+            if cursor.description is None:
+                return DriverResult([], cursor.rowcount)
+            records = cursor.fetchall()
+            names = tuple(column[0] for column in cursor.description)
+        except sqlite3.Error as exc:
+            # What a session would raise (IntegrityError, OperationalError, ...).
+            raise DBAPIError.instance(compiled.sql, rows_params[0], exc, sqlite3.Error) from exc
+        return DriverResult(_rows(compiled, records, names), len(records))
+
+
+class SQLiteWriter:
+    """One ``sqlite3`` connection for short write units run on the event loop's thread.
+
+    :meth:`begin` takes SQLite's write lock without waiting (``busy_timeout`` 0): when
+    another connection (a session's, another process's) holds it, or this connection is
+    in a unit already (a unit that awaited something real), it gives None and the caller
+    runs the unit in a session, which waits for the lock in aiosqlite's thread. The loop
+    therefore never blocks on a lock, only on the statements themselves.
+
+    This connection does not checkpoint the WAL when it commits (that copies pages into
+    the database file and flushes it to disk); every ``checkpoint_every`` commits a
+    passive checkpoint runs in a thread instead (:meth:`commit` says when).
+    """
+
+    def __init__(self, path: str, checkpoint_every: int = 500) -> None:
+        self.path = path
+        self.checkpoint_every = checkpoint_every
+        self._connection: sqlite3.Connection | None = None
+        self._in_unit = False
+        self._commits = 0
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        for pragma in (
+            "journal_mode=WAL",
+            "synchronous=NORMAL",
+            "foreign_keys=ON",
+            "busy_timeout=0",
+            "wal_autocheckpoint=0",
+        ):
+            connection.execute(f"PRAGMA {pragma}")
+        return connection
+
+    @contextmanager
+    def unit(self, statements: StatementCache) -> Iterator[SQLiteTx | None]:
+        """A transaction holding the write lock, committed when the block ends without an
+        error and rolled back when it raises; None when the lock is not free now."""
+        if self._in_unit:
+            yield None
+            return
+        if self._connection is None:
+            self._connection = self._connect()
+        connection = self._connection
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:  # locked, or busy recovering: not now
+            yield None
+            return
+        self._in_unit = True
+        try:
+            yield SQLiteTx(connection, statements)
+            try:
+                connection.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise DBAPIError.instance("COMMIT", None, exc, sqlite3.Error) from exc
+            self._commits += 1
+        finally:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            self._in_unit = False
+
+    def checkpoint_due(self) -> bool:
+        """Whether enough commits went into the WAL since the last checkpoint (and count
+        this one as started)."""
+        if self._commits < self.checkpoint_every:
+            return False
+        self._commits = 0
+        return True
+
+    def checkpoint(self) -> None:
+        """Copy what the WAL holds into the database file, without waiting for anyone
+        (PASSIVE), on a connection of its own: for a worker thread."""
+        connection = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            connection.close()
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+def _rows_params(params: Params) -> tuple[bool, Sequence[Mapping[str, Any]]]:
+    """Whether ``params`` are several rows' (executemany), and the rows' parameters."""
+    many = isinstance(params, Sequence) and not isinstance(params, Mapping)
+    return many, (params if many else [params or {}])  # type: ignore[list-item,return-value]
+
+
 def compiled_args(compiled: _Compiled, params: Mapping[str, Any]) -> list[Any]:
     values = compiled.compiled.construct_params(params)
     return [
@@ -186,12 +310,14 @@ def compiled_args(compiled: _Compiled, params: Mapping[str, Any]) -> list[Any]:
     ]
 
 
-def _rows(compiled: _Compiled, records: list[Any]) -> list[Any]:
+def _rows(compiled: _Compiled, records: list[Any], names: tuple[str, ...] = ()) -> list[Any]:
+    """The records as rows; ``names`` are the columns' when the record does not carry
+    them (``sqlite3``)."""
     if not records:
         return []
     row_type: Any = compiled.row_type
-    if row_type is None:  # a text() statement: names from the first record
-        row_type = _row_type(tuple(records[0].keys()))
+    if row_type is None:  # a text() statement: names from the result
+        row_type = _row_type(names or tuple(records[0].keys()))
     processors = compiled.row_processors
     if processors is None or not any(processors):
         return [row_type(*record) for record in records]
