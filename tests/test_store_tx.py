@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from imagegate.store.db import Database, insert_rows
 from imagegate.store.tables import FILES, JOBS, Job, LedgerEntry, Member, Workspace
-from imagegate.store.tx import SessionTx, SQLiteTx
+from imagegate.store.tx import SQLiteTx
 from tests.conftest import on_postgres
 
 WORKSPACE, MEMBER = "ws_tx", "mem_tx"
@@ -171,52 +171,79 @@ async def test_a_unit_runs_on_the_event_loop_when_the_write_lock_is_free(db: Dat
 
 
 @sqlite_only
-async def test_a_unit_waits_in_a_session_while_another_connection_writes(db: Database) -> None:
+async def test_a_unit_waits_off_the_loop_while_another_connection_writes(db: Database) -> None:
     holder = _lock_holder(db)
     holder.execute(
         "INSERT INTO ledger_entries (id, workspace_id, kind, amount, created_at) "
         "VALUES ('le_other', 'ws_tx', 'grant', 5, '2026-03-01 10:30:00.000000')"
     )
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    ticker = asyncio.ensure_future(tick())
     asyncio.get_running_loop().call_later(0.3, holder.commit)
     try:
         async with db.transaction() as tx:
-            # The loop did not wait for the lock: this unit waited in a session instead.
-            assert isinstance(tx, SessionTx)
+            assert isinstance(tx, SQLiteTx)
             await insert_rows(tx, _job("job_waited"))
     finally:
+        ticker.cancel()
         holder.close()
+    assert ticks >= 10  # the loop ran on while the unit waited for the lock
     async with db.session() as session:
         assert await session.get(Job, "job_waited") is not None
         assert await session.get(LedgerEntry, "le_other") is not None
-    async with db.transaction() as tx:  # and the next unit is back on the loop
-        assert isinstance(tx, SQLiteTx)
 
 
 @sqlite_only
-async def test_a_unit_that_awaits_leaves_the_next_to_a_session(db: Database) -> None:
+async def test_a_unit_that_cannot_get_the_lock_in_time_fails_as_a_session_would(
+    db: Database,
+) -> None:
+    assert db.writer is not None
+    db.writer.lock_timeout = 0.2
+    holder = _lock_holder(db)
+    try:
+        with pytest.raises(OperationalError, match="database is locked"):
+            async with db.transaction() as tx:
+                await insert_rows(tx, _job("job_never"))
+    finally:
+        holder.close()
+    async with db.transaction() as tx:  # usable again once the lock is free
+        assert (await tx.execute(_READ, {"p_id": "job_never"})).first() is None
+
+
+@sqlite_only
+async def test_a_unit_that_awaits_makes_the_next_wait_for_it(db: Database) -> None:
     """A unit on the loop's connection that suspends (it awaits real work) holds the
-    write lock meanwhile; a unit started then waits for it in a session."""
+    write lock meanwhile; a unit started then waits for it to end, then runs."""
+    order: list[str] = []
     inside = asyncio.Event()
     release = asyncio.Event()
 
-    async def first() -> str:
+    async def first() -> None:
         async with db.transaction() as tx:
             await insert_rows(tx, _job("job_first"))
             inside.set()
             await release.wait()
-            return type(tx).__name__
+            order.append("first")
 
-    async def second() -> str:
+    async def second() -> None:
         await inside.wait()
         async with db.transaction() as tx:
+            order.append("second")
             await insert_rows(tx, _job("job_second"))
-            return type(tx).__name__
 
     running = asyncio.gather(first(), second())
     await inside.wait()
-    await asyncio.sleep(0.2)  # the second is waiting for the lock by now
+    await asyncio.sleep(0.1)
     release.set()
-    assert await running == ["SQLiteTx", "SessionTx"]
+    await running
+    assert order == ["first", "second"]
     async with db.session() as session:
         assert {j.id for j in (await session.execute(select(Job))).scalars()} == {
             "job_first",
@@ -235,8 +262,8 @@ async def test_the_loops_connection_leaves_checkpoints_to_a_thread(db: Database)
     for i in range(7):
         async with db.transaction() as tx:
             await insert_rows(tx, _job(f"job_c{i}"))
-        if db._checkpoint is not None:
-            await db._checkpoint
+        if writer._checkpoint is not None:
+            await writer._checkpoint
     assert len(runs) == 2  # after the 3rd and the 6th commit (the fixture's was the 1st)
     async with db.transaction() as tx:
         (autocheckpoint,) = (await tx.execute(text("PRAGMA wal_autocheckpoint"))).first()
@@ -252,3 +279,10 @@ async def test_a_failed_statement_is_sqlalchemys_error_and_rolls_back(db: Databa
     async with db.transaction() as tx:
         assert isinstance(tx, SQLiteTx)
         assert (await tx.execute(_READ, {"p_id": "job_rolled_back"})).first() is None
+
+
+def test_a_database_named_by_a_uri_keeps_its_units_in_sessions() -> None:
+    """The writer opens plain file names only; a ``file:`` URI (with its options) is left
+    to the engine's connections."""
+    assert Database("sqlite+aiosqlite:///file:/tmp/x.db?mode=rwc&uri=true").writer is None
+    assert Database("sqlite+aiosqlite:////tmp/x.db").writer is not None

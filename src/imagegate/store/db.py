@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
-import logging
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -28,8 +26,6 @@ from imagegate.store.tables import Base
 from imagegate.store.tx import SessionTx, SQLiteWriter, StatementCache, Tx, driver_transaction
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-
-log = logging.getLogger("imagegate.store")
 
 
 def row_values(row: Base) -> dict[str, Any]:
@@ -120,16 +116,15 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         self.engine: AsyncEngine
         self.read_engine: AsyncEngine
-        # SQLite (a file): the hot path's units on the event loop's thread.
+        # SQLite (a file name): the hot path's units on the event loop's thread.
         self.writer: SQLiteWriter | None = None
-        self._checkpoint: asyncio.Future[None] | None = None
         if self.is_sqlite:
             # One writer at a time is SQLite's model: a small writer pool avoids lock churn,
             # readers (WAL) run beside it.
             self.engine = _sqlite_engine(url, "BEGIN IMMEDIATE", 5, pool_timeout)
             self.read_engine = _sqlite_engine(url, "BEGIN", pool_size, pool_timeout)
             path = make_url(url).database
-            if path and path != ":memory:" and not path.startswith("file:"):
+            if path and not path.startswith("file:"):  # a URI is left to the engine
                 self.writer = SQLiteWriter(path)
         else:
             self.engine = create_async_engine(
@@ -174,18 +169,10 @@ class Database:
 
     @asynccontextmanager
     async def _unit(self, *, autocommit: bool) -> AsyncIterator[Tx]:
-        if self.is_sqlite:
-            writer = self.writer
-            if writer is not None:
-                with writer.unit(self.statements) as loop_tx:
-                    if loop_tx is not None:
-                        yield loop_tx
-                if loop_tx is not None:
-                    if writer.checkpoint_due():
-                        self._start_checkpoint(writer)
-                    return
-            # The write lock is taken elsewhere (or the database is in memory): wait for
-            # it in a session, off the event loop.
+        if self.writer is not None:
+            async with self.writer.unit(self.statements) as tx:
+                yield tx
+        elif self.is_sqlite:  # named by a URI: the engine's connections
             async with self.session() as session:
                 yield SessionTx(session)
         else:
@@ -208,24 +195,12 @@ class Database:
         async with self.engine.begin() as conn:
             await conn.run_sync(_upgrade)
 
-    def _start_checkpoint(self, writer: SQLiteWriter) -> None:
-        if self._checkpoint is None or self._checkpoint.done():
-            self._checkpoint = asyncio.ensure_future(asyncio.to_thread(writer.checkpoint))
-            self._checkpoint.add_done_callback(_log_checkpoint)
-
     async def close(self) -> None:
-        if self._checkpoint is not None and not self._checkpoint.done():
-            await asyncio.wait([self._checkpoint])
         if self.writer is not None:
-            self.writer.close()
+            await self.writer.close()
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()
-
-
-def _log_checkpoint(done: asyncio.Future[None]) -> None:
-    if not done.cancelled() and done.exception() is not None:
-        log.error("checkpointing the SQLite WAL failed", exc_info=done.exception())
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

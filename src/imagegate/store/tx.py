@@ -11,7 +11,8 @@ are written once, as Core statements run through :class:`Tx`:
   cost several times the driver's own work per statement.
 - :class:`SQLiteTx` runs them on SQLite's own driver (``sqlite3``) on the event loop's
   thread (see :class:`SQLiteWriter`), compiled the same way. Through aiosqlite every
-  statement crossed to the driver's thread and back three or four times.
+  statement crossed to the driver's thread and back three or four times. A database
+  named by a ``file:`` URI is left to :class:`SessionTx`.
 
 Only what both can do is offered: Core statements with bound parameters, rows read by
 column name or position, ``rowcount``. A statement that needs SQLAlchemy at run time
@@ -21,11 +22,14 @@ fails loudly on :class:`DriverTx` instead of running differently.
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
 import sqlite3
+import time
 from collections import namedtuple
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,6 +40,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.dml import Insert
+
+log = logging.getLogger("imagegate.store")
 
 Params = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
 
@@ -211,25 +217,32 @@ class SQLiteTx:
 
 
 class SQLiteWriter:
-    """One ``sqlite3`` connection for short write units run on the event loop's thread.
+    """One ``sqlite3`` connection for the short write units of the hot path, run on the
+    event loop's thread.
 
-    :meth:`begin` takes SQLite's write lock without waiting (``busy_timeout`` 0): when
-    another connection (a session's, another process's) holds it, or this connection is
-    in a unit already (a unit that awaited something real), it gives None and the caller
-    runs the unit in a session, which waits for the lock in aiosqlite's thread. The loop
-    therefore never blocks on a lock, only on the statements themselves.
+    SQLite has one writer at a time. :meth:`unit` tries for the write lock without waiting
+    (``busy_timeout`` 0) and, while another connection holds it (a session's in
+    aiosqlite's thread, another process's) or a unit on this connection is under way (one
+    that awaited something real), sleeps a moment on the loop and tries again, as SQLite's
+    own busy handler would in a thread. The loop never blocks on the lock, only on the
+    statements themselves: microseconds each, with no fsync at commit (WAL with
+    ``synchronous=NORMAL``).
 
     This connection does not checkpoint the WAL when it commits (that copies pages into
-    the database file and flushes it to disk); every ``checkpoint_every`` commits a
-    passive checkpoint runs in a thread instead (:meth:`commit` says when).
+    the database file and flushes it to disk, milliseconds on the loop); every
+    ``checkpoint_every`` commits a passive checkpoint runs in a thread instead.
     """
 
-    def __init__(self, path: str, checkpoint_every: int = 500) -> None:
+    def __init__(
+        self, path: str, *, lock_timeout: float = 30.0, checkpoint_every: int = 500
+    ) -> None:
         self.path = path
+        self.lock_timeout = lock_timeout
         self.checkpoint_every = checkpoint_every
         self._connection: sqlite3.Connection | None = None
         self._in_unit = False
         self._commits = 0
+        self._checkpoint: asyncio.Future[None] | None = None
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -243,41 +256,57 @@ class SQLiteWriter:
             connection.execute(f"PRAGMA {pragma}")
         return connection
 
-    @contextmanager
-    def unit(self, statements: StatementCache) -> Iterator[SQLiteTx | None]:
+    @asynccontextmanager
+    async def unit(self, statements: StatementCache) -> AsyncIterator[SQLiteTx]:
         """A transaction holding the write lock, committed when the block ends without an
-        error and rolled back when it raises; None when the lock is not free now."""
-        if self._in_unit:
-            yield None
-            return
-        if self._connection is None:
-            self._connection = self._connect()
-        connection = self._connection
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError:  # locked, or busy recovering: not now
-            yield None
-            return
-        self._in_unit = True
+        error and rolled back when it raises."""
+        connection = await self._begin()
         try:
             yield SQLiteTx(connection, statements)
             try:
                 connection.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise DBAPIError.instance("COMMIT", None, exc, sqlite3.Error) from exc
-            self._commits += 1
         finally:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
             self._in_unit = False
+        self._commits += 1
+        if self._commits >= self.checkpoint_every:
+            self._commits = 0
+            self._start_checkpoint()
 
-    def checkpoint_due(self) -> bool:
-        """Whether enough commits went into the WAL since the last checkpoint (and count
-        this one as started)."""
-        if self._commits < self.checkpoint_every:
-            return False
-        self._commits = 0
-        return True
+    async def _begin(self) -> sqlite3.Connection:
+        """This connection, in a transaction that holds the write lock."""
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.0005
+        while True:
+            if not self._in_unit:
+                if self._connection is None:
+                    self._connection = self._connect()
+                try:
+                    self._connection.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as exc:
+                    code = getattr(exc, "sqlite_errorcode", sqlite3.SQLITE_BUSY) & 0xFF
+                    if code not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                        raise DBAPIError.instance("BEGIN", None, exc, sqlite3.Error) from exc
+                else:
+                    self._in_unit = True
+                    return self._connection
+            if time.monotonic() >= deadline:
+                raise DBAPIError.instance(
+                    "BEGIN IMMEDIATE",
+                    None,
+                    sqlite3.OperationalError("database is locked"),
+                    sqlite3.Error,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.02)
+
+    def _start_checkpoint(self) -> None:
+        if self._checkpoint is None or self._checkpoint.done():
+            self._checkpoint = asyncio.ensure_future(asyncio.to_thread(self.checkpoint))
+            self._checkpoint.add_done_callback(_log_checkpoint)
 
     def checkpoint(self) -> None:
         """Copy what the WAL holds into the database file, without waiting for anyone
@@ -288,10 +317,17 @@ class SQLiteWriter:
         finally:
             connection.close()
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        if self._checkpoint is not None and not self._checkpoint.done():
+            await asyncio.wait([self._checkpoint])
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+def _log_checkpoint(done: asyncio.Future[None]) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        log.error("checkpointing the SQLite WAL failed", exc_info=done.exception())
 
 
 def _rows_params(params: Params) -> tuple[bool, Sequence[Mapping[str, Any]]]:
