@@ -271,3 +271,38 @@ def test_answers_that_are_not_json_are_none_either_way() -> None:
         IMAGE_TEXT.encode(),
     ):
         assert json_body(httpx.Response(200, content=content), images="b64_json") is None
+
+
+async def test_a_providers_cookies_are_not_sent_with_the_next_call() -> None:
+    """One workspace's call must not carry what the provider set in answer to another's."""
+    seen: list[str | None] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("cookie"))
+        return httpx.Response(
+            200, headers={"set-cookie": "__cf_bm=abc; Path=/; HttpOnly"}, json={"ok": True}
+        )
+
+    http = _client(ReadLimit(1), httpx.MockTransport(handle))
+    for _ in range(2):
+        response = await http.request("POST", "http://up/images", map_error=_map, within=10)
+        assert response.headers["set-cookie"].startswith("__cf_bm=")  # still readable
+    assert seen == [None, None]
+    assert list(http.client.cookies.jar) == []
+    await http.aclose()
+
+
+async def test_the_same_endpoint_is_parsed_once_and_reached_every_time() -> None:
+    paths: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        paths.append(f"{request.url.path}?{request.url.query.decode()}")
+        return httpx.Response(200, json={"ok": True})
+
+    http = _client(ReadLimit(1), httpx.MockTransport(handle))
+    await http.request("GET", "http://up/a?x=1", map_error=_map, within=10)
+    await http.request("GET", "http://up/a?x=1", map_error=_map, within=10)
+    await http.request("GET", "http://up/b", map_error=_map, within=10, params={"y": "2"})
+    assert paths == ["/a?x=1", "/a?x=1", "/b?y=2"]
+    assert len(http._urls) == 2
+    await http.aclose()

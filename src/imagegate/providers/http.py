@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import contextvars
 import email.utils
+import http.cookiejar
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,6 +24,7 @@ from typing import Any
 import httpx
 import orjson
 import pybase64
+from cachetools import LRUCache
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -355,6 +357,13 @@ class ReadLimit:
                 semaphore.release()
 
 
+def _no_cookies() -> http.cookiejar.CookieJar:
+    """A cookie jar that keeps nothing: a provider's cookies (a load balancer's, a bot
+    check's) set in the answer to one workspace's call are not sent with the next call,
+    which may be another workspace's."""
+    return http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+
+
 class UpstreamHTTP:
     """An adapter's HTTP client: retried calls, mapped errors, capped downloads."""
 
@@ -380,6 +389,8 @@ class UpstreamHTTP:
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Endpoints parsed once: httpx parses a URL given as text on every request.
+        self._urls: LRUCache[str, httpx.URL] = LRUCache(256)
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -394,6 +405,7 @@ class UpstreamHTTP:
                 transport=self._transport or AiohttpTransport(),
                 follow_redirects=True,
                 limits=limits,
+                cookies=_no_cookies(),
             )
             self._loop = loop
         return self._client
@@ -467,10 +479,14 @@ class UpstreamHTTP:
         """One upstream call with the adapter's auth headers; a 2xx response or our error."""
         headers = {**self.headers, **kwargs.pop("headers", {})}
 
+        parsed = self._urls.get(url)
+        if parsed is None:
+            parsed = self._urls[url] = httpx.URL(url)
+
         async def once() -> httpx.Response:
             client = self.client
             outgoing = client.build_request(
-                method, url, headers=headers, timeout=self.timeout(within), **kwargs
+                method, parsed, headers=headers, timeout=self.timeout(within), **kwargs
             )
             try:
                 streamed = await client.send(outgoing, stream=True)
