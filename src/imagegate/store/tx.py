@@ -220,13 +220,14 @@ class SQLiteWriter:
     """One ``sqlite3`` connection for the short write units of the hot path, run on the
     event loop's thread.
 
-    SQLite has one writer at a time. :meth:`unit` tries for the write lock without waiting
-    (``busy_timeout`` 0) and, while another connection holds it (a session's in
-    aiosqlite's thread, another process's) or a unit on this connection is under way (one
-    that awaited something real), sleeps a moment on the loop and tries again, as SQLite's
-    own busy handler would in a thread. The loop never blocks on the lock, only on the
-    statements themselves: microseconds each, with no fsync at commit (WAL with
-    ``synchronous=NORMAL``).
+    SQLite has one writer at a time. Units queue for this connection in the order they
+    come (a unit that awaits something real keeps the next waiting); the one at the head
+    tries for SQLite's write lock without waiting (``busy_timeout`` 0) and, while another
+    connection holds it (a session's in aiosqlite's thread, another process's), sleeps a
+    moment on the loop and tries again, as SQLite's own busy handler would in a thread.
+    The loop never blocks on the lock, only on the statements themselves: microseconds
+    each, with no fsync at commit (WAL with ``synchronous=NORMAL``). After
+    ``lock_timeout`` seconds of waiting in all, a unit fails as a session would.
 
     This connection does not checkpoint the WAL when it commits (that copies pages into
     the database file and flushes it to disk, milliseconds on the loop); every
@@ -240,7 +241,8 @@ class SQLiteWriter:
         self.lock_timeout = lock_timeout
         self.checkpoint_every = checkpoint_every
         self._connection: sqlite3.Connection | None = None
-        self._in_unit = False
+        self._turns: asyncio.Lock | None = None
+        self._turns_loop: asyncio.AbstractEventLoop | None = None
         self._commits = 0
         self._checkpoint: asyncio.Future[None] | None = None
 
@@ -260,7 +262,18 @@ class SQLiteWriter:
     async def unit(self, statements: StatementCache) -> AsyncIterator[SQLiteTx]:
         """A transaction holding the write lock, committed when the block ends without an
         error and rolled back when it raises."""
-        connection = await self._begin()
+        deadline = time.monotonic() + self.lock_timeout
+        turn = self._turn()
+        try:
+            async with asyncio.timeout(self.lock_timeout):
+                await turn.acquire()
+        except TimeoutError:
+            raise _locked() from None
+        try:
+            connection = await self._begin(deadline)
+        except BaseException:
+            turn.release()
+            raise
         try:
             yield SQLiteTx(connection, statements)
             try:
@@ -270,36 +283,36 @@ class SQLiteWriter:
         finally:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
-            self._in_unit = False
+            turn.release()
         self._commits += 1
         if self._commits >= self.checkpoint_every:
             self._commits = 0
             self._start_checkpoint()
 
-    async def _begin(self) -> sqlite3.Connection:
+    def _turn(self) -> asyncio.Lock:
+        """The units' queue for this connection, first come first served: only the unit
+        at its head tries for SQLite's lock. One per event loop (a lock belongs to one)."""
+        loop = asyncio.get_running_loop()
+        if self._turns is None or self._turns_loop is not loop:
+            self._turns, self._turns_loop = asyncio.Lock(), loop
+        return self._turns
+
+    async def _begin(self, deadline: float) -> sqlite3.Connection:
         """This connection, in a transaction that holds the write lock."""
-        deadline = time.monotonic() + self.lock_timeout
+        if self._connection is None:
+            self._connection = self._connect()
         delay = 0.0005
         while True:
-            if not self._in_unit:
-                if self._connection is None:
-                    self._connection = self._connect()
-                try:
-                    self._connection.execute("BEGIN IMMEDIATE")
-                except sqlite3.OperationalError as exc:
-                    code = getattr(exc, "sqlite_errorcode", sqlite3.SQLITE_BUSY) & 0xFF
-                    if code not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-                        raise DBAPIError.instance("BEGIN", None, exc, sqlite3.Error) from exc
-                else:
-                    self._in_unit = True
-                    return self._connection
+            try:
+                self._connection.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                code = getattr(exc, "sqlite_errorcode", sqlite3.SQLITE_BUSY) & 0xFF
+                if code not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                    raise DBAPIError.instance("BEGIN", None, exc, sqlite3.Error) from exc
+            else:
+                return self._connection
             if time.monotonic() >= deadline:
-                raise DBAPIError.instance(
-                    "BEGIN IMMEDIATE",
-                    None,
-                    sqlite3.OperationalError("database is locked"),
-                    sqlite3.Error,
-                )
+                raise _locked()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.02)
 
@@ -323,6 +336,13 @@ class SQLiteWriter:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+def _locked() -> Exception:
+    """What a session says when SQLite's write lock stayed taken for its whole timeout."""
+    return DBAPIError.instance(
+        "BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked"), sqlite3.Error
+    )
 
 
 def _log_checkpoint(done: asyncio.Future[None]) -> None:
