@@ -49,6 +49,7 @@ def main() -> None:
         load.join()
         spy.wait()
         summarize(raw)
+        shares(raw)
     finally:
         for server in reversed(servers):
             run.stop(server)
@@ -74,6 +75,39 @@ def summarize(raw: Path, top: int = 25) -> None:
     print("-- total")
     for frame, count in sorted(total.items(), key=lambda kv: -kv[1])[: top * 2]:
         print(f"{100 * count / samples:5.1f}%  {frame}")
+
+
+# Where a sample is counted: under the first of these whose frames its stack passes
+# through (a sample of the success statement under the runner's storing step counts as
+# the database's), the rest under "the rest".
+SHARES = [
+    ("parsing the upstream answer", ["json_body"]),
+    ("rendering the answer", ["JSONResponse.render", "Base64Text"]),
+    ("uvicorn's send", ["RequestResponseCycle.send"]),
+    ("the database", ["Tx.execute", "driver_transaction", "SQLiteWriter", "asyncpg/"]),
+    ("the database", ["aiosqlite/", "Database._unit", "Database.session", "Database.read"]),
+    ("storing the outputs", ["JobRunner._store", "_describe", "imagegate/blobs/"]),
+    ("the upstream call", ["UpstreamHTTP.request", "OpenAIProvider.generate", "aiohttp/"]),
+    ("SQLAlchemy elsewhere", ["sqlalchemy/"]),
+    ("planning", ["plan_openai", "choose_model", "check_usable", "_submit_new"]),
+]
+
+
+def shares(raw: Path) -> None:
+    """The samples split by step (``SHARES``), as bench/profile.md tabulates them."""
+    counts = dict.fromkeys([name for name, _ in SHARES] + ["the rest"], 0)  # one row each
+    samples = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        samples += int(count_text)
+        name = next(
+            (name for name, frames in SHARES if any(frame in stack for frame in frames)),
+            "the rest",
+        )
+        counts[name] += int(count_text)
+    print("-- shares")
+    for name, count in counts.items():
+        print(f"{100 * count / max(samples, 1):5.1f}%  {name}")
 
 
 if __name__ == "__main__":
