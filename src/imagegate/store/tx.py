@@ -150,11 +150,11 @@ def _status_count(status: str) -> int:
     return int(last) if last.isdigit() else 0
 
 
-class DriverTx:
-    """A :class:`Tx` on an asyncpg connection (inside an asyncpg transaction, unless the
-    unit is an autocommit one)."""
+class _OnDriver:
+    """What the :class:`Tx` on a driver's own connection share: statements compiled once
+    (``statements``), each run when it is executed."""
 
-    dialect_name = "postgresql"
+    dialect_name: str
 
     def __init__(self, connection: Any, statements: StatementCache) -> None:
         self.connection = connection
@@ -163,6 +163,13 @@ class DriverTx:
 
     async def flush(self) -> None:
         """Nothing is pending: every statement ran when it was executed."""
+
+
+class DriverTx(_OnDriver):
+    """A :class:`Tx` on an asyncpg connection (inside an asyncpg transaction, unless the
+    unit is an autocommit one)."""
+
+    dialect_name = "postgresql"
 
     async def execute(self, statement: Executable, params: Params = None) -> Rows:
         many, rows_params = _rows_params(params)
@@ -183,20 +190,13 @@ class DriverTx:
         return DriverResult(_rows(compiled, records), len(records))
 
 
-class SQLiteTx:
+class SQLiteTx(_OnDriver):
     """A :class:`Tx` on a ``sqlite3`` connection inside a transaction, run on the calling
     thread: a statement is the driver's work alone, microseconds with no fsync (WAL with
     ``synchronous=NORMAL``), so the event loop does it without handing it to a thread."""
 
     dialect_name = "sqlite"
-
-    def __init__(self, connection: sqlite3.Connection, statements: StatementCache) -> None:
-        self.connection = connection
-        self.statements = statements
-        self.info: dict[str, Any] = {}
-
-    async def flush(self) -> None:
-        """Nothing is pending: every statement ran when it was executed."""
+    connection: sqlite3.Connection
 
     async def execute(self, statement: Executable, params: Params = None) -> Rows:
         many, rows_params = _rows_params(params)
