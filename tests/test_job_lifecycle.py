@@ -127,6 +127,15 @@ async def test_a_stale_attempt_cannot_write_its_result(tmp_path: Path, settings:
             job_id = await _queued_job(client)
             first = await jobs.claim(gateway.db, job_id, "worker-a", lease_seconds=60)
             assert first is not None and first.attempt == 1
+            # The claim gives the job as it now is, with the columns' own types.
+            claimed = first.job
+            assert (claimed.id, claimed.status, claimed.attempt) == (job_id, "running", 1)
+            assert claimed.lease_owner == "worker-a"
+            assert claimed.started_at is not None and claimed.started_at.tzinfo is not None
+            assert claimed.lease_expires_at > claimed.started_at  # type: ignore[operator]
+            assert claimed.request["body"]["prompt"] and isinstance(claimed.params, dict)
+            # Taken: nobody else gets it.
+            assert await jobs.claim(gateway.db, job_id, "worker-c", lease_seconds=60) is None
             # worker-a vanishes: its lease runs out and the job is recovered
             async with gateway.db.session() as session:
                 await session.execute(

@@ -53,28 +53,40 @@ class Claim:
     checked: bool = False
 
 
+_CLAIM = (
+    update(JOBS)
+    .where(
+        JOBS.c.id == bindparam("p_id"),
+        JOBS.c.status == QUEUED,
+        JOBS.c.not_before.is_(None) | (JOBS.c.not_before <= bindparam("p_now")),
+    )
+    .values(
+        status=RUNNING,
+        attempt=JOBS.c.attempt + 1,
+        lease_owner=bindparam("p_owner"),
+        lease_expires_at=bindparam("p_expires"),
+        started_at=bindparam("p_now"),
+    )
+    .returning(*JOBS.c)
+)
+
+
 async def claim(db: Database, job_id: str, owner: str, lease_seconds: float) -> Claim | None:
-    """Take a queued, due job for ``owner``; None if someone else has it or it is not due."""
+    """Take a queued, due job for ``owner``; None if someone else has it or it is not due.
+
+    One statement (the update returns the claimed row), so a unit that commits it alone."""
     now = utcnow()
-    async with db.session() as session:
-        result = await session.execute(
-            update(JOBS)
-            .where(
-                JOBS.c.id == job_id,
-                JOBS.c.status == QUEUED,
-                (JOBS.c.not_before.is_(None)) | (JOBS.c.not_before <= now),
-            )
-            .values(
-                status=RUNNING,
-                attempt=JOBS.c.attempt + 1,
-                lease_owner=owner,
-                lease_expires_at=now + timedelta(seconds=lease_seconds),
-                started_at=now,
-            )
-        )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
-            return None
-        job = (await session.execute(select(Job).where(Job.id == job_id))).scalar_one()
+    params = {
+        "p_id": job_id,
+        "p_now": now,
+        "p_owner": owner,
+        "p_expires": now + timedelta(seconds=lease_seconds),
+    }
+    async with db.autocommit() as tx:
+        row = (await tx.execute(_CLAIM, params)).first()
+    if row is None:
+        return None
+    job = Job(**row._asdict())
     return Claim(job=job, attempt=job.attempt, lease_owner=owner)
 
 
