@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -251,6 +252,27 @@ async def test_a_unit_that_cannot_get_the_lock_in_time_fails_as_a_session_would(
         holder.close()
     async with db.transaction() as tx:  # usable again once the lock is free
         assert (await tx.execute(_READ, {"p_id": "job_never"})).first() is None
+
+
+@sqlite_only
+async def test_units_queued_behind_a_lock_that_stays_taken_all_give_up_in_time(
+    db: Database,
+) -> None:
+    assert db.writer is not None
+    db.writer.lock_timeout = 0.2
+    holder = _lock_holder(db)
+
+    async def unit(index: int) -> None:
+        async with db.transaction() as tx:
+            await insert_rows(tx, _job(f"job_late{index}"))
+
+    started = time.monotonic()
+    try:
+        outcomes = await asyncio.gather(*(unit(i) for i in range(5)), return_exceptions=True)
+    finally:
+        holder.close()
+    assert all(isinstance(o, OperationalError) for o in outcomes), outcomes
+    assert time.monotonic() - started < 1.0  # each its own 0.2 s, not 0.2 s one after another
 
 
 @sqlite_only

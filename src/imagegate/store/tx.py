@@ -264,11 +264,9 @@ class SQLiteWriter:
         error and rolled back when it raises."""
         deadline = time.monotonic() + self.lock_timeout
         turn = self._turn()
-        try:
-            async with asyncio.timeout(self.lock_timeout):
-                await turn.acquire()
-        except TimeoutError:
-            raise _locked() from None
+        # No timer on the wait for a turn: the units ahead came earlier, so each gives up
+        # by a deadline before this one's, and this one then tries once and gives up too.
+        await turn.acquire()
         try:
             connection = await self._begin(deadline)
         except BaseException:
