@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -73,12 +74,20 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _busy(request: Request, exc: Exception) -> JSONResponse:
-    # Every database connection is in use: an overload to retry, not a bug.
-    log.warning("database pool exhausted on %s %s", request.method, request.url.path)
+    # Every database connection is in use, or SQLite's write lock stayed taken for its
+    # whole timeout: an overload to retry, not a bug.
+    log.warning("database busy on %s %s: %s", request.method, request.url.path, exc)
     busy = ImagegateError(
         "The gateway is busy; retry shortly.", code="server_busy", status_code=503
     )
     return exception_response(busy, {"Retry-After": "1"})
+
+
+async def _operational(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, OperationalError)
+    if "database is locked" in str(exc.orig):  # SQLite's busy timeout ran out
+        return await _busy(request, exc)
+    return await _unexpected(request, exc)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -99,4 +108,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(PoolTimeout, _busy)
+    app.add_exception_handler(OperationalError, _operational)
     app.add_exception_handler(Exception, _unexpected)
