@@ -492,11 +492,9 @@ class UpstreamHTTP:
                 streamed = await client.send(outgoing, stream=True)
                 try:
                     declared = streamed.headers.get("content-length", "")
-                    if declared.isdigit() and int(declared) <= LARGE_BODY_BYTES:
+                    small = declared.isdigit() and int(declared) <= LARGE_BODY_BYTES
+                    async with contextlib.nullcontext() if small else self.body_reads.body():
                         body = await self._read(streamed, self.max_answer_bytes, "an answer")
-                    else:
-                        async with self.body_reads.body():
-                            body = await self._read(streamed, self.max_answer_bytes, "an answer")
                     response = detached(streamed, body)
                 finally:
                     await streamed.aclose()
