@@ -16,6 +16,7 @@ from PIL import Image
 from imagegate.app import create_app
 from imagegate.config import Settings
 from imagegate.gateway import Gateway
+from tests.billing_support import credits, grant, running_gateway
 from tests.conftest import on_postgres
 from tests.helpers import assert_error, decode_image
 
@@ -310,27 +311,22 @@ async def test_an_exhausted_database_pool_is_503_not_500(settings: Settings) -> 
 async def test_a_sqlite_write_lock_that_stays_taken_is_503_and_charges_nothing(
     settings: Settings,
 ) -> None:
-    gateway = Gateway(settings, run_workers=False)
-    app = create_app(settings, gateway=gateway)
-    async with app.router.lifespan_context(app):
-        headers = {"Authorization": f"Bearer {gateway.first_admin_key}"}
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://t", headers=headers
-        ) as c:
-            before = (await c.get("/v1/credits")).json()
-            assert gateway.db.writer is not None
-            gateway.db.writer.lock_timeout = 0.2
-            holder = sqlite3.connect(gateway.db.writer.path, isolation_level=None)
-            holder.execute("BEGIN IMMEDIATE")  # another process writing, and writing on
-            try:
-                response = await c.post(GEN, json={"prompt": "p", "size": "256x256"})
-            finally:
-                holder.close()
-            error = assert_error(response, 503, "server_busy")
-            assert response.headers["retry-after"] == "1"
-            assert "locked" not in error["message"]  # no internals in the answer
-            assert (await c.get("/v1/credits")).json() == before
-            assert (await c.get("/v1/jobs")).json()["data"] == []
+    async with running_gateway(settings, run_workers=False) as (c, gateway):
+        await grant(c, 10)
+        before = await credits(c)
+        assert gateway.db.writer is not None
+        gateway.db.writer.lock_timeout = 0.2
+        holder = sqlite3.connect(gateway.db.writer.path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process writing, and writing on
+        try:
+            response = await c.post(GEN, json={"model": "paid-image", "prompt": "p"})
+        finally:
+            holder.close()
+        error = assert_error(response, 503, "server_busy")
+        assert response.headers["retry-after"] == "1"
+        assert "locked" not in error["message"]  # no internals in the answer
+        assert await credits(c) == before
+        assert (await c.get("/v1/jobs")).json()["data"] == []
 
 
 @pytest.mark.parametrize(
