@@ -123,6 +123,22 @@ async def test_local_blobs_are_on_disk_before_put_returns(
     assert sorted(p.name for p in (root / "a" / "b").iterdir()) == ["one.png", "two.png"]
 
 
+async def test_local_store_makes_a_missing_directory_again(tmp_path: Path) -> None:
+    """Directories are made when opening in them fails, not looked up before each write:
+    one removed behind the store's back is made again, and flushed as new."""
+    root = tmp_path / "blobs"
+    store = LocalBlobStore(root)
+    await store.put("ws/outputs/one.png", b"one", "image/png")
+    (root / "ws" / "outputs" / "one.png").unlink()
+    (root / "ws" / "outputs").rmdir()
+    await store.put("ws/outputs/two.png", b"two", "image/png")
+    await store.put_stream("ws/other/three.png", chunks_of(b"three", 2), "image/png")
+    assert await store.read("ws/outputs/two.png") == b"two"
+    assert await store.read("ws/other/three.png") == b"three"
+    assert sorted(p.name for p in (root / "ws").iterdir()) == ["other", "outputs"]
+    assert not [p for p in root.rglob("*.tmp")]
+
+
 async def test_local_keys_cannot_escape_the_directory(tmp_path: Path) -> None:
     store = LocalBlobStore(tmp_path / "blobs")
     for key in ("../outside", "a/../../outside", "/etc/passwd", ""):

@@ -22,16 +22,23 @@ from typing import BinaryIO
 
 from imagegate.blobs.base import CHUNK_SIZE, BlobNotFound
 
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
-def _flush_and_drop(handle: BinaryIO) -> None:
+
+def _flush_and_drop(fd: int) -> None:
     """Put a written file's data on disk, then let its (now clean) pages go."""
-    handle.flush()
-    getattr(os, "fdatasync", os.fsync)(handle.fileno())  # data only, where possible
+    getattr(os, "fdatasync", os.fsync)(fd)  # data only, where possible
     if hasattr(os, "posix_fadvise"):  # Linux; elsewhere the pages stay cached
-        os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
-def _flush_directories(directories: list[Path]) -> None:
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _flush_directories(directories: list[str]) -> None:
     """Put the names just created in ``directories`` on disk. A file system that cannot
     flush a directory (EINVAL) or open one (some platforms) gets no flush."""
     for directory in directories:
@@ -49,63 +56,97 @@ def _flush_directories(directories: list[Path]) -> None:
             os.close(fd)
 
 
+def _make_directory(directory: str) -> list[str]:
+    """Create ``directory`` and its missing parents; the parents that gained an entry,
+    outermost first (none when it was there already)."""
+    try:
+        os.mkdir(directory)
+    except FileExistsError:
+        return []
+    except FileNotFoundError:
+        parent = os.path.dirname(directory)
+        changed = _make_directory(parent)
+        try:
+            os.mkdir(directory)
+        except FileExistsError:
+            return changed
+        return [*changed, parent]
+    return [os.path.dirname(directory)]
+
+
 class LocalBlobStore:
+    """Every write is a handful of system calls in one worker thread: each call gives up
+    the interpreter lock and waits to take it back from a busy event loop, so paths are
+    checked as text and a blob's directory is created only when opening in it fails."""
+
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self._prefix = os.path.join(str(self.root), "")
 
     def path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if not path.is_relative_to(self.root) or path == self.root:
+        return Path(self._path(key))
+
+    def _path(self, key: str) -> str:
+        # Keys are the gateway's own (ids joined by slashes); as text, no lookups on disk.
+        path = os.path.normpath(os.path.join(self._prefix, key))
+        if not path.startswith(self._prefix):
             raise ValueError(f"blob key escapes the store: {key!r}")
         return path
 
-    def _temp(self, key: str) -> tuple[Path, Path, list[Path]]:
-        """The blob's path, a temp file beside it, and the directories that the rename
-        changes: the blob's own, and the parent of each directory created for it."""
-        path = self.path(key)
-        changed = [path.parent]
-        while not changed[-1].exists():  # a new directory is a new name in its parent
-            changed.append(changed[-1].parent)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        return path, tmp, changed
+    def _open_temp(self, key: str) -> tuple[str, str, int, list[str]]:
+        """The blob's path, a new temp file beside it (and its descriptor), and the
+        directories that the rename changes: the blob's own, and the parent of each
+        directory created for it (innermost first)."""
+        path = self._path(key)
+        directory, name = os.path.split(path)
+        tmp = os.path.join(directory, f".{name}.{secrets.token_hex(8)}.tmp")
+        created: list[str] = []
+        try:
+            fd = os.open(tmp, _NEW_FILE, 0o666)
+        except FileNotFoundError:
+            created = _make_directory(directory)
+            fd = os.open(tmp, _NEW_FILE, 0o666)
+        return path, tmp, fd, [directory, *reversed(created)]
 
     @staticmethod
-    def _commit(tmp: Path, path: Path, changed: list[Path]) -> None:
+    def _commit(tmp: str, path: str, changed: list[str]) -> None:
         """Rename the flushed temp file into place, and put the rename on disk."""
         os.replace(tmp, path)
         _flush_directories(changed)
 
     def _write(self, key: str, data: bytes) -> None:
-        path, tmp, changed = self._temp(key)
+        path, tmp, fd, changed = self._open_temp(key)
         try:
-            with tmp.open("wb") as handle:
-                handle.write(data)
-                _flush_and_drop(handle)
+            try:
+                _write_all(fd, data)
+                _flush_and_drop(fd)
+            finally:
+                os.close(fd)
             self._commit(tmp, path, changed)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
             raise
 
     async def put(self, key: str, data: bytes, content_type: str) -> None:
         await asyncio.to_thread(self._write, key, data)
 
     async def put_stream(self, key: str, chunks: AsyncIterable[bytes], content_type: str) -> int:
-        path, tmp, changed = await asyncio.to_thread(self._temp, key)
+        path, tmp, fd, changed = await asyncio.to_thread(self._open_temp, key)
         written = 0
         try:
-            handle: BinaryIO = await asyncio.to_thread(tmp.open, "wb")
             try:
                 async for chunk in chunks:
-                    await asyncio.to_thread(handle.write, chunk)
+                    await asyncio.to_thread(_write_all, fd, chunk)
                     written += len(chunk)
-                await asyncio.to_thread(_flush_and_drop, handle)
+                await asyncio.to_thread(_flush_and_drop, fd)
             finally:
-                await asyncio.to_thread(handle.close)
+                await asyncio.to_thread(os.close, fd)
             await asyncio.to_thread(self._commit, tmp, path, changed)
         except BaseException:
-            await asyncio.to_thread(tmp.unlink, True)
+            with contextlib.suppress(FileNotFoundError):
+                await asyncio.to_thread(os.unlink, tmp)
             raise
         return written
 

@@ -414,8 +414,10 @@ class JobRunner:
             await self._succeed(claim, result, provider, noted, [], sizes)
             return
         expires_at = file_service.output_expiry(self.output_retention_seconds)
+        # One folder of outputs per workspace, as of uploads: a folder per job would cost
+        # every image a new directory, and flushing it and its parent to disk.
         keys = [
-            f"{job.workspace_id}/{job.id}/{claim.attempt}-{index}."
+            f"{job.workspace_id}/outputs/{job.id}-{claim.attempt}-{index}."
             f"{EXTENSIONS.get(image.content_type, 'bin')}"
             for index, image in enumerate(images)
         ]
