@@ -124,8 +124,8 @@ async def test_local_blobs_are_on_disk_before_put_returns(
 
 
 async def test_local_store_makes_a_missing_directory_again(tmp_path: Path) -> None:
-    """Directories are made when opening in them fails, not looked up before each write:
-    one removed behind the store's back is made again, and flushed as new."""
+    """Directories are made when creating the temp file in them fails, not looked up
+    before each write: one removed behind the store's back is made again."""
     root = tmp_path / "blobs"
     store = LocalBlobStore(root)
     await store.put("ws/outputs/one.png", b"one", "image/png")
