@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import stat
@@ -43,7 +44,10 @@ async def chunks_of(data: bytes, size: int) -> AsyncIterator[bytes]:
 
 
 async def test_put_read_open_delete(store: BlobStore) -> None:
-    await store.put("ws/a.png", b"hello", "image/png")
+    # put answers with the SHA-256 of what it stored (a file's sha256 comes from it).
+    assert (
+        await store.put("ws/a.png", b"hello", "image/png") == hashlib.sha256(b"hello").hexdigest()
+    )
     assert await store.read("ws/a.png") == b"hello"
     assert b"".join([c async for c in await store.open("ws/a.png", chunk_size=2)]) == b"hello"
     assert b"".join([c async for c in store.stream("ws/a.png")]) == b"hello"

@@ -287,10 +287,10 @@ async def test_a_failed_blob_write_fails_the_job_and_leaves_no_blob(
         blobs = h.gateway.runner.blobs
         put = blobs.put
 
-        async def second_fails(key: str, data: bytes, content_type: str) -> None:
+        async def second_fails(key: str, data: bytes, content_type: str) -> str:
             if key.endswith("-1.png"):
                 raise OSError(28, "No space left on device")
-            await put(key, data, content_type)
+            return await put(key, data, content_type)
 
         monkeypatch.setattr(blobs, "put", second_fails)
         job = await h.run({"model": "gpt-image", "prompt": "x", "n": 2})

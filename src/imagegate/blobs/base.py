@@ -15,8 +15,9 @@ class BlobNotFound(LookupError):
 class BlobStore(Protocol):
     """Bytes under keys. Writes are atomic: a reader sees the whole blob or none."""
 
-    async def put(self, key: str, data: bytes, content_type: str) -> None:
-        """Store bytes already in memory (a provider's output) without copying them."""
+    async def put(self, key: str, data: bytes, content_type: str) -> str:
+        """Store bytes already in memory (a provider's output) without copying them; the
+        SHA-256 of the bytes, in hex."""
 
     async def put_stream(self, key: str, chunks: AsyncIterable[bytes], content_type: str) -> int:
         """Store chunks as they come; the number of bytes written."""

@@ -7,6 +7,7 @@ reads come back as the response body's chunks.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
@@ -74,11 +75,13 @@ class S3BlobStore:
         except ClientError:
             await client.create_bucket(Bucket=self.bucket)
 
-    async def put(self, key: str, data: bytes, content_type: str) -> None:
+    async def put(self, key: str, data: bytes, content_type: str) -> str:
         client = await self.client()
+        digest = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
         await client.put_object(
             Bucket=self.bucket, Key=self.object_key(key), Body=data, ContentType=content_type
         )
+        return digest
 
     async def put_stream(self, key: str, chunks: AsyncIterable[bytes], content_type: str) -> int:
         client = await self.client()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import io
 import logging
 import random
@@ -54,11 +53,11 @@ def backoff_seconds(
     return max(delay, retry_after or 0.0)
 
 
-def _describe(image: GeneratedImage) -> tuple[int, int, str]:
-    """An output's true width and height (from its header) and its SHA-256."""
-    digest = hashlib.sha256(image.data).hexdigest()
+def _measure(image: GeneratedImage) -> tuple[int, int]:
+    """An output's true width and height, from its header (microseconds: Pillow reads no
+    pixels to open an image)."""
     if image.content_type == "image/svg+xml":
-        return image.width, image.height, digest
+        return image.width, image.height
     try:
         with Image.open(io.BytesIO(image.data)) as opened:
             width, height = opened.size
@@ -67,7 +66,7 @@ def _describe(image: GeneratedImage) -> tuple[int, int, str]:
             "The provider answered with an output that is not an image.",
             code="upstream_bad_response",
         ) from None
-    return width, height, digest
+    return width, height
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -421,20 +420,19 @@ class JobRunner:
             f"{EXTENSIONS.get(image.content_type, 'bin')}"
             for index, image in enumerate(images)
         ]
-        # Hashing and measuring (threads, off the event loop) run beside the writes.
+        # An output that is no image is refused before anything is written.
+        sizes = [_measure(image) for image in images]
+        # The store hashes what it writes, in the thread that writes it.
         writes = [
             asyncio.ensure_future(self.blobs.put(key, image.data, image.content_type))
             for key, image in zip(keys, images, strict=True)
         ]
         try:
-            described, _ = await asyncio.gather(
-                asyncio.gather(*(asyncio.to_thread(_describe, image) for image in images)),
-                # A stopped attempt cannot stop a write under way: the writes run on.
-                asyncio.shield(asyncio.gather(*writes)),
-            )
+            # A stopped attempt cannot stop a write under way: the writes run on.
+            digests = await asyncio.shield(asyncio.gather(*writes))
         except BaseException:
-            # Nothing refers to these blobs yet: an output that is no image, a failed write,
-            # or the attempt stopped. Remove what was written (once the writes are over).
+            # Nothing refers to these blobs yet: a failed write, or the attempt stopped.
+            # Remove what was written (once the writes are over).
             await asyncio.shield(self._discard(keys, writes))
             raise
         files = [
@@ -453,11 +451,10 @@ class JobRunner:
                 blob_key=key,
                 expires_at=expires_at,
             )
-            for index, (image, key, (width, height, digest)) in enumerate(
-                zip(images, keys, described, strict=True)
+            for index, (image, key, (width, height), digest) in enumerate(
+                zip(images, keys, sizes, digests, strict=True)
             )
         ]
-        sizes = [(width, height) for width, height, _ in described]
         # A success that raised is left alone: it may have been recorded all the same (a
         # connection lost after the commit), and then these blobs are the job's outputs.
         if not await self._succeed(claim, result, provider, noted, files, sizes):
@@ -466,7 +463,7 @@ class JobRunner:
             )
             await self._discard(keys, writes)
 
-    async def _discard(self, keys: list[str], writes: Sequence[asyncio.Future[None]]) -> None:
+    async def _discard(self, keys: list[str], writes: Sequence[asyncio.Future[str]]) -> None:
         """Delete an attempt's blobs that no job refers to, once all their writes ended."""
         await asyncio.gather(*writes, return_exceptions=True)
         for key in keys:
