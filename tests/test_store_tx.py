@@ -1,6 +1,6 @@
 """The write transactions of the hot path (``Database.transaction``): on PostgreSQL they run
-on asyncpg's connection, on SQLite on ``sqlite3`` in the event loop's thread, or in a
-session when SQLite's write lock is taken elsewhere; all must read and write alike."""
+on asyncpg's connection, on SQLite on ``sqlite3`` in the event loop's thread (waiting on
+the loop while SQLite's write lock is taken elsewhere); all must read and write alike."""
 
 from __future__ import annotations
 
@@ -314,6 +314,38 @@ async def test_the_loops_connection_leaves_checkpoints_to_a_thread(db: Database)
     async with db.transaction() as tx:
         (autocheckpoint,) = (await tx.execute(text("PRAGMA wal_autocheckpoint"))).first()
     assert autocheckpoint == 0
+
+
+class _RollbackFails(sqlite3.Connection):
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if sql == "ROLLBACK":
+            raise sqlite3.OperationalError("disk I/O error")
+        return super().execute(sql, *args)  # type: ignore[arg-type]
+
+
+@sqlite_only
+async def test_a_unit_whose_rollback_fails_lets_the_next_one_run(db: Database) -> None:
+    """The unit's own error comes up; the connection that could not roll back (and may hold
+    the write lock) is closed, and the next unit runs on a new one instead of waiting."""
+    writer = db.writer
+    assert writer is not None
+    writer.lock_timeout = 0.5
+    if writer._connection is not None:
+        writer._connection.close()
+    writer._connection = sqlite3.connect(
+        writer.path, isolation_level=None, check_same_thread=False, factory=_RollbackFails
+    )
+    with pytest.raises(RuntimeError, match="the unit's own"):
+        async with db.transaction() as tx:
+            await insert_rows(tx, _job("job_rollback_failed"))
+            raise RuntimeError("the unit's own error")
+    async with asyncio.timeout(5):
+        async with db.transaction() as tx:
+            await insert_rows(tx, _job("job_after"))
+    async with db.transaction() as tx:
+        assert isinstance(tx, SQLiteTx)
+        assert (await tx.execute(_READ, {"p_id": "job_rollback_failed"})).first() is None
+        assert (await tx.execute(_READ, {"p_id": "job_after"})).first() is not None
 
 
 @sqlite_only

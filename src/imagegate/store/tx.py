@@ -23,6 +23,7 @@ fails loudly on :class:`DriverTx` instead of running differently.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import sqlite3
@@ -279,13 +280,27 @@ class SQLiteWriter:
             except sqlite3.Error as exc:
                 raise DBAPIError.instance("COMMIT", None, exc, sqlite3.Error) from exc
         finally:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            turn.release()
+            try:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+            except sqlite3.Error:
+                # The unit's own error is on its way up. A connection that cannot roll back
+                # may still hold the write lock: closing it lets the lock go, and the next
+                # unit opens a new one.
+                log.exception("rolling back a SQLite unit failed; reconnecting")
+                self._discard(connection)
+            finally:
+                turn.release()
         self._commits += 1
         if self._commits >= self.checkpoint_every:
             self._commits = 0
             self._start_checkpoint()
+
+    def _discard(self, connection: sqlite3.Connection) -> None:
+        if self._connection is connection:
+            self._connection = None
+        with contextlib.suppress(sqlite3.Error):
+            connection.close()
 
     def _turn(self) -> asyncio.Lock:
         """The units' queue for this connection, first come first served: only the unit
