@@ -53,6 +53,7 @@ def main() -> None:
     finally:
         for server in reversed(servers):
             run.stop(server)
+        run.empty_trash()
 
 
 def summarize(raw: Path, top: int = 25) -> None:

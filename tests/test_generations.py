@@ -242,6 +242,37 @@ async def test_an_oversized_chunked_body_is_413(
     assert_error(await client.post(GEN, content=chunks()), 413, "payload_too_large")
 
 
+async def test_a_client_that_leaves_before_its_body_is_read_is_no_server_error(
+    client: httpx.AsyncClient, gateway: Gateway, admin_key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(gateway.settings, gateway=gateway)
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": GEN, "raw_path": GEN.encode(), "query_string": b"",
+        "root_path": "", "server": ("testserver", 80), "client": ("127.0.0.1", 50000),
+        "headers": [
+            (b"authorization", f"Bearer {admin_key}".encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", b"40"),
+        ],
+    }  # fmt: skip
+    with caplog.at_level("INFO"):
+        await app(scope, receive, send)  # nothing escapes to the server
+    assert sent[0]["status"] == 499
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert any("client left" in r.getMessage() for r in caplog.records)
+    listed = await client.get("/v1/jobs")
+    assert listed.json()["data"] == []
+
+
 async def test_a_model_that_is_not_enabled_is_403(client: httpx.AsyncClient) -> None:
     error = assert_error(
         await client.post(GEN, json={"prompt": "p", "model": "flux_schnell"}),
