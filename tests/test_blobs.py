@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import secrets
@@ -150,6 +151,25 @@ async def test_local_keys_cannot_escape_the_directory(tmp_path: Path) -> None:
             await store.put(key, b"x", "text/plain")
     assert not (tmp_path / "outside").exists()
     assert await store.presigned_url("a", 60) is None
+
+
+async def test_s3_put_sends_the_digest_for_the_store_to_check(s3_endpoint: str) -> None:  # noqa: F811
+    store = S3BlobStore(
+        f"digest-{secrets.token_hex(6)}",
+        endpoint_url=s3_endpoint,
+        region="us-east-1",
+        access_key_id="testing",
+        secret_access_key="testing",
+    )
+    await store.create_bucket()
+    try:
+        digest = await store.put("k.png", b"bytes", "image/png")
+        client = await store.client()
+        head = await client.head_object(Bucket=store.bucket, Key="k.png", ChecksumMode="ENABLED")
+        assert base64.b64decode(head["ChecksumSHA256"]).hex() == digest
+        assert digest == hashlib.sha256(b"bytes").hexdigest()
+    finally:
+        await store.close()
 
 
 async def test_s3_presigned_urls_are_served_by_the_store(s3_endpoint: str) -> None:  # noqa: F811

@@ -7,6 +7,7 @@ reads come back as the response body's chunks.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import AsyncExitStack
@@ -77,11 +78,18 @@ class S3BlobStore:
 
     async def put(self, key: str, data: bytes, content_type: str) -> str:
         client = await self.client()
-        digest = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
+        digest = await asyncio.to_thread(lambda: hashlib.sha256(data).digest())
+        # The store checks what arrived against the digest (BadDigest when it differs)
+        # and keeps it; the SDK then computes no checksum of its own over the body.
         await client.put_object(
-            Bucket=self.bucket, Key=self.object_key(key), Body=data, ContentType=content_type
+            Bucket=self.bucket,
+            Key=self.object_key(key),
+            Body=data,
+            ContentType=content_type,
+            ChecksumAlgorithm="SHA256",
+            ChecksumSHA256=base64.b64encode(digest).decode(),
         )
-        return digest
+        return digest.hex()
 
     async def put_stream(self, key: str, chunks: AsyncIterable[bytes], content_type: str) -> int:
         client = await self.client()
