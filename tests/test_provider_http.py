@@ -5,8 +5,10 @@ carry images parse as the JSON parser would parse them."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import json
+import sys
 from collections.abc import AsyncIterator
 
 import httpx
@@ -261,6 +263,43 @@ def test_a_typical_answer_takes_the_quick_path() -> None:
         ].count("\n")
         == 1
     )
+
+
+def test_parsing_leaves_no_cycle_holding_the_answer() -> None:
+    # A cycle holding a view of the answer keeps all of its megabytes until the cycle
+    # collector runs; the parse must leave the views to the parsed value alone.
+    content = orjson.dumps({"created": 1, "data": [{"b64_json": IMAGE_TEXT}]})
+    before = sys.getrefcount(content)
+    parsed = _with_images_set_aside(content, b'"b64_json"')
+    assert isinstance(parsed["data"][0]["b64_json"], memoryview)
+    del parsed
+    assert sys.getrefcount(content) == before
+
+
+async def test_a_call_leaves_nothing_for_the_cycle_collector() -> None:
+    """httpx binds a streamed response and its stream to each other; a call must not
+    leave that pair (and the connection's objects hanging from it) to the collector."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"ok": True})
+
+    http = _client(ReadLimit(1), httpx.MockTransport(handle))
+    await http.request("POST", "http://up/images", map_error=_map, within=10)  # warm
+    gc.collect()
+    gc.disable()
+    try:
+        response = await http.request("POST", "http://up/images", map_error=_map, within=10)
+        assert response.json() == {"ok": True}
+        del response
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        left = [type(o).__name__ for o in gc.garbage if isinstance(o, httpx.Response)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert left == []
+    await http.aclose()
 
 
 def test_answers_that_are_not_json_are_none_either_way() -> None:

@@ -14,6 +14,7 @@ from imagegate.allocator import keep_large_buffers
 from imagegate.api import admin, credits, edits, errors, files, images, jobs, me, models, pricing
 from imagegate.api.limits import BodySizeLimit, RejectNul
 from imagegate.api.responses import JSONResponse
+from imagegate.collector import tune_for_serving
 from imagegate.config import Settings
 from imagegate.gateway import Gateway
 
@@ -39,8 +40,10 @@ def create_served_app() -> FastAPI:
 
 def served_by_uvicorn(app: FastAPI) -> FastAPI:
     """Mark ``app`` as run by uvicorn, whose HTTP protocols write any buffer as a response
-    body: answers then pass upstream image text on as views, uncopied."""
+    body: answers then pass upstream image text on as views, uncopied; and as the app of
+    a server process, whose cycle collector is tuned once the gateway has started."""
     app.state.server_takes_views = True
+    app.state.tune_collector = True
     return app
 
 
@@ -53,6 +56,8 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         await gw.start()
         if gw.first_admin_key is not None:
             announce_first_key(gw.first_admin_key)
+        if getattr(app.state, "tune_collector", False):
+            tune_for_serving()
         try:
             yield
         finally:

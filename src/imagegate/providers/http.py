@@ -200,29 +200,38 @@ def _with_images_set_aside(content: bytes, key: bytes) -> Any:
         skeleton = orjson.loads(b"".join(pieces))
     except ValueError:
         return None
-    found: list[int] = []
-    view = memoryview(content)
-
-    def put_back(node: Any) -> None:
-        items = node.items() if isinstance(node, dict) else enumerate(node)
-        for key, value in items:
-            if isinstance(value, str) and value[:1] == "\0" and value[1:].isdigit():
-                index = int(value[1:])
-                if index >= len(spans):
-                    raise LookupError
-                start, end = spans[index]
-                node[key] = view[start + 1 : end - 1]
-                found.append(index)
-            elif isinstance(value, dict | list):
-                put_back(value)
-
     if not isinstance(skeleton, dict | list):
         return None
+    found: list[int] = []
     try:
-        put_back(skeleton)
+        _put_back(skeleton, memoryview(content), spans, found)
     except LookupError:
         return None
     return skeleton if sorted(found) == list(range(len(spans))) else None
+
+
+def _put_back(
+    node: dict[Any, Any] | list[Any],
+    view: memoryview,
+    spans: list[tuple[int, int]],
+    found: list[int],
+) -> None:
+    """Replace each stand-in under ``node`` by its string's bytes, noting its index.
+
+    A function of the module, not a closure calling itself: such a closure is a reference
+    cycle holding the view, and with it the whole answer, until the cycle collector runs.
+    """
+    items = node.items() if isinstance(node, dict) else enumerate(node)
+    for key, value in items:
+        if isinstance(value, str) and value[:1] == "\0" and value[1:].isdigit():
+            index = int(value[1:])
+            if index >= len(spans):
+                raise LookupError
+            start, end = spans[index]
+            node[key] = view[start + 1 : end - 1]
+            found.append(index)
+        elif isinstance(value, dict | list):
+            _put_back(value, view, spans, found)
 
 
 def transient_for(response: httpx.Response, provider: str) -> TransientUpstreamError | None:
@@ -286,12 +295,32 @@ _ATTEMPT_SLOTS: contextvars.ContextVar[list[asyncio.Semaphore] | None] = context
 ANSWER_OUTPUTS = 10
 
 
+@contextlib.asynccontextmanager
+async def streaming(
+    client: httpx.AsyncClient, request: httpx.Request
+) -> AsyncIterator[httpx.Response]:
+    """``request`` sent, its response's body left to read; closed on the way out.
+
+    httpx binds a streamed response and its stream to each other (the stream records the
+    response's elapsed time when it is closed): a reference cycle, with the transport's
+    response, buffers and headers hanging from it, that only the cycle collector frees.
+    Once the response is closed its stream is dropped, so all of it is freed at once.
+    """
+    response = await client.send(request, stream=True)
+    try:
+        yield response
+    finally:
+        try:
+            await response.aclose()
+        finally:
+            response.stream = httpx.ByteStream(b"")
+
+
 def detached(streamed: httpx.Response, body: bytes) -> httpx.Response:
     """A plain response with ``body`` (already decoded) in place of a streamed one.
 
-    A streamed httpx response and its stream refer to each other: a cycle that keeps the
-    body in memory until the cycle collector runs, which under load means hundreds of
-    megabytes. The copy has no such cycle, so a body is freed as soon as it is parsed.
+    The copy keeps no reference to the connection's objects, so a body is freed as soon
+    as it is parsed.
     """
     headers = [
         (name, value)
@@ -502,15 +531,12 @@ class UpstreamHTTP:
                 method, parsed, headers=headers, timeout=self.timeout(within), **kwargs
             )
             try:
-                streamed = await client.send(outgoing, stream=True)
-                try:
+                async with streaming(client, outgoing) as streamed:
                     declared = streamed.headers.get("content-length", "")
                     small = declared.isdigit() and int(declared) <= LARGE_BODY_BYTES
                     async with contextlib.nullcontext() if small else self.body_reads.body():
                         body = await self._read(streamed, self.max_answer_bytes, "an answer")
                     response = detached(streamed, body)
-                finally:
-                    await streamed.aclose()
             except httpx.TimeoutException as exc:
                 raise TransientUpstreamError(
                     f"{self.provider} did not answer in time ({type(exc).__name__}).",
@@ -548,7 +574,8 @@ class UpstreamHTTP:
 
         async def once() -> httpx.Response:
             try:
-                async with self.client.stream("GET", url, timeout=self.timeout(within)) as response:
+                outgoing = self.client.build_request("GET", url, timeout=self.timeout(within))
+                async with streaming(self.client, outgoing) as response:
                     if not response.is_success:
                         transient = transient_for(response, self.provider)
                         if transient is not None:
