@@ -79,17 +79,25 @@ class S3BlobStore:
     async def put(self, key: str, data: bytes, content_type: str) -> str:
         client = await self.client()
         digest = await asyncio.to_thread(lambda: hashlib.sha256(data).digest())
-        # The store checks what arrived against the digest (BadDigest when it differs)
-        # and keeps it; the SDK then computes no checksum of its own over the body.
         await client.put_object(
             Bucket=self.bucket,
             Key=self.object_key(key),
             Body=data,
             ContentType=content_type,
-            ChecksumAlgorithm="SHA256",
-            ChecksumSHA256=base64.b64encode(digest).decode(),
+            **self._checksum(client, digest),
         )
         return digest.hex()
+
+    @staticmethod
+    def _checksum(client: S3Client, digest: bytes) -> dict[str, Any]:
+        """The upload's SHA-256 for the store to check (``BadDigest`` when the bytes that
+        arrived differ) and keep; the SDK then computes no checksum of its own. None where
+        the operator turned the SDK's checksums off for a store that refuses them
+        (``AWS_REQUEST_CHECKSUM_CALCULATION=when_required``)."""
+        calculation = getattr(client.meta.config, "request_checksum_calculation", None)
+        if calculation == "when_required":
+            return {}
+        return {"ChecksumAlgorithm": "SHA256", "ChecksumSHA256": base64.b64encode(digest).decode()}
 
     async def put_stream(self, key: str, chunks: AsyncIterable[bytes], content_type: str) -> int:
         client = await self.client()
