@@ -19,20 +19,26 @@ from imagegate.config import Settings
 from tests.blob_fixtures import BACKENDS, S3_CREDENTIALS, s3_endpoint  # noqa: F401
 
 
-@pytest.fixture(params=BACKENDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobStore]:
-    if request.param == "local":
-        yield LocalBlobStore(tmp_path / "blobs")
-        return
+async def _bucket(endpoint: str, name: str, prefix: str = "") -> S3BlobStore:
+    """An S3 store on a new bucket of the test server."""
     s3 = S3BlobStore(
-        f"blobs-{secrets.token_hex(6)}",
-        prefix="p/",
-        endpoint_url=request.getfixturevalue("s3_endpoint"),
+        f"{name}-{secrets.token_hex(6)}",
+        prefix=prefix,
+        endpoint_url=endpoint,
         region="us-east-1",
         access_key_id="testing",
         secret_access_key="testing",
     )
     await s3.create_bucket()
+    return s3
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobStore]:
+    if request.param == "local":
+        yield LocalBlobStore(tmp_path / "blobs")
+        return
+    s3 = await _bucket(request.getfixturevalue("s3_endpoint"), "blobs", prefix="p/")
     try:
         yield s3
     finally:
@@ -162,14 +168,7 @@ async def test_s3_put_sends_the_digest_for_the_store_to_check(
     # An operator whose store refuses checksums turns the SDK's off; the digest then
     # stays home too.
     monkeypatch.setenv("AWS_REQUEST_CHECKSUM_CALCULATION", calculation)
-    store = S3BlobStore(
-        f"digest-{secrets.token_hex(6)}",
-        endpoint_url=s3_endpoint,
-        region="us-east-1",
-        access_key_id="testing",
-        secret_access_key="testing",
-    )
-    await store.create_bucket()
+    store = await _bucket(s3_endpoint, "digest")
     try:
         digest = await store.put("k.png", b"bytes", "image/png")
         assert digest == hashlib.sha256(b"bytes").hexdigest()
@@ -184,14 +183,7 @@ async def test_s3_put_sends_the_digest_for_the_store_to_check(
 
 
 async def test_s3_presigned_urls_are_served_by_the_store(s3_endpoint: str) -> None:  # noqa: F811
-    store = S3BlobStore(
-        f"presign-{secrets.token_hex(6)}",
-        endpoint_url=s3_endpoint,
-        region="us-east-1",
-        access_key_id="testing",
-        secret_access_key="testing",
-    )
-    await store.create_bucket()
+    store = await _bucket(s3_endpoint, "presign")
     try:
         await store.put("k.png", b"bytes", "image/png")
         url = await store.presigned_url("k.png", 60)
