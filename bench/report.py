@@ -54,8 +54,8 @@ scenario A and F at the same concurrency (D against the c=64 rows). wrk sends no
 `Accept-Encoding`, so no side compresses. Each gateway starts on an empty data directory;
 the one before it is moved aside, not deleted, and all of them are deleted once the last
 figure is taken: on a file system that delays reusing deleted inodes (ext4 without a
-journal, as on the machine below), creating an output file soon after thousands of
-deletions cost up to ten times its usual CPU.
+journal, as on the machine below), creating a file soon after thousands of deletions
+took 0.3–0.6 ms instead of 20–90 µs.
 """
 
 
