@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from imagegate.api import deps
 from imagegate.gateway import Gateway
 from imagegate.services.bootstrap import create_member, create_workspace
-from imagegate.services.keys import PrincipalCache, create_key, hash_key
+from imagegate.services.keys import Principal, PrincipalCache, create_key, hash_key
 from imagegate.store.tables import ApiKey, utcnow
 from tests.governance import MODELS, as_key, audit, new_member
 from tests.helpers import assert_error
@@ -194,6 +198,34 @@ async def test_every_admin_change_is_in_the_audit_log(client: httpx.AsyncClient)
     assert_error(
         await client.get("/v1/admin/audit", params={"limit": 0}), 400, "invalid_parameter", "limit"
     )
+
+
+async def test_a_look_up_that_spans_a_revoke_does_not_bring_the_key_back(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    member_id, secret = await new_member(client, name="sam")
+    [key] = (await client.get("/v1/admin/keys", params={"member_id": member_id})).json()["data"]
+    read, release = asyncio.Event(), asyncio.Event()
+    real = deps.authenticate
+
+    async def slow(session: AsyncSession, token: str) -> Principal:
+        principal = await real(session, token)
+        if token == secret:  # the key was read as valid; hold on before caching it
+            read.set()
+            await release.wait()
+        return principal
+
+    monkeypatch.setattr(deps, "authenticate", slow)
+    async with as_key(client, secret) as sam:
+        first = asyncio.create_task(sam.get("/v1/me"))
+        await read.wait()
+        revoked = await client.post(f"/v1/admin/keys/{key['id']}/revoke")
+        assert revoked.status_code == 200, revoked.text
+        release.set()
+        assert (await first).status_code == 200  # it was let in before the revoke
+        # The revoke took effect at once: the look-up that read the key before it is
+        # not kept.
+        assert_error(await sam.get("/v1/me"), 401, "invalid_api_key")
 
 
 async def test_a_key_revoked_by_another_process_stops_working_within_the_cache_ttl(

@@ -49,9 +49,10 @@ async def current_member(request: Request, gateway: GatewayDep) -> Principal:
         )
     principal = gateway.principals.get(token)
     if principal is None:
+        generation = gateway.principals.generation
         async with gateway.db.read_session() as session:
             principal = await authenticate(session, token)
-        gateway.principals.put(token, principal)
+        gateway.principals.put(token, principal, looked_up_in=generation)
     return principal
 
 

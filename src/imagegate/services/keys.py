@@ -60,7 +60,11 @@ async def create_key(session: AsyncSession, member: Member, name: str) -> tuple[
 class PrincipalCache:
     """Who a key belongs to, remembered for ``ttl_seconds`` so that a request does not
     look its key up every time. :meth:`clear` after any change to keys or members made
-    in this process; changes made elsewhere arrive within the TTL."""
+    in this process; changes made elsewhere arrive within the TTL.
+
+    A look-up notes :attr:`generation` before it reads the database and hands it to
+    :meth:`put`: one that began before a :meth:`clear` (a revoke, a role change) may have
+    read the old state, and is not kept."""
 
     def __init__(
         self, ttl_seconds: float, *, size: int = 10_000, clock: Callable[[], float] = time.monotonic
@@ -69,15 +73,19 @@ class PrincipalCache:
         self._cache: TTLCache[str, Principal] = TTLCache(
             maxsize=size, ttl=max(ttl_seconds, 0.001), timer=clock
         )
+        self.generation = 0
 
     def get(self, secret: str) -> Principal | None:
         return self._cache.get(hash_key(secret)) if self.enabled else None
 
-    def put(self, secret: str, principal: Principal) -> None:
-        if self.enabled:
+    def put(self, secret: str, principal: Principal, *, looked_up_in: int) -> None:
+        """Remember ``principal``, read in ``looked_up_in`` (the generation at the start
+        of its look-up), unless the cache was cleared since."""
+        if self.enabled and looked_up_in == self.generation:
             self._cache[hash_key(secret)] = principal
 
     def clear(self) -> None:
+        self.generation += 1
         self._cache.clear()
 
 
