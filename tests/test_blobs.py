@@ -70,17 +70,19 @@ async def test_open_of_a_missing_blob_fails_before_the_first_chunk(store: BlobSt
 
 
 async def test_put_stream_small_and_multipart(store: BlobStore) -> None:
+    # put_stream answers with the size and SHA-256 of what it stored (an upload's sha256).
     small = os.urandom(100_000)
-    assert await store.put_stream(
-        "s.bin", chunks_of(small, 7_000), "application/octet-stream"
-    ) == len(small)
+    assert await store.put_stream("s.bin", chunks_of(small, 7_000), "application/octet-stream") == (
+        len(small),
+        hashlib.sha256(small).hexdigest(),
+    )
     assert await store.read("s.bin") == small
     # Over one S3 part (8 MiB): goes up as a multipart upload, one part in memory at a time.
     large = os.urandom(9 * 1024 * 1024 + 123)
-    written = await store.put_stream(
+    stored = await store.put_stream(
         "l.bin", chunks_of(large, 1024 * 1024), "application/octet-stream"
     )
-    assert written == len(large)
+    assert stored == (len(large), hashlib.sha256(large).hexdigest())
     assert await store.read("l.bin") == large
 
 

@@ -19,8 +19,11 @@ class BlobStore(Protocol):
         """Store bytes already in memory (a provider's output) without copying them; the
         SHA-256 of the bytes, in hex."""
 
-    async def put_stream(self, key: str, chunks: AsyncIterable[bytes], content_type: str) -> int:
-        """Store chunks as they come; the number of bytes written."""
+    async def put_stream(
+        self, key: str, chunks: AsyncIterable[bytes], content_type: str
+    ) -> tuple[int, str]:
+        """Store chunks as they come; the number of bytes written and their SHA-256, in
+        hex."""
 
     async def open(self, key: str, chunk_size: int = CHUNK_SIZE) -> AsyncIterator[bytes]:
         """The blob's chunks; raises ``BlobNotFound`` here, before the first chunk."""

@@ -141,13 +141,21 @@ class LocalBlobStore:
         # hand-off of the interpreter lock per image.
         return await asyncio.to_thread(self._write, key, data)
 
-    async def put_stream(self, key: str, chunks: AsyncIterable[bytes], content_type: str) -> int:
+    async def put_stream(
+        self, key: str, chunks: AsyncIterable[bytes], content_type: str
+    ) -> tuple[int, str]:
         path, tmp, fd, changed = await asyncio.to_thread(self._open_temp, key)
         written = 0
+        digest = hashlib.sha256()
+
+        def write(chunk: bytes) -> None:  # hashed in the thread that writes it, as in put
+            _write_all(fd, chunk)
+            digest.update(chunk)
+
         try:
             try:
                 async for chunk in chunks:
-                    await asyncio.to_thread(_write_all, fd, chunk)
+                    await asyncio.to_thread(write, chunk)
                     written += len(chunk)
                 await asyncio.to_thread(_flush_and_drop, fd)
             finally:
@@ -157,7 +165,7 @@ class LocalBlobStore:
             with contextlib.suppress(FileNotFoundError):
                 await asyncio.to_thread(os.unlink, tmp)
             raise
-        return written
+        return written, digest.hexdigest()
 
     async def open(self, key: str, chunk_size: int = CHUNK_SIZE) -> AsyncIterator[bytes]:
         try:

@@ -99,11 +99,14 @@ class S3BlobStore:
             return {}
         return {"ChecksumAlgorithm": "SHA256", "ChecksumSHA256": base64.b64encode(digest).decode()}
 
-    async def put_stream(self, key: str, chunks: AsyncIterable[bytes], content_type: str) -> int:
+    async def put_stream(
+        self, key: str, chunks: AsyncIterable[bytes], content_type: str
+    ) -> tuple[int, str]:
         client = await self.client()
         object_key = self.object_key(key)
         buffer = bytearray()
         written = 0
+        digest = hashlib.sha256()  # fed each part (or the whole) before it goes up
         upload_id: str | None = None
         parts: list[dict[str, Any]] = []
         try:
@@ -116,15 +119,21 @@ class S3BlobStore:
                             Bucket=self.bucket, Key=object_key, ContentType=content_type
                         )
                         upload_id = started["UploadId"]
+                    await asyncio.to_thread(digest.update, buffer)
                     parts.append(
                         await self._part(client, object_key, upload_id, len(parts) + 1, buffer)
                     )
                     buffer = bytearray()
+            await asyncio.to_thread(digest.update, buffer)
             if upload_id is None:
                 await client.put_object(
-                    Bucket=self.bucket, Key=object_key, Body=bytes(buffer), ContentType=content_type
+                    Bucket=self.bucket,
+                    Key=object_key,
+                    Body=bytes(buffer),
+                    ContentType=content_type,
+                    **self._checksum(client, digest.digest()),
                 )
-                return written
+                return written, digest.hexdigest()
             if buffer:
                 parts.append(
                     await self._part(client, object_key, upload_id, len(parts) + 1, buffer)
@@ -141,7 +150,7 @@ class S3BlobStore:
                     Bucket=self.bucket, Key=object_key, UploadId=upload_id
                 )
             raise
-        return written
+        return written, digest.hexdigest()
 
     async def _part(
         self, client: S3Client, object_key: str, upload_id: str, number: int, data: bytearray

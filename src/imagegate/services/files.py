@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import logging
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -152,11 +151,8 @@ def check_purpose(purpose: object) -> str:
     return purpose
 
 
-async def _hashed_chunks(
-    handle: BinaryIO, digest: hashlib._Hash, chunk_size: int = 1024 * 1024
-) -> AsyncIterator[bytes]:
+async def _chunks(handle: BinaryIO, chunk_size: int = 1024 * 1024) -> AsyncIterator[bytes]:
     while chunk := await asyncio.to_thread(handle.read, chunk_size):
-        digest.update(chunk)
         yield chunk
 
 
@@ -188,8 +184,7 @@ async def upload(
     await asyncio.to_thread(handle.seek, 0)
     file_id = new_id("file")
     key = f"{principal.workspace_id}/uploads/{file_id}.{checked.extension}"
-    digest = hashlib.sha256()
-    written = await blobs.put_stream(key, _hashed_chunks(handle, digest), checked.content_type)
+    written, sha256 = await blobs.put_stream(key, _chunks(handle), checked.content_type)
     file = File(
         id=file_id,
         workspace_id=principal.workspace_id,
@@ -199,7 +194,7 @@ async def upload(
         bytes=written,
         width=checked.width,
         height=checked.height,
-        sha256=digest.hexdigest(),
+        sha256=sha256,
         blob_key=key,
     )
     try:
