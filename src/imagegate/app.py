@@ -34,14 +34,15 @@ def announce_first_key(key: str) -> None:
 
 def create_served_app() -> FastAPI:
     """The app of one process of ``imagegate serve --workers N``, from the environment."""
-    keep_large_buffers()
     return served_by_uvicorn(create_app())
 
 
 def served_by_uvicorn(app: FastAPI) -> FastAPI:
     """Mark ``app`` as run by uvicorn, whose HTTP protocols write any buffer as a response
     body: answers then pass upstream image text on as views, uncopied; and as the app of
-    a server process, whose cycle collector is tuned once the gateway has started."""
+    a server process, which keeps large freed buffers and whose cycle collector is tuned
+    once the gateway has started."""
+    keep_large_buffers()
     app.state.server_takes_views = True
     app.state.tune_collector = True
     return app

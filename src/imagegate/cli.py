@@ -89,7 +89,6 @@ def serve(
     """Run the gateway (migrates the database and creates the first admin key on first start)."""
     import uvicorn
 
-    from imagegate.allocator import keep_large_buffers
     from imagegate.app import announce_first_key, create_app, served_by_uvicorn
     from imagegate.gateway import prepare
 
@@ -110,7 +109,6 @@ def serve(
     }
     if settings.workers == 1:
         console.print(f"imagegate listening on {address} (data in {settings.data_dir})")
-        keep_large_buffers()
         uvicorn.run(served_by_uvicorn(create_app(settings)), **options)
         return
     # Several processes: migrate and create the first key once, here, before any of them
