@@ -62,6 +62,14 @@ def answer(status: str, body: bytes, *headers: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
+def chunked_answer(status: str, body: bytes, chunk: int = 65536) -> bytes:
+    """An answer of undeclared length, sent in chunks of ``chunk`` bytes."""
+    head = f"HTTP/1.1 {status}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+    pieces = [body[at : at + chunk] for at in range(0, len(body), chunk)]
+    framed = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces)
+    return head + framed + b"0\r\n\r\n"
+
+
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(transport=AiohttpTransport(), follow_redirects=True) as c:
@@ -131,7 +139,10 @@ async def test_a_connection_is_reused_after_a_full_read_and_not_after_a_partial_
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
             head, _ = await read_request(reader)
-            writer.write(answer("200 OK", large if b"/large" in head else b"small"))
+            # Of undeclared length, so that it comes up in chunks and can be left unread.
+            writer.write(
+                chunked_answer("200 OK", large) if b"/large" in head else answer("200 OK", b"small")
+            )
             await writer.drain()
 
     server = RawServer(serve)
@@ -144,6 +155,25 @@ async def test_a_connection_is_reused_after_a_full_read_and_not_after_a_partial_
                 break  # the rest of the body is never read
         assert (await client.get(f"{url}/small")).content == b"small"
     assert server.connections == 2
+
+
+async def test_a_body_of_declared_length_comes_up_whole(client: httpx.AsyncClient) -> None:
+    large = bytes(range(256)) * 4000  # about 1 MB: many socket reads
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head, _ = await read_request(reader)
+            declared = b"/declared" in head
+            writer.write(answer("200 OK", large) if declared else chunked_answer("200 OK", large))
+            await writer.drain()
+
+    async with RawServer(serve) as url:
+        async with client.stream("GET", f"{url}/declared") as response:
+            whole = [chunk async for chunk in response.aiter_raw()]
+        async with client.stream("GET", f"{url}/chunked") as response:
+            streamed = [chunk async for chunk in response.aiter_raw()]
+    assert whole == [large]
+    assert len(streamed) > 1 and b"".join(streamed) == large
 
 
 async def test_redirects_are_followed_by_httpx(client: httpx.AsyncClient) -> None:

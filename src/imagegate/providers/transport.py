@@ -60,6 +60,12 @@ class _Body(httpx.AsyncByteStream):
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         with _as_httpx_errors(self._request):
+            if self._response.content_length is not None:
+                # A body of declared length is read whole, in one chunk: its size is
+                # known before the first byte (a reader refuses one too large then), and
+                # each chunk handed up costs a pass through httpx's stream layers.
+                yield await self._response.content.read()
+                return
             async for chunk in self._response.content.iter_any():
                 yield chunk
 
