@@ -29,8 +29,9 @@ it down (a run that skips a scenario leaves this page alone unless `--write-docs
 given, and keeps its figures in `bench/out/results-partial.json`; `bench/report.py`
 re-renders this page from the last run of every scenario, `bench/out/results.json`).
 `.venv/bin/python bench/units.py --database postgres` measures, in-process, the CPU of
-the two writes every image makes. CI never runs these; pytest does not
-collect them.
+the two writes every image makes, and `.venv/bin/python bench/floor.py` the CPU that
+moving one image's bytes takes whatever the code around it (receiving, decoding, storing
+and sending them). CI never runs these; pytest does not collect them.
 
 Scenarios:
 

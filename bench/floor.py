@@ -1,0 +1,167 @@
+"""The CPU that the bytes of one image cost, before any gateway logic: the floor under
+scenario B's CPU per image.
+
+    .venv/bin/python bench/floor.py [--count 300]
+
+A generation answered with ``b64_json`` moves the upstream's answer (the bench image as
+base64 in JSON, 2.3 MB) through these steps, whatever the code around them; each is
+timed here on its own, in this process, with the gateway's own functions where it has
+them:
+
+- receive: the answer read from a loopback TCP socket, into chunks joined into one
+  buffer (what an HTTP client does; the sender is another process);
+- copy: the one further copy of the answer that an HTTP client's parser makes;
+- decode: the base64 decoded (``decode_b64_checked``);
+- store: the image written as the local blob store writes it (temp file, SHA-256,
+  ``fdatasync``, page cache dropped, rename, directory flush: ``LocalBlobStore._write``);
+- send: the base64 answer written to a loopback TCP socket (the reader is another
+  process).
+
+CPU is this process's user plus system time (``getrusage``), the lower quartile of the
+second half of the runs, per image. Nothing here touches a database or parses HTTP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from upstream import noise_png
+
+from imagegate.blobs.local import LocalBlobStore
+from imagegate.providers.http import decode_b64_checked
+
+# The peer processes: one sends the answer ``count`` times, one reads and drops what it gets.
+_SENDER = """
+import socket, sys
+body = sys.stdin.buffer.read()
+count = int(sys.argv[1])
+with socket.create_connection(("127.0.0.1", int(sys.argv[2]))) as sock:
+    for _ in range(count):
+        sock.sendall(body)
+"""
+_SINK = """
+import socket, sys
+with socket.create_connection(("127.0.0.1", int(sys.argv[1]))) as sock:
+    buffer = bytearray(1 << 20)
+    while sock.recv_into(buffer):
+        pass
+"""
+
+
+def cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def steady(samples: list[float]) -> float:
+    """The lower quartile of the second half, in ms (the first half warms caches)."""
+    half = samples[len(samples) // 2 :]
+    return statistics.quantiles(half, n=4)[0] * 1000
+
+
+def timed(step: Callable[[], object], count: int) -> float:
+    samples = []
+    for _ in range(count):
+        before = cpu()
+        step()
+        samples.append(cpu() - before)
+    return steady(samples)
+
+
+def peer(code: str, *args: str, stdin: bytes | None = None) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen([sys.executable, "-c", code, *args], stdin=subprocess.PIPE)
+    if stdin is not None:
+        assert process.stdin is not None
+        process.stdin.write(stdin)
+    if process.stdin is not None:
+        process.stdin.close()
+    return process
+
+
+def listen() -> tuple[socket.socket, int]:
+    server = socket.create_server(("127.0.0.1", 0))
+    return server, server.getsockname()[1]
+
+
+def receive_times(body: bytes, count: int) -> list[float]:
+    """CPU of reading each answer off a loopback socket, 64 KB reads joined (as a client
+    reading a body chunk by chunk does)."""
+    server, port = listen()
+    sender = peer(_SENDER, str(count), str(port), stdin=body)
+    connection, _ = server.accept()
+    samples = []
+    try:
+        for _ in range(count):
+            before = cpu()
+            chunks, size = [], 0
+            while size < len(body):
+                chunk = connection.recv(min(1 << 16, len(body) - size))
+                if not chunk:
+                    raise SystemExit("the sender stopped early")
+                chunks.append(chunk)
+                size += len(chunk)
+            b"".join(chunks)
+            samples.append(cpu() - before)
+    finally:
+        connection.close()
+        server.close()
+        sender.wait()
+    return samples
+
+
+def send_times(body: bytes, count: int) -> list[float]:
+    """CPU of writing each answer into a loopback socket that another process drains."""
+    server, port = listen()
+    sink = peer(_SINK, str(port))
+    connection, _ = server.accept()
+    samples = []
+    try:
+        for _ in range(count):
+            before = cpu()
+            connection.sendall(body)
+            samples.append(cpu() - before)
+    finally:
+        connection.close()
+        server.close()
+        sink.wait()
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=300)
+    args = parser.parse_args()
+    count = args.count
+    png = noise_png()
+    text = base64.b64encode(png)
+    answer = json.dumps({"created": 0, "data": [{"b64_json": text.decode()}]}).encode()
+    view = memoryview(answer)[answer.index(text[:64]) :][: len(text)]
+    steps: dict[str, float] = {}
+    steps["receive"] = steady(receive_times(answer, count))
+    steps["copy"] = timed(lambda: bytes(bytearray(answer)), count)
+    steps["decode"] = timed(lambda: decode_b64_checked(view), count)
+    with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as root:
+        store = LocalBlobStore(Path(root))
+        keys = iter(range(10**9))
+        steps["store"] = timed(lambda: store._write(f"w/outputs/{next(keys)}.png", png), count)
+    steps["send"] = steady(send_times(answer, count))
+    print(f"answer {len(answer):,} bytes, image {len(png):,} bytes, {count} runs per step")
+    for name, ms in steps.items():
+        print(f"{name:8} {ms:6.2f} ms CPU per image")
+    print(f"{'total':8} {sum(steps.values()):6.2f} ms CPU per image")
+
+
+if __name__ == "__main__":
+    main()
