@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import resource
 import socket
@@ -32,7 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -53,7 +54,7 @@ with socket.create_connection(("127.0.0.1", int(sys.argv[2]))) as sock:
 """
 _SINK = """
 import socket, sys
-with socket.create_connection(("127.0.0.1", int(sys.argv[1]))) as sock:
+with socket.create_connection(("127.0.0.1", int(sys.argv[-1]))) as sock:
     buffer = bytearray(1 << 20)
     while sock.recv_into(buffer):
         pass
@@ -82,61 +83,39 @@ def timed(step: Callable[[], object], count: int) -> float:
 
 def peer(code: str, *args: str, stdin: bytes | None = None) -> subprocess.Popen[bytes]:
     process = subprocess.Popen([sys.executable, "-c", code, *args], stdin=subprocess.PIPE)
+    assert process.stdin is not None
     if stdin is not None:
-        assert process.stdin is not None
         process.stdin.write(stdin)
-    if process.stdin is not None:
-        process.stdin.close()
+    process.stdin.close()
     return process
 
 
-def listen() -> tuple[socket.socket, int]:
+@contextlib.contextmanager
+def connected(code: str, *args: str, stdin: bytes | None = None) -> Iterator[socket.socket]:
+    """A loopback TCP connection to a peer process running ``code`` (its last argument is
+    the port to connect to)."""
     server = socket.create_server(("127.0.0.1", 0))
-    return server, server.getsockname()[1]
-
-
-def receive_times(body: bytes, count: int) -> list[float]:
-    """CPU of reading each answer off a loopback socket, 64 KB reads joined (as a client
-    reading a body chunk by chunk does)."""
-    server, port = listen()
-    sender = peer(_SENDER, str(count), str(port), stdin=body)
+    process = peer(code, *args, str(server.getsockname()[1]), stdin=stdin)
     connection, _ = server.accept()
-    samples = []
     try:
-        for _ in range(count):
-            before = cpu()
-            chunks, size = [], 0
-            while size < len(body):
-                chunk = connection.recv(min(1 << 16, len(body) - size))
-                if not chunk:
-                    raise SystemExit("the sender stopped early")
-                chunks.append(chunk)
-                size += len(chunk)
-            b"".join(chunks)
-            samples.append(cpu() - before)
+        yield connection
     finally:
         connection.close()
         server.close()
-        sender.wait()
-    return samples
+        process.wait()
 
 
-def send_times(body: bytes, count: int) -> list[float]:
-    """CPU of writing each answer into a loopback socket that another process drains."""
-    server, port = listen()
-    sink = peer(_SINK, str(port))
-    connection, _ = server.accept()
-    samples = []
-    try:
-        for _ in range(count):
-            before = cpu()
-            connection.sendall(body)
-            samples.append(cpu() - before)
-    finally:
-        connection.close()
-        server.close()
-        sink.wait()
-    return samples
+def receive(connection: socket.socket, size: int) -> None:
+    """One answer of ``size`` bytes read in 64 KB reads and joined, as a client reading a
+    body chunk by chunk does."""
+    chunks, received = [], 0
+    while received < size:
+        chunk = connection.recv(min(1 << 16, size - received))
+        if not chunk:
+            raise SystemExit("the sender stopped early")
+        chunks.append(chunk)
+        received += len(chunk)
+    b"".join(chunks)
 
 
 def main() -> None:
@@ -149,14 +128,16 @@ def main() -> None:
     answer = json.dumps({"created": 0, "data": [{"b64_json": text.decode()}]}).encode()
     view = memoryview(answer)[answer.index(text[:64]) :][: len(text)]
     steps: dict[str, float] = {}
-    steps["receive"] = steady(receive_times(answer, count))
+    with connected(_SENDER, str(count), stdin=answer) as connection:
+        steps["receive"] = timed(lambda: receive(connection, len(answer)), count)
     steps["copy"] = timed(lambda: bytes(bytearray(answer)), count)
     steps["decode"] = timed(lambda: decode_b64_checked(view), count)
     with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as root:
         store = LocalBlobStore(Path(root))
         keys = iter(range(10**9))
         steps["store"] = timed(lambda: store._write(f"w/outputs/{next(keys)}.png", png), count)
-    steps["send"] = steady(send_times(answer, count))
+    with connected(_SINK) as connection:  # another process drains it
+        steps["send"] = timed(lambda: connection.sendall(answer), count)
     print(f"answer {len(answer):,} bytes, image {len(png):,} bytes, {count} runs per step")
     for name, ms in steps.items():
         print(f"{name:8} {ms:6.2f} ms CPU per image")
