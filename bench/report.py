@@ -19,6 +19,7 @@ bash bench/run.sh
 ```
 
 which installs what it lacks (Debian's `wrk`, LiteLLM into `bench/.venv-litellm`), starts
+the local PostgreSQL if it is down (`BENCH_PG` names another server), starts
 on 127.0.0.1 a fake OpenAI Images upstream (`bench/upstream.py`: one fixed 1024x1024 PNG
 of noise as `b64_json`, latency settable at run time), the gateway on PostgreSQL and on
 SQLite (model `bench-image` from `bench/catalog/`, served by the real OpenAI adapter
