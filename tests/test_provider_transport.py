@@ -245,6 +245,13 @@ async def _cut_mid_body(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
     await writer.drain()
 
 
+async def _stall_mid_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+    await writer.drain()
+    await reader.read()  # the rest never comes; ends when the client gives up and hangs up
+
+
 async def _garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     await read_request(reader)
     writer.write(b"this is not HTTP\r\n\r\n")
@@ -261,10 +268,11 @@ async def _hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -
         (None, "upstream_unavailable", "could not be reached"),
         (_silent, "upstream_timeout", "ReadTimeout"),
         (_cut_mid_body, "upstream_unavailable", "could not be reached"),
+        (_stall_mid_body, "upstream_timeout", "ReadTimeout"),
         (_garbage, "upstream_unavailable", "could not be reached"),
         (_hang_up, "upstream_unavailable", "could not be reached"),
     ],
-    ids=["refused", "silent", "cut-mid-body", "not-http", "hang-up"],
+    ids=["refused", "silent", "cut-mid-body", "stall-mid-body", "not-http", "hang-up"],
 )
 async def test_every_connection_failure_is_a_retryable_upstream_error(
     serve: Serve | None, code: str, words: str
