@@ -29,7 +29,6 @@ import contextlib
 import json
 import resource
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from units import lower_quartile
 from upstream import noise_png
 
 from imagegate.blobs.local import LocalBlobStore
@@ -66,19 +66,15 @@ def cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def steady(samples: list[float]) -> float:
-    """The lower quartile of the second half, in ms (the first half warms caches)."""
-    half = samples[len(samples) // 2 :]
-    return statistics.quantiles(half, n=4)[0] * 1000
-
-
 def timed(step: Callable[[], object], count: int) -> float:
+    """ms of CPU per run of ``step``, as bench/units.py reports it: the lower quartile of
+    the second half (the first half warms the caches)."""
     samples = []
     for _ in range(count):
         before = cpu()
         step()
         samples.append(cpu() - before)
-    return steady(samples)
+    return lower_quartile(samples[count // 2 :]) * 1000
 
 
 def peer(code: str, *args: str, stdin: bytes | None = None) -> subprocess.Popen[bytes]:
@@ -130,7 +126,7 @@ def main() -> None:
     steps: dict[str, float] = {}
     with connected(_SENDER, str(count), stdin=answer) as connection:
         steps["receive"] = timed(lambda: receive(connection, len(answer)), count)
-    steps["copy"] = timed(lambda: bytes(bytearray(answer)), count)
+    steps["copy"] = timed(lambda: bytearray(answer), count)
     steps["decode"] = timed(lambda: decode_b64_checked(view), count)
     with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as root:
         store = LocalBlobStore(Path(root))
