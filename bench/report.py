@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +135,36 @@ def targets(rows: list[dict[str, Any]]) -> str:
                 f"({e['concurrency']} asked for)"
             )
             lines.append(line("E: under 1 GB RSS", gw, measured, e["rss_mb"] < 1024))
-    return "\n".join(lines)
+    spread = p99_spread(pick("F", 64), pick("B", 64))
+    return "\n".join(lines + ([f"\n{spread}"] if spread else []))
+
+
+def p99_spread(peer: list[dict[str, Any]], gateways: list[dict[str, Any]]) -> str:
+    """What a tenth of the peer's p99 at c=64 asks of the gateway's requests/s.
+
+    wrk keeps its connections busy, so by Little's law a target's mean latency is the
+    concurrency over its requests per second, and a p99 is some multiple of that mean.
+    """
+    if not peer or not gateways:
+        return ""
+
+    def over_mean(row: dict[str, Any]) -> float:
+        return float(row["p99_ms"] / (row["concurrency"] / row["rps"] * 1000))
+
+    ref = peer[0]
+    k_peer = over_mean(ref)
+    spreads = sorted(over_mean(r) for r in gateways)
+    low, high = spreads[0], spreads[-1]
+    return textwrap.fill(
+        f"At c=64 wrk keeps 64 requests in flight, so a target's mean latency is 64 over its "
+        f"requests/s (Little's law). LiteLLM's p99 was {k_peer:.2f} times its mean "
+        f"({ref['concurrency'] / ref['rps'] * 1000:,.0f} ms) in this run, so a tenth of it "
+        f"({ref['p99_ms'] / 10:,.0f} ms) asks for at least {10 / k_peer:.1f} times LiteLLM's "
+        f"requests/s if every request took exactly the mean time; with the gateway's own p99 "
+        f"at {low:.2f}–{high:.2f} times its mean, {10 * low / k_peer:.1f}–"
+        f"{10 * high / k_peer:.1f} times.",
+        width=88,
+    )
 
 
 def write_report(path: Path, results: dict[str, Any], table: str) -> None:
