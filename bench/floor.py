@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -114,11 +115,19 @@ def receive(connection: socket.socket, size: int) -> None:
     b"".join(chunks)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--count", type=int, default=300)
-    args = parser.parse_args()
-    count = args.count
+@dataclass
+class Floor:
+    steps: dict[str, float]  # ms of CPU per image, in the order of the module's list
+    answer_bytes: int
+    image_bytes: int
+    count: int
+
+    @property
+    def total(self) -> float:
+        return sum(self.steps.values())
+
+
+def measure(count: int = 300) -> Floor:
     png = noise_png()
     text = base64.b64encode(png)
     answer = json.dumps({"created": 0, "data": [{"b64_json": text.decode()}]}).encode()
@@ -134,10 +143,21 @@ def main() -> None:
         steps["store"] = timed(lambda: store._write(f"w/outputs/{next(keys)}.png", png), count)
     with connected(_SINK) as connection:  # another process drains it
         steps["send"] = timed(lambda: connection.sendall(answer), count)
-    print(f"answer {len(answer):,} bytes, image {len(png):,} bytes, {count} runs per step")
-    for name, ms in steps.items():
+    return Floor(steps, len(answer), len(png), count)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=300)
+    args = parser.parse_args()
+    floor = measure(args.count)
+    print(
+        f"answer {floor.answer_bytes:,} bytes, image {floor.image_bytes:,} bytes, "
+        f"{floor.count} runs per step"
+    )
+    for name, ms in floor.steps.items():
         print(f"{name:8} {ms:6.2f} ms CPU per image")
-    print(f"{'total':8} {sum(steps.values()):6.2f} ms CPU per image")
+    print(f"{'total':8} {floor.total:6.2f} ms CPU per image")
 
 
 if __name__ == "__main__":

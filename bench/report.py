@@ -33,7 +33,8 @@ re-renders this page from the last run of every scenario, `bench/out/results.jso
 `.venv/bin/python bench/units.py --database postgres` measures, in-process, the CPU of
 the two writes every image makes, and `.venv/bin/python bench/floor.py` the CPU that
 moving one image's bytes takes whatever the code around it (receiving, decoding, storing
-and sending them). CI never runs these; pytest does not collect them.
+and sending them); the run measures the latter first, while the machine is idle. CI
+never runs these; pytest does not collect them.
 
 Scenarios:
 
@@ -167,6 +168,48 @@ def p99_spread(peer: list[dict[str, Any]], gateways: list[dict[str, Any]]) -> st
     )
 
 
+def above_bytes_floor(rows: list[dict[str, Any]], steps: dict[str, float]) -> str:
+    """Scenario B's CPU per image against what moving the image's bytes alone costs."""
+    total = sum(steps.values())
+    named = ", ".join(f"{name} {ms:.2f}" for name, ms in steps.items())
+    levels = sorted({r["concurrency"] for r in rows if r["scenario"] == "B"})
+    lines = [
+        "### Above the bytes' floor\n",
+        textwrap.fill(
+            f"`bench/floor.py`, run at the start of this run, times what moving one image's "
+            f"bytes costs whatever the code around them: {total:.2f} ms of CPU ({named}). "
+            f"Scenario B's CPU per image, its ratio to that, and the ms above it:",
+            width=88,
+        ),
+        "",
+        "| gateway | " + " | ".join(f"c={c}" for c in levels) + " |",
+        "|---|" + "---|" * len(levels),
+    ]
+    cpu = {(r["target"], r["concurrency"]): r["cpu_per_1000"] for r in rows if r["scenario"] == "B"}
+    for gw in sorted({target for target, _ in cpu}):
+        cells = [
+            f"{ms:.2f} ms ({ms / total:.2f}x, +{ms - total:.2f})" if ms is not None else ""
+            for ms in (cpu.get((gw, c)) for c in levels)
+        ]
+        lines.append(f"| {gw} | " + " | ".join(cells) + " |")
+    peer = [r for r in rows if r["scenario"] == "F" and r["concurrency"] == 64]
+    if peer:
+        wanted = 10 * peer[0]["rps"]
+        budget = 1000 / wanted
+        lines += [
+            "",
+            textwrap.fill(
+                f"Ten times LiteLLM's requests/s at c=64 is {wanted:,.0f} requests/s. One "
+                f"process runs on at most one core: {budget:.2f} ms of CPU per image at that "
+                f"rate, {budget / total:.2f} times the bytes' floor, before any HTTP, "
+                f"database or job work; two processes share two cores with wrk and the "
+                f"upstream.",
+                width=88,
+            ),
+        ]
+    return "\n".join(lines)
+
+
 def write_report(path: Path, results: dict[str, Any], table: str) -> None:
     rows = results["rows"]
     jobs = [r for r in rows if r["scenario"] == "E"]
@@ -186,6 +229,8 @@ def write_report(path: Path, results: dict[str, Any], table: str) -> None:
     if jobs:
         parts += ["### Scenario E: async jobs\n", jobs_table(jobs), ""]
     parts += [targets(rows), ""]
+    if results.get("bytes_floor_ms"):
+        parts += [above_bytes_floor(rows, results["bytes_floor_ms"]), ""]
     profile = BENCH / "profile.md"
     if profile.exists():
         parts += [profile.read_text().rstrip(), ""]

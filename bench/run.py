@@ -612,6 +612,11 @@ def main() -> None:
         servers.append(upstream)
         png_bytes = json.loads(urllib.request.urlopen(upstream.url + "/_stats").read())["png_bytes"]
         print(f"machine: {machine()}\nupstream PNG: {png_bytes:,} bytes", flush=True)
+        from floor import measure
+
+        bytes_floor = measure()
+        steps = ", ".join(f"{name} {ms:.2f}" for name, ms in bytes_floor.steps.items())
+        print(f"bytes' floor: {bytes_floor.total:.2f} ms of CPU per image ({steps})", flush=True)
         set_latency(0)
         if "A" not in skip:
             warm(upstream, "/v1/images/generations", UPSTREAM_BODY)
@@ -681,6 +686,7 @@ def main() -> None:
     results = {
         "machine": machine(),
         "png_bytes": png_bytes,
+        "bytes_floor_ms": bytes_floor.steps,
         "litellm": litellm_version() if litellm else None,
         "elapsed_s": elapsed,
         "args": vars(args),
