@@ -93,15 +93,20 @@ def jobs_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def targets(rows: list[dict[str, Any]]) -> str:
-    """The issue's targets, each checked against this run's figures."""
+Rows = list[dict[str, Any]]
 
-    def pick(scenario: str, concurrency: int, target: str | None = None) -> list[dict[str, Any]]:
-        return [
-            r for r in rows
-            if r["scenario"] == scenario and r["concurrency"] == concurrency
-            and (target is None or r["target"] == target)
-        ]  # fmt: skip
+
+def pick(rows: Rows, scenario: str, concurrency: int, target: str | None = None) -> Rows:
+    """The rows of ``scenario`` at ``concurrency`` (of ``target`` alone, if given)."""
+    return [
+        r for r in rows
+        if r["scenario"] == scenario and r["concurrency"] == concurrency
+        and (target is None or r["target"] == target)
+    ]  # fmt: skip
+
+
+def targets(rows: Rows) -> str:
+    """The issue's targets, each checked against this run's figures."""
 
     def line(target: str, gateway: str, measured: str, met: bool) -> str:
         return f"| {target} | {gateway} | {measured} | {'yes' if met else 'no'} |"
@@ -111,9 +116,9 @@ def targets(rows: list[dict[str, Any]]) -> str:
         "| target | gateway | measured | met |",
         "|---|---|---|---|",
     ]
-    floor1, peer64 = pick("A", 1), pick("F", 64)
+    floor1, peer64 = pick(rows, "A", 1), pick(rows, "F", 64)
     for gw in sorted({r["target"] for r in rows if r["target"].startswith("gateway")}):
-        b1, b64 = pick("B", 1, gw), pick("B", 64, gw)
+        b1, b64 = pick(rows, "B", 1, gw), pick(rows, "B", 64, gw)
         if b1 and floor1:
             added = b1[0]["p50_ms"] - floor1[0]["p50_ms"]
             lines.append(
@@ -124,7 +129,7 @@ def targets(rows: list[dict[str, Any]]) -> str:
             lines.append(line("c=64: at least 10x LiteLLM's req/s", gw, f"{x:.2f}x", x >= 10))
             y = b64[0]["p99_ms"] / peer64[0]["p99_ms"]
             lines.append(line("c=64: at most 1/10 of LiteLLM's p99", gw, f"{y:.2f}x", y <= 0.1))
-        for d in pick("D", 256, gw):
+        for d in pick(rows, "D", 256, gw):
             measured = f"{d['errors']} errors, {d['requests']} answered"
             lines.append(
                 line("D: zero errors at c=256, 2 s upstream", gw, measured, d["errors"] == 0)
@@ -136,11 +141,11 @@ def targets(rows: list[dict[str, Any]]) -> str:
                 f"({e['concurrency']} asked for)"
             )
             lines.append(line("E: under 1 GB RSS", gw, measured, e["rss_mb"] < 1024))
-    spread = p99_spread(pick("F", 64), pick("B", 64))
+    spread = p99_spread(pick(rows, "F", 64), pick(rows, "B", 64))
     return "\n".join(lines + ([f"\n{spread}"] if spread else []))
 
 
-def p99_spread(peer: list[dict[str, Any]], gateways: list[dict[str, Any]]) -> str:
+def p99_spread(peer: Rows, gateways: Rows) -> str:
     """What a tenth of the peer's p99 at c=64 asks of the gateway's requests/s.
 
     wrk keeps its connections busy, so by Little's law a target's mean latency is the
@@ -168,7 +173,7 @@ def p99_spread(peer: list[dict[str, Any]], gateways: list[dict[str, Any]]) -> st
     )
 
 
-def above_bytes_floor(rows: list[dict[str, Any]], steps: dict[str, float]) -> str:
+def above_bytes_floor(rows: Rows, steps: dict[str, float]) -> str:
     """Scenario B's CPU per image against what moving the image's bytes alone costs."""
     total = sum(steps.values())
     named = ", ".join(f"{name} {ms:.2f}" for name, ms in steps.items())
@@ -192,7 +197,7 @@ def above_bytes_floor(rows: list[dict[str, Any]], steps: dict[str, float]) -> st
             for ms in (cpu.get((gw, c)) for c in levels)
         ]
         lines.append(f"| {gw} | " + " | ".join(cells) + " |")
-    peer = [r for r in rows if r["scenario"] == "F" and r["concurrency"] == 64]
+    peer = pick(rows, "F", 64)
     if peer:
         wanted = 10 * peer[0]["rps"]
         budget = 1000 / wanted
