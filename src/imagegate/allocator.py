@@ -5,8 +5,9 @@ parsed text, the decoded image, the rendered response). glibc's defaults serve s
 blocks with ``mmap`` and return them with ``munmap``, or trim them off the top of the
 heap, so the next image's buffers fault in fresh pages, about 2,000 page faults and
 zeroed pages per image. Raising both thresholds keeps that memory for reuse: scenario B
-at c=1 went from 18.2-19.7 to 11.6-13.2 ms of CPU per image (docs/performance-history.md), with
-no change in peak memory. Operators who set glibc's own ``MALLOC_*_`` variables keep them.
+at c=1 went from 18.2-19.7 to 11.6-13.2 ms of CPU per image, with no change in peak
+memory (docs/performance-history.md). Operators who set glibc's own ``MALLOC_*_``
+variables keep them.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ decoding and the errors they map stay httpx's); only the connection layer is aio
 httpx reads a body through anyio 64 KB at a time, each read passing through half a dozen
 layers of Python and, over TLS, returning one 16 KB record; aiohttp's protocol parses in
 C and hands over whatever the socket or the TLS layer holds. For a 2.3 MB ``b64_json``
-answer that is about a third of the CPU of a fetch (docs/performance-history.md). What one
-connection buffers while nobody reads it stays bounded by ``READ_BUFSIZE`` (aiohttp
+answer that is about a third of the CPU of a fetch (docs/performance-history.md). What
+one connection buffers while nobody reads it stays bounded by ``READ_BUFSIZE`` (aiohttp
 pauses the socket at twice that), so bodies waiting for a read slot wait in the kernel.
 """
 
