@@ -178,6 +178,8 @@ def above_bytes_floor(rows: Rows, steps: dict[str, float]) -> str:
     total = sum(steps.values())
     named = ", ".join(f"{name} {ms:.2f}" for name, ms in steps.items())
     levels = sorted({r["concurrency"] for r in rows if r["scenario"] == "B"})
+    if not levels or not steps:  # scenario B skipped, or a run from before the floor
+        return ""
     lines = [
         "### Above the bytes' floor\n",
         textwrap.fill(
@@ -234,8 +236,9 @@ def write_report(path: Path, results: dict[str, Any], table: str) -> None:
     if jobs:
         parts += ["### Scenario E: async jobs\n", jobs_table(jobs), ""]
     parts += [targets(rows), ""]
-    if results.get("bytes_floor_ms"):
-        parts += [above_bytes_floor(rows, results["bytes_floor_ms"]), ""]
+    floor = above_bytes_floor(rows, results.get("bytes_floor_ms") or {})
+    if floor:
+        parts += [floor, ""]
     profile = BENCH / "profile.md"
     if profile.exists():
         parts += [profile.read_text().rstrip(), ""]
