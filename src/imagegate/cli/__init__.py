@@ -1,0 +1,5 @@
+"""The ``imagegate`` command: one Typer app; each module below adds its commands to it."""
+
+from imagegate.cli.main import app, main
+
+__all__ = ["app", "main"]
