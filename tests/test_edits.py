@@ -36,8 +36,11 @@ async def test_multipart_edit_returns_an_image_and_keeps_the_source(
     assert image.convert("RGB").getpixel((512 - 20, 20)) == (255, 0, 0)
     job = (await client.get(f"/v1/jobs/{body['job_id']}")).json()
     assert job["status"] == "succeeded"
-    sources = (await client.get("/v1/files", params={"purpose": "reference"})).json()["data"]
+    # the upload is kept as a source of the job, with an expiry, not as a permanent file
+    sources = (await client.get("/v1/files", params={"purpose": "source"})).json()["data"]
     assert [f["filename"] for f in sources] == ["portrait.png"]
+    assert sources[0]["expires_at"] is not None
+    assert (await client.get("/v1/files", params={"purpose": "reference"})).json()["data"] == []
 
 
 async def test_several_images_and_a_mask(client: httpx.AsyncClient) -> None:
@@ -92,10 +95,10 @@ async def test_edit_errors_name_what_to_change(client: httpx.AsyncClient) -> Non
     )
     assert 400 <= lying.status_code < 500
     assert lying.json()["error"]["param"] == "image"
-    remote = await client.post(
-        EDITS, json={"prompt": "p", "images": [{"image_url": "https://example.com/a.png"}]}
+    not_http = await client.post(
+        EDITS, json={"prompt": "p", "images": [{"image_url": "ftp://example.com/a.png"}]}
     )
-    assert_error(remote, 400, "invalid_parameter", "images[0]")
+    assert_error(not_http, 400, "invalid_image_source", "images[0]")
     bad_n = await client.post(
         EDITS, files={"image": ("a.png", _png(), "image/png")}, data={"prompt": "p", "n": "two"}
     )

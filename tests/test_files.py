@@ -212,7 +212,12 @@ async def test_upload_then_fetch_list_reference_and_delete(client: httpx.AsyncCl
     ("body", "status", "code", "param"),
     [
         ({"prompt": "p", "reference_files": "file_x"}, 400, "invalid_parameter", "reference_files"),
-        ({"prompt": "p", "reference_files": [1]}, 400, "invalid_parameter", "reference_files"),
+        (
+            {"prompt": "p", "reference_files": [1]},
+            400,
+            "invalid_image_source",
+            "reference_files[0]",
+        ),
         (
             {"prompt": "p", "reference_files": ["file_nope"]},
             404,

@@ -11,7 +11,19 @@ from fastapi import FastAPI
 
 from imagegate import __version__
 from imagegate.allocator import keep_large_buffers
-from imagegate.api import admin, credits, edits, errors, files, images, jobs, me, models, pricing
+from imagegate.api import (
+    admin,
+    credits,
+    edits,
+    errors,
+    files,
+    images,
+    jobs,
+    me,
+    models,
+    pricing,
+    upscale,
+)
 from imagegate.api.limits import BodySizeLimit, RejectNul
 from imagegate.api.responses import JSONResponse
 from imagegate.collector import tune_for_serving
@@ -74,7 +86,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     app.state.gateway = gw
     errors.install(app)
     routers = (models.router, pricing.router, images.router, jobs.router, files.router)
-    for router in (*routers, edits.router, credits.router):
+    for router in (*routers, edits.router, upscale.router, credits.router):
         app.include_router(router)
     app.include_router(admin.router)
     app.include_router(me.router)

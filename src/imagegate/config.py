@@ -230,6 +230,44 @@ class Settings(BaseSettings):
     upload_max_pixels: int = Field(
         default=89_478_485, ge=1, description="Largest uploaded image in pixels (width x height)."
     )
+    source_retention_seconds: int = Field(
+        default=2 * 3600,
+        ge=60,
+        description=(
+            "How long a source image sent with a request (upload, data URI, URL) is kept for "
+            "its job; a refused request's sources are deleted at once. Keep it above "
+            "queued_ttl_seconds."
+        ),
+    )
+    source_decode_slots: int = Field(
+        default=2,
+        ge=1,
+        description="Large source images (over 4 megapixels) decoded at once by this process.",
+    )
+    fetch_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Host names that image URLs and webhooks may reach on private addresses "
+            "(an internal asset server). Empty: only public addresses."
+        ),
+    )
+    fetch_max_bytes: int = Field(
+        default=20 * 1024 * 1024, ge=1, description="Largest image fetched from a URL."
+    )
+    fetch_connect_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Connect timeout when fetching an image URL."
+    )
+    fetch_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Whole-fetch timeout of an image URL."
+    )
+    fetch_max_redirects: int = Field(
+        default=3, ge=0, le=10, description="Redirects followed (each checked) per image URL."
+    )
+    upscale_max_output_pixels: int = Field(
+        default=24_000_000,
+        ge=1,
+        description="Largest upscale output (input pixels x factor squared) the flat price covers.",
+    )
     signing_key_rotation_days: float = Field(
         default=0, ge=0, description="Rotate the URL signing key this often; 0: only by command."
     )

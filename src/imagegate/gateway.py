@@ -12,16 +12,22 @@ from imagegate.config import Settings
 from imagegate.providers.registry import ProviderRegistry, default_registry
 from imagegate.services import files, signing
 from imagegate.services.bootstrap import bootstrap
+from imagegate.services.fetcher import AddressPolicy, Fetcher
 from imagegate.services.keys import PrincipalCache
 from imagegate.services.signing import Signer, load_signer
+from imagegate.services.sources import SourceImages
 from imagegate.services.webhooks import WebhookSender
 from imagegate.services.workspace import GovernanceMemo
 from imagegate.store.db import Database
+from imagegate.store.tables import File
 from imagegate.worker.dispatcher import EmbeddedDispatcher
 from imagegate.worker.runner import JobRunner
 from imagegate.worker.tasks import cancel_and_wait
 
 log = logging.getLogger("imagegate")
+
+# How long an upstream may take to fetch an input image through its signed link.
+INPUT_LINK_SECONDS = 15 * 60
 
 
 async def prepare(settings: Settings) -> str | None:
@@ -70,10 +76,28 @@ class Gateway:
             provider_concurrency=settings.provider_concurrency,
             output_retention_seconds=settings.output_retention_seconds,
         )
+        # Every URL a caller gives (image sources, webhooks) is reached through this.
+        self.fetcher = Fetcher(
+            AddressPolicy(allowed_hosts=settings.fetch_allowed_hosts),
+            max_bytes=settings.fetch_max_bytes,
+            connect_timeout=settings.fetch_connect_timeout_seconds,
+            total_timeout=settings.fetch_timeout_seconds,
+            max_redirects=settings.fetch_max_redirects,
+        )
+        self.sources = SourceImages(
+            self.db,
+            self.blobs,
+            self.fetcher,
+            max_bytes=settings.upload_max_bytes,
+            max_pixels=settings.upload_max_pixels,
+            retention_seconds=settings.source_retention_seconds,
+            decode_slots=settings.source_decode_slots,
+        )
         self.webhooks = WebhookSender(
             self.db,
             retry_base_seconds=settings.webhook_retry_base_seconds,
             allow_loopback=settings.webhooks_allow_loopback,
+            allowed_hosts=settings.fetch_allowed_hosts,
         )
         self.dispatcher = EmbeddedDispatcher(
             self.db,
@@ -103,6 +127,8 @@ class Gateway:
                 configured_providers=self.providers.names(),
             )
             self._signer = await load_signer(session)
+        if self.settings.public_url is not None:
+            self.runner.input_link = self.input_link
         if self.run_workers:
             await self.dispatcher.start()
             self.start_maintenance()
@@ -111,10 +137,17 @@ class Gateway:
         await self.stop_maintenance()
         await self.dispatcher.stop()
         await self.webhooks.close()
+        await self.fetcher.aclose()
         await self.providers.aclose()
 
         await self.blobs.close()
         await self.db.close()
+
+    def input_link(self, file: File) -> str:
+        """A short-lived signed link to a job's input image, for upstreams that fetch
+        images by URL; only made where ``IMAGEGATE_PUBLIC_URL`` says how they reach us."""
+        link = self.signer.sign(file.id, file.workspace_id, INPUT_LINK_SECONDS)
+        return f"{self.settings.base_url}/v1/files/{file.id}/content?{link.query()}"
 
     async def refresh_signer(self) -> None:
         """Pick up keys rotated by another process (or the CLI)."""

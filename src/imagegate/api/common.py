@@ -211,8 +211,13 @@ async def create_job_from_request(
     choice: dict[str, Any],
     planner: generation.Planner,
     action: str,
+    source_names: dict[str, str] | None = None,
 ) -> generation.Submission:
     """The shared path of every POST that creates work: idempotency, webhook, plan, hold.
+
+    Source images in the body (uploads, data URIs, URLs) are resolved by the generation
+    service through ``gateway.sources``; ``source_names`` says how to name their fields
+    in errors (the edits route's ``image``).
 
     When this process has a free worker slot the job is inserted already claimed by it;
     :func:`start_job` then runs it without a round through the queue.
@@ -221,7 +226,9 @@ async def create_job_from_request(
     webhook_url = body.pop("webhook_url", None)
     if webhook_url is not None:
         webhook_url = await webhooks.validate_url(
-            webhook_url, allow_loopback=gateway.settings.webhooks_allow_loopback
+            webhook_url,
+            allow_loopback=gateway.settings.webhooks_allow_loopback,
+            allowed_hosts=gateway.settings.fetch_allowed_hosts,
         )
     reserved = gateway.dispatcher.reserve()
     lease = generation.Lease(gateway.runner.owner, gateway.runner.lease_seconds)
@@ -241,6 +248,9 @@ async def create_job_from_request(
             max_attempts=gateway.settings.max_attempts,
             lease=lease if reserved else None,
             memo=gateway.governance,
+            source_images=gateway.sources,
+            source_names=source_names,
+            upscale_max_pixels=gateway.settings.upscale_max_output_pixels,
         )
         return submission
     finally:

@@ -49,7 +49,6 @@ async def _form(request: Request) -> FormData:
 
 
 async def _upload(request: Request, member: Principal, gateway: Gateway) -> JSONResponse:
-    settings = gateway.settings
     form = await _form(request)
     try:
         upload = form.get("file")
@@ -65,14 +64,13 @@ async def _upload(request: Request, member: Principal, gateway: Gateway) -> JSON
         file = await files.upload(
             gateway.db,
             gateway.blobs,
+            gateway.sources,
             member,
             upload.file,
             size=upload.size if upload.size is not None else 0,
             filename=upload.filename,
             declared_type=upload.content_type,
             purpose=purpose,
-            max_bytes=settings.upload_max_bytes,
-            max_pixels=settings.upload_max_pixels,
         )
     finally:
         await form.close()
@@ -116,7 +114,7 @@ async def list_files(
     after: str | None = Query(
         default=None, description="Cursor: the last id of the previous page."
     ),
-    purpose: Literal["output", "user_data", "reference"] | None = Query(default=None),
+    purpose: Literal["output", "user_data", "reference", "source"] | None = Query(default=None),
     order: Literal["desc", "asc"] = Query(default="desc", description="By creation time."),
 ) -> dict[str, Any]:
     if after is not None and not FILE_ID.fullmatch(after):

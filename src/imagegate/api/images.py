@@ -52,7 +52,13 @@ async def create_image(
 
 
 async def generate_response(
-    request: Request, gateway: Gateway, member: Principal, body: dict[str, Any], *, action: str
+    request: Request,
+    gateway: Gateway,
+    member: Principal,
+    body: dict[str, Any],
+    *,
+    action: str,
+    source_names: dict[str, str] | None = None,
 ) -> JSONResponse:
     """Create the job (``generate`` or ``edit``), wait for it, and answer as OpenAI does."""
     response_format = body.get("response_format") or "b64_json"
@@ -63,7 +69,11 @@ async def generate_response(
         )
     respond_async = "respond-async" in request.headers.get("prefer", "")
     wait = prefer_wait(request, gateway)
-    planners = {"generate": generation.plan_openai, "edit": generation.plan_edit}
+    planners = {
+        "generate": generation.plan_openai,
+        "edit": generation.plan_edit,
+        "upscale": generation.plan_upscale,
+    }
     plan_for = planners[action]
     if body.get("sync_mode") is True and respond_async:
         raise InvalidParameter(
@@ -80,6 +90,7 @@ async def generate_response(
             model, body, region=generation.preferred_region(gateway.catalog, body)
         ),
         action=action,
+        source_names=source_names,
     )
     job = submission.job
     event_job = job.id

@@ -19,11 +19,15 @@ SubmittedCallback = Callable[[str], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class InputImage:
-    """A reference or source image handed to the provider."""
+    """A reference or source image handed to the provider: its checked bytes, and where
+    the operator set a public URL, a short-lived signed link to the gateway's copy (for
+    upstreams that fetch images themselves)."""
 
     data: bytes
     content_type: str
     url: str | None = None
+    width: int = 0
+    height: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +46,11 @@ class ProviderRequest:
     seed: int | None = None
     inputs: tuple[InputImage, ...] = ()
     mask: InputImage | None = None
+    # The model's parameter for the input images (``image_url``, ``image_urls``): it is
+    # not in ``params``; an adapter whose upstream takes that field fills it from
+    # ``inputs`` (one image for a single field, a list for a list field).
+    input_field: str | None = None
+    input_list: bool = True
     region: str | None = None
     on_submitted: SubmittedCallback | None = field(default=None, compare=False, repr=False)
 

@@ -96,11 +96,15 @@ class BFLProvider(HTTPAdapter):
             body["aspect_ratio"] = params["aspect_ratio"]
         else:
             body["width"], body["height"] = request.width, request.height
+        takes_input = "kontext" in request.upstream_model or "flux-2" in request.upstream_model
         if params.get("image_url") and "input_image" not in body and "image_prompt" not in body:
-            takes_input = "kontext" in request.upstream_model or "flux-2" in request.upstream_model
             body["input_image" if takes_input else "image_prompt"] = params["image_url"]
-        for i, image in enumerate(request.inputs[:4]):
-            body["input_image" if i == 0 else f"input_image_{i + 1}"] = b64(image)
+        if request.inputs and not takes_input:
+            # FLUX 1.1 [pro] (ultra) is conditioned on one image: its image prompt.
+            body["image_prompt"] = b64(request.inputs[0])
+        elif request.inputs:
+            for i, image in enumerate(request.inputs[:4]):
+                body["input_image" if i == 0 else f"input_image_{i + 1}"] = b64(image)
         if request.output_format in ("jpeg", "png"):
             body["output_format"] = request.output_format
         if request.seed is not None:

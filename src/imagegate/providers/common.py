@@ -162,5 +162,23 @@ def data_uri(image: InputImage) -> str:
     return f"data:{image.content_type};base64,{base64.b64encode(image.data).decode()}"
 
 
+def image_ref(image: InputImage) -> str:
+    """How an upstream that takes image URLs gets an input: the signed link to the
+    gateway's copy where there is one (a public URL is set), else a data URI."""
+    return image.url or data_uri(image)
+
+
+def input_images(request: ProviderRequest, *, default_field: str = "image_urls") -> dict[str, Any]:
+    """The request's input images for an upstream that takes URLs in the model's own field:
+    a list for a list field (``image_urls``), one string for a single one (``image_url``)."""
+    if not request.inputs:
+        return {}
+    refs = [image_ref(image) for image in request.inputs]
+    if request.input_field is None:
+        field_name = default_field if len(refs) > 1 or request.action == "edit" else "image_url"
+        return {field_name: refs if field_name.endswith("s") else refs[0]}
+    return {request.input_field: refs if request.input_list else refs[0]}
+
+
 def b64(image: InputImage) -> str:
     return base64.b64encode(image.data).decode()

@@ -20,7 +20,7 @@ from imagegate.providers.base import ProviderRequest, ProviderResult
 from imagegate.providers.common import (
     AdapterOptions,
     HTTPAdapter,
-    data_uri,
+    input_images,
     refusal,
     rejected_param,
     sized,
@@ -79,12 +79,7 @@ class FalProvider(HTTPAdapter):
 
     def body(self, request: ProviderRequest) -> dict[str, Any]:
         body = {key: value for key, value in request.params.items() if value is not None}
-        if request.inputs:
-            uris = [data_uri(image) for image in request.inputs]
-            if "image_urls" not in body and "image_url" not in body:
-                body["image_urls" if len(uris) > 1 or request.action == "edit" else "image_url"] = (
-                    uris
-                )
+        body.update(input_images(request))
         return body
 
     async def generate(self, request: ProviderRequest) -> ProviderResult:

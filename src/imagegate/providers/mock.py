@@ -52,7 +52,7 @@ def _caption(request: ProviderRequest, index: int) -> list[str]:
     return lines
 
 
-def render_raster(request: ProviderRequest, index: int) -> bytes:
+def _placeholder(request: ProviderRequest, index: int) -> Image.Image:
     digest = hashlib.sha256(_seed_material(request, index)).digest()
     light, dark = _palette(digest)
     width, height = request.width, request.height
@@ -66,6 +66,7 @@ def render_raster(request: ProviderRequest, index: int) -> bytes:
         draw.ellipse((x0 - radius, y0 - radius, x0 + radius, y0 + radius), fill=colour)
     if request.inputs:
         with Image.open(io.BytesIO(request.inputs[0].data)) as source:
+            source.draft("RGB", (max(1, width // 3), max(1, height // 3)))
             thumb = source.convert("RGB")
             thumb.thumbnail((width // 3, height // 3))
             image.paste(thumb, (width - thumb.width - 8, 8))
@@ -79,8 +80,11 @@ def render_raster(request: ProviderRequest, index: int) -> bytes:
             (x, y), line, fill=(255, 255, 255), font=font, stroke_width=2, stroke_fill=(0, 0, 0)
         )
         y += int(font_size * 1.4)
+    return image
+
+
+def _encode(image: Image.Image, fmt: str) -> bytes:
     out = io.BytesIO()
-    fmt = request.output_format
     if fmt == "png":
         image.save(out, "PNG", compress_level=1)
     elif fmt in ("jpeg", "jpg"):
@@ -90,6 +94,39 @@ def render_raster(request: ProviderRequest, index: int) -> bytes:
     else:
         raise ValueError(f"mock cannot write {fmt}")
     return out.getvalue()
+
+
+def _open_rgb(data: bytes, size: tuple[int, int]) -> Image.Image:
+    """An input image as RGB at ``size`` (JPEG decoded at a reduced scale where it can)."""
+    with Image.open(io.BytesIO(data)) as source:
+        source.draft("RGB", size)
+        return source.convert("RGB").resize(size)
+
+
+def _edit_region(mask: bytes, size: tuple[int, int]) -> Image.Image:
+    """Where an edit may change the image (white), from a mask as OpenAI reads one: its
+    fully transparent pixels; a mask without transparency: its light pixels."""
+    with Image.open(io.BytesIO(mask)) as image:
+        if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+            alpha = image.convert("RGBA").getchannel("A")
+            region = alpha.point(lambda a: 255 if a == 0 else 0)
+        else:
+            region = image.convert("L").point(lambda v: 255 if v > 127 else 0)
+        return region.resize(size, Image.Resampling.NEAREST)
+
+
+def render_raster(request: ProviderRequest, index: int) -> bytes:
+    """A placeholder as a user expects one: an upscale is the input resized by the factor;
+    an edit with a mask changes only the masked area of the source; otherwise a
+    placeholder image that says what it stands for (with a thumbnail of any input)."""
+    size = (request.width, request.height)
+    if request.inputs and request.action == "upscale":
+        return _encode(_open_rgb(request.inputs[0].data, size), request.output_format)
+    image = _placeholder(request, index)
+    if request.inputs and request.mask is not None:
+        source = _open_rgb(request.inputs[0].data, size)
+        image = Image.composite(image, source, _edit_region(request.mask.data, size))
+    return _encode(image, request.output_format)
 
 
 def render_svg(request: ProviderRequest, index: int) -> bytes:

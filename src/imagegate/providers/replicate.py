@@ -15,7 +15,13 @@ import httpx
 
 from imagegate.errors import ImagegateError, TransientUpstreamError, UpstreamError
 from imagegate.providers.base import ProviderRequest, ProviderResult
-from imagegate.providers.common import BearerAdapter, refusal, rejected_param, sized
+from imagegate.providers.common import (
+    BearerAdapter,
+    input_images,
+    refusal,
+    rejected_param,
+    sized,
+)
 from imagegate.providers.http import Deadline, auth_error, generic_error, json_body
 
 RUNNING = frozenset({"starting", "processing"})
@@ -50,7 +56,9 @@ class ReplicateProvider(BearerAdapter):
         deadline = Deadline(request.timeout_s)
         wait = max(1, min(MAX_WAIT_S, int(request.timeout_s)))
         model, _, version = request.upstream_model.partition(":")
-        body: dict[str, Any] = {"input": {k: v for k, v in request.params.items() if v is not None}}
+        inputs = {k: v for k, v in request.params.items() if v is not None}
+        inputs.update(input_images(request))
+        body: dict[str, Any] = {"input": inputs}
         if version:
             url = f"{self.base_url}/predictions"
             body["version"] = version

@@ -11,18 +11,16 @@ import asyncio
 import functools
 import logging
 import re
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import PurePath
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from PIL import Image, UnidentifiedImageError, features
 from sqlalchemy import ColumnElement, Select, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagegate.blobs import BlobNotFound, BlobStore
-from imagegate.errors import InvalidParameter, InvalidRequest, NotFound, PayloadTooLarge
+from imagegate.errors import InvalidParameter, NotFound
 from imagegate.ids import new_id
 from imagegate.providers.base import InputImage
 from imagegate.services.keys import Principal
@@ -30,110 +28,16 @@ from imagegate.store.db import Database
 from imagegate.store.tables import FILES, File, utcnow
 from imagegate.store.tx import Tx
 
+if TYPE_CHECKING:
+    from imagegate.services.sources import SourceImages
+
 log = logging.getLogger("imagegate.files")
 
 OUTPUT = "output"
 UPLOAD_PURPOSES = ("user_data", "reference")
 MAX_REFERENCES = 16
 
-# Pillow format name → (content type, extension). AVIF only where this Pillow decodes it.
-FORMATS: dict[str, tuple[str, str]] = {
-    "PNG": ("image/png", "png"),
-    "JPEG": ("image/jpeg", "jpg"),
-    "WEBP": ("image/webp", "webp"),
-    "GIF": ("image/gif", "gif"),
-}
-if features.check("avif"):
-    FORMATS["AVIF"] = ("image/avif", "avif")
-ALLOWED_NAMES = ", ".join(name.replace("WEBP", "WebP") for name in FORMATS)
-
-_TYPE_ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg", "image/x-png": "image/png"}
-_UNKNOWN_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
-_EXTENSION_TYPES = {
-    ".png": "image/png",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".jfif": "image/jpeg",
-    ".webp": "image/webp",
-    ".gif": "image/gif",
-    ".avif": "image/avif",
-    ".svg": "image/svg+xml",
-    ".html": "text/html",
-    ".htm": "text/html",
-}
 _UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f/\\\\]")
-
-
-@dataclass(frozen=True, slots=True)
-class CheckedImage:
-    content_type: str
-    extension: str
-    width: int
-    height: int
-
-
-def _refused(message: str, *, code: str, status: int = 400) -> InvalidRequest:
-    return InvalidRequest(message, code=code, param="file", status_code=status)
-
-
-def _too_large(max_pixels: int, size: tuple[int, int] | None = None) -> InvalidRequest:
-    dims = f" ({size[0]}x{size[1]} = {size[0] * size[1]:,} pixels)" if size else ""
-    return _refused(
-        f"The image is too large{dims}; at most {max_pixels:,} pixels are accepted.",
-        code="image_too_large",
-        status=422,
-    )
-
-
-def check_image(
-    handle: BinaryIO, *, declared_type: str | None, filename: str | None, max_pixels: int
-) -> CheckedImage:
-    """Decode the whole image and check it against what the client said it is.
-
-    Blocking (Pillow decodes): run it in a thread.
-    """
-    try:
-        image = Image.open(handle, formats=list(FORMATS))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise _too_large(max_pixels) from None
-    except (UnidentifiedImageError, SyntaxError, OSError, ValueError, EOFError):
-        raise _refused(
-            f"The file is not an image in an accepted format ({ALLOWED_NAMES}).",
-            code="invalid_image",
-        ) from None
-    with image:
-        assert image.format is not None
-        content_type, extension = FORMATS[image.format]
-        width, height = image.size
-        if width * height > max_pixels:
-            raise _too_large(max_pixels, image.size)
-        try:
-            image.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise _too_large(max_pixels, image.size) from None
-        except (OSError, SyntaxError, ValueError, EOFError):
-            raise _refused(
-                f"The {image.format} image could not be decoded: it is truncated or corrupt.",
-                code="invalid_image",
-            ) from None
-    declared = _TYPE_ALIASES.get(_media_type(declared_type), _media_type(declared_type))
-    if declared not in _UNKNOWN_TYPES and declared != content_type:
-        raise _refused(
-            f"The file is a {content_type} image but was sent as {declared}. "
-            "Send its real content type (or application/octet-stream).",
-            code="content_type_mismatch",
-        )
-    by_name = _EXTENSION_TYPES.get(PurePath(filename or "").suffix.lower())
-    if by_name is not None and by_name != content_type:
-        raise _refused(
-            f"The file is a {content_type} image but its name {filename!r} says {by_name}.",
-            code="content_type_mismatch",
-        )
-    return CheckedImage(content_type, extension, width, height)
-
-
-def _media_type(value: str | None) -> str:
-    return (value or "").split(";", 1)[0].strip().lower()
 
 
 def clean_filename(filename: str | None, fallback: str) -> str:
@@ -151,7 +55,7 @@ def check_purpose(purpose: object) -> str:
     return purpose
 
 
-async def _chunks(handle: BinaryIO, chunk_size: int = 1024 * 1024) -> AsyncIterator[bytes]:
+async def chunks(handle: BinaryIO, chunk_size: int = 1024 * 1024) -> AsyncIterator[bytes]:
     while chunk := await asyncio.to_thread(handle.read, chunk_size):
         yield chunk
 
@@ -159,6 +63,7 @@ async def _chunks(handle: BinaryIO, chunk_size: int = 1024 * 1024) -> AsyncItera
 async def upload(
     db: Database,
     blobs: BlobStore,
+    sources: SourceImages,
     principal: Principal,
     handle: BinaryIO,
     *,
@@ -166,25 +71,16 @@ async def upload(
     filename: str | None,
     declared_type: str | None,
     purpose: str,
-    max_bytes: int,
-    max_pixels: int,
 ) -> File:
-    """Check an uploaded image, stream it into the store, and record it as a permanent file."""
-    if size == 0:
-        raise _refused("The file is empty.", code="empty_file")
-    if size > max_bytes:
-        raise PayloadTooLarge(
-            f"The file is {size:,} bytes; at most {max_bytes:,} bytes are accepted.",
-            code="file_too_large",
-            param="file",
-        )
-    checked = await asyncio.to_thread(
-        check_image, handle, declared_type=declared_type, filename=filename, max_pixels=max_pixels
+    """Check an uploaded image (header first, see :mod:`imagegate.services.sources`),
+    stream it into the store, and record it as a permanent file."""
+    checked = await sources.check(
+        handle, size=size, param="file", declared_type=declared_type, filename=filename
     )
     await asyncio.to_thread(handle.seek, 0)
     file_id = new_id("file")
     key = f"{principal.workspace_id}/uploads/{file_id}.{checked.extension}"
-    written, sha256 = await blobs.put_stream(key, _chunks(handle), checked.content_type)
+    written, sha256 = await blobs.put_stream(key, chunks(handle), checked.content_type)
     file = File(
         id=file_id,
         workspace_id=principal.workspace_id,
@@ -375,10 +271,29 @@ async def require_files(
             raise not_found(file_id, param)
 
 
+_DIMENSIONS = select(FILES.c.width, FILES.c.height).where(
+    FILES.c.workspace_id == bindparam("p_workspace_id"), FILES.c.id == bindparam("p_id")
+)
+
+
+async def dimensions(tx: Tx, workspace_id: str, file_id: str) -> tuple[int, int] | None:
+    """A file's width and height, if it has them."""
+    row = (await tx.execute(_DIMENSIONS, {"p_workspace_id": workspace_id, "p_id": file_id})).first()
+    if row is None or not row[0] or not row[1]:
+        return None
+    return int(row[0]), int(row[1])
+
+
 async def load_inputs(
-    db: Database, blobs: BlobStore, workspace_id: str, file_ids: Sequence[str]
+    db: Database,
+    blobs: BlobStore,
+    workspace_id: str,
+    file_ids: Sequence[str],
+    *,
+    link: Callable[[File], str | None] | None = None,
 ) -> tuple[InputImage, ...]:
-    """Reference files as provider inputs, in the order given."""
+    """Reference files as provider inputs, in the order given; ``link`` gives each a
+    signed URL where the operator set a public base URL."""
     if not file_ids:
         return ()
     async with db.read_session() as session:
@@ -401,5 +316,13 @@ async def load_inputs(
             data = await blobs.read(file.blob_key)
         except BlobNotFound:
             raise not_found(file_id, "reference_files") from None
-        inputs.append(InputImage(data=data, content_type=file.content_type))
+        inputs.append(
+            InputImage(
+                data=data,
+                content_type=file.content_type,
+                url=link(file) if link is not None else None,
+                width=file.width or 0,
+                height=file.height or 0,
+            )
+        )
     return tuple(inputs)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,12 +41,19 @@ from imagegate.catalog.sizes import (
 from imagegate.catalog.spec import Route
 from imagegate.errors import Conflict, ImagegateError, InsufficientCredits, InvalidParameter
 from imagegate.ids import new_id
-from imagegate.services import billing, files, idempotency, jobs, model_choice, workspace
-from imagegate.services.files import check_reference_ids
+from imagegate.services import (
+    billing,
+    files,
+    idempotency,
+    jobs,
+    model_choice,
+    sources,
+    workspace,
+)
 from imagegate.services.keys import Principal
 from imagegate.store.db import Database, insert_rows, row_values
 from imagegate.store.tables import IDEMPOTENCY_KEYS, JOBS, WORKSPACES, Job, UTCDateTime, utcnow
-from imagegate.store.tx import Tx, combines_writes
+from imagegate.store.tx import Tx, as_tx, combines_writes
 
 # OpenAI Images API fields, and what each becomes.
 OPENAI_FIELDS = frozenset(
@@ -69,7 +77,7 @@ OPENAI_FIELDS = frozenset(
 SIZE_FIELDS = frozenset({"aspect_ratio", "image_size", "resolution"})
 # Model choice: read by choose_model, not passed to the model.
 CHOICE_FIELDS = frozenset({"tier", "use_case"})
-WRAPPER_FIELDS = frozenset({"mock", "format", "sync_mode", "reference_files", "mask_file"})
+WRAPPER_FIELDS = frozenset({"mock", "format", "sync_mode", "reference_files", "mask", "mask_file"})
 RESPONSE_FORMATS = ("url", "b64_json")
 FORMAT_PRESETS = ("shorts", "reels", "horizontal")
 
@@ -221,10 +229,27 @@ def _plan(
     )
 
 
+def takes_mask(model: ModelSpec) -> bool:
+    """Whether the model's upstream uses a mask (OpenAI's edits, the mock); others would
+    ignore it."""
+    return any(route.provider in ("openai", "mock") for route in model.routes)
+
+
+def _source_value(value: Any, param: str) -> Any:
+    if sources.source_form(value) is None:
+        raise sources.not_a_source(param)
+    return value
+
+
 def _files_wrapper(
     model: ModelSpec, body: dict[str, Any], native: dict[str, Any]
 ) -> dict[str, Any]:
-    """``sync_mode`` (inline data URI, nothing stored) and ``reference_files`` (file ids)."""
+    """``sync_mode`` (inline data URI, nothing stored), ``reference_files`` (images for the
+    model's reference parameter) and ``mask``.
+
+    Every image value must be a source form (URL, data URI, file id, upload); by the
+    time a job is submitted :func:`create_job` has made each one a file id.
+    """
     sync_mode = body.get("sync_mode", False)
     if not isinstance(sync_mode, bool):
         raise InvalidParameter(
@@ -233,18 +258,91 @@ def _files_wrapper(
     if "sync_mode" in model.params:
         native["sync_mode"] = sync_mode
     extra: dict[str, Any] = {"sync_mode": sync_mode}
-    if body.get("reference_files") is not None:
+    limit = model.limits.references
+    given = body.get("reference_files")
+    if given is not None:
         if not model.reference_images:
             raise InvalidParameter(
                 f"Model {model.slug!r} takes no reference images.", param="reference_files"
             )
-        extra["reference_files"] = check_reference_ids(body["reference_files"])
-    mask = body.get("mask_file")
+        if not isinstance(given, list) or not given:
+            raise InvalidParameter(
+                "Invalid value for 'reference_files': expected a list of images.",
+                param="reference_files",
+            )
+        if limit is None:  # the images go to the provider as inputs, in no parameter
+            if len(given) > files.MAX_REFERENCES:
+                raise InvalidParameter(
+                    f"Too many reference images: {len(given)}; at most {files.MAX_REFERENCES}.",
+                    code="too_many_references",
+                    param="reference_files",
+                )
+            for index, item in enumerate(given):
+                _source_value(item, f"reference_files[{index}]")
+            extra["reference_files"] = tuple(given)
+        elif limit.field in native:
+            raise InvalidParameter(
+                f"Give the images either in 'reference_files' or in {limit.field!r}, not both.",
+                param="reference_files",
+            )
+        else:
+            native[limit.field] = list(given)
+    if limit is not None and native.get(limit.field) is not None:
+        value = native[limit.field]
+        if isinstance(value, list):
+            for index, item in enumerate(value):
+                _source_value(item, f"{limit.field}[{index}]")
+        elif isinstance(value, str) and value:
+            _source_value(value, limit.field)
+    mask = body.get("mask_file", body.get("mask"))
     if mask is not None:
-        if not isinstance(mask, str) or not mask:
-            raise InvalidParameter("Invalid value for 'mask': expected one image.", param="mask")
-        extra["mask_file"] = mask
+        if not takes_mask(model):
+            raise InvalidParameter(
+                f"Model {model.slug!r} takes no mask; edit with a prompt only, or use a "
+                "model that takes one (the OpenAI image models).",
+                param="mask",
+            )
+        extra["mask_file"] = _source_value(mask, "mask")
     return extra
+
+
+def _is_list(model: ModelSpec, field_name: str) -> bool:
+    return "array" in model.params[field_name].types
+
+
+def _with_references(model: ModelSpec, plan: Plan) -> Plan:
+    """The plan with ``reference_files``: the images of the model's reference parameter,
+    as the model will use them (after the last-N rule)."""
+    limit = model.limits.references
+    if limit is None:
+        return plan
+    value = plan.params.get(limit.field)
+    if isinstance(value, list):
+        images = tuple(v for v in value if isinstance(v, str))
+    elif isinstance(value, str) and value:
+        images = (value,)
+    else:
+        images = ()
+    return dataclasses.replace(plan, reference_files=images)
+
+
+def _refuse_extra_references(model: ModelSpec, native: dict[str, Any]) -> None:
+    """A single-image parameter given a list: too many references, not a type error."""
+    limit = model.limits.references
+    if limit is None or _is_list(model, limit.field):
+        return
+    value = native.get(limit.field)
+    if isinstance(value, list):
+        if len(value) == 1:
+            native[limit.field] = value[0]
+        elif len(value) > 1:
+            raise InvalidParameter(
+                f"Model {model.slug!r} takes at most {limit.max} reference image "
+                f"in {limit.field!r}; {len(value)} were given.",
+                code="too_many_references",
+                param=limit.field,
+                extra={"max_references": limit.max},
+            )
 
 
 def plan_edit(model: ModelSpec, body: dict[str, Any], *, region: str | None = None) -> Plan:
@@ -259,6 +357,44 @@ def plan_edit(model: ModelSpec, body: dict[str, Any], *, region: str | None = No
     if not body.get("reference_files"):
         raise InvalidParameter("'image' is required: the image(s) to edit.", param="image")
     return plan_openai(model, body, region=region)
+
+
+def upscale_body(catalog: Catalog, body: dict[str, Any]) -> dict[str, Any]:
+    """An upscale request (``image``, ``upscale_factor``, the model's parameters) with the
+    image in the model's own image parameter (``image_url``)."""
+    model = catalog.resolve(body["model"]) if isinstance(body.get("model"), str) else None
+    limit = model.limits.references if model is not None else None
+    if "image" not in body:
+        if limit is None or limit.field not in body:
+            raise InvalidParameter(
+                "'image' is required: the image to upscale (a file, file id, data URI or "
+                "http(s) URL).",
+                code="image_url_required",
+                param="image",
+            )
+        return body
+    if limit is None:  # planning refuses the model and says why
+        return body
+    if limit.field in body:
+        raise InvalidParameter(f"Give either 'image' or {limit.field!r}, not both.", param="image")
+    out = {k: v for k, v in body.items() if k != "image"}
+    out[limit.field] = body["image"]
+    return out
+
+
+def plan_upscale(model: ModelSpec, body: dict[str, Any], *, region: str | None = None) -> Plan:
+    """``POST /v1/images/upscale``: the model must upscale; its own parameters pass through."""
+    if "upscale" not in model.actions:
+        upscalers = (
+            "a model whose capabilities include 'upscale' (GET /v1/models?capability=upscale)"
+        )
+        raise InvalidParameter(
+            f"Model {model.slug!r} cannot upscale images; use {upscalers}.",
+            code="model_cannot_upscale",
+            param="model",
+        )
+    skipped = ("model", "response_format", "user")
+    return plan_native(model, {k: v for k, v in body.items() if k not in skipped})
 
 
 def _wrapper(model: ModelSpec, body: dict[str, Any], native: dict[str, Any]) -> bool:
@@ -397,7 +533,9 @@ def plan_openai(model: ModelSpec, body: dict[str, Any], *, region: str | None = 
         notices += choice.notices
     mock = _wrapper(model, body, native)
     extra = _files_wrapper(model, body, native)
-    return dataclasses.replace(_plan(model, native, rename, mock, notices, region), **extra)
+    _refuse_extra_references(model, native)
+    plan = dataclasses.replace(_plan(model, native, rename, mock, notices, region), **extra)
+    return _with_references(model, plan)
 
 
 def plan_native(model: ModelSpec, body: dict[str, Any]) -> Plan:
@@ -415,7 +553,9 @@ def plan_native(model: ModelSpec, body: dict[str, Any]) -> Plan:
         native[field_name] = mapping["default"]
     mock = _wrapper(model, body, native)
     extra = _files_wrapper(model, body, native)
-    return dataclasses.replace(_plan(model, native, {}, mock), **extra)
+    _refuse_extra_references(model, native)
+    plan = dataclasses.replace(_plan(model, native, {}, mock), **extra)
+    return _with_references(model, plan)
 
 
 async def submit(
@@ -532,6 +672,167 @@ def _submit_statement(holding: bool, keyed: bool) -> Select[int, bool]:
 
 Planner = Callable[[ModelSpec, dict[str, Any]], Plan]
 
+# The flat upscale price covers outputs up to about 24 megapixels (seed 002, Topaz).
+DEFAULT_UPSCALE_MAX_PIXELS = 24_000_000
+# Body fields that may hold source images, besides each model's reference parameter.
+SOURCE_FIELDS = ("reference_files", "mask", "mask_file")
+
+
+def _auto_sized(plan: Plan) -> bool:
+    """Whether the model's size follows the source image (``auto``, ``auto_2K``, …)."""
+    field_name = plan.model.sizes.field
+    value = plan.params.get(field_name) if field_name else None
+    return isinstance(value, str) and value.startswith("auto")
+
+
+def sized_by_source(plan: Plan, source: tuple[int, int], upscale_max_pixels: int) -> Plan:
+    """The plan's output size from its first source image: the input times the factor for
+    an upscale (refused beyond ``upscale_max_pixels``), the source's aspect ratio at the
+    planned pixel count where the model's size is ``auto``."""
+    width, height = source
+    if width <= 0 or height <= 0:
+        return plan
+    if "upscale" in plan.model.actions:
+        factor = float(plan.params.get("upscale_factor") or 2)
+        out_w, out_h = round(width * factor), round(height * factor)
+        if out_w * out_h > upscale_max_pixels:
+            most = (upscale_max_pixels / (width * height)) ** 0.5
+            hint = (
+                f"use upscale_factor {int(most * 100) / 100:g} or less"
+                if most >= 1
+                else "the input alone is larger than that"
+            )
+            raise InvalidParameter(
+                f"Upscaling {width}x{height} by {factor:g} gives {out_w}x{out_h} "
+                f"({out_w * out_h / 1e6:.1f} MP); {plan.model.slug} covers outputs up to "
+                f"{upscale_max_pixels / 1e6:g} MP at its price: {hint}.",
+                code="upscale_too_large",
+                param="upscale_factor",
+                extra={"max_output_pixels": upscale_max_pixels},
+            )
+        return dataclasses.replace(plan, width=out_w, height=out_h)
+    pixels = plan.width * plan.height
+    out_w = max(1, round((pixels * width / height) ** 0.5))
+    out_h = max(1, round(pixels / out_w))
+    return dataclasses.replace(plan, width=out_w, height=out_h)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSlot:
+    """One image in a request body that is not a file yet: where it is and how to name it."""
+
+    key: str
+    index: int | None
+    value: Any
+    param: str
+
+
+def source_slots(catalog: Catalog, body: dict[str, Any], names: dict[str, str]) -> list[SourceSlot]:
+    """The images in ``body`` to fetch or store (uploads, data URIs, URLs); file ids and
+    values that are no image at all (which the planner refuses) are left alone."""
+    keys = {m.limits.references.field for m in catalog if m.limits.references} | {*SOURCE_FIELDS}
+    slots = []
+    for key in sorted(keys & body.keys()):
+        value = body[key]
+        shown = names.get(key, key)
+        items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
+        for index, item in items:
+            if sources.source_form(item) in ("upload", "data", "url"):
+                # The edits route's one ``image`` is named as sent; list items by index.
+                single = index is None or (len(items) == 1 and shown == "image")
+                param = shown if single else f"{shown}[{index}]"
+                slots.append(SourceSlot(key, index, item, param))
+    return slots
+
+
+def _placeholder(index: int) -> str:
+    return f"file_pending{index}"
+
+
+def _with(body: dict[str, Any], slots: list[SourceSlot], values: list[Any]) -> dict[str, Any]:
+    out = dict(body)
+    for slot, value in zip(slots, values, strict=True):
+        if slot.index is None:
+            out[slot.key] = value
+        else:
+            out[slot.key] = list(out[slot.key])
+            out[slot.key][slot.index] = value
+    return out
+
+
+async def _fingerprintable(body: dict[str, Any]) -> dict[str, Any]:
+    """The body with each upload as the digest of its bytes (for the idempotency hash)."""
+    out: dict[str, Any] = {}
+    for key, value in body.items():
+        if isinstance(value, sources.Upload):
+            out[key] = {"upload_sha256": await asyncio.to_thread(_digest, value)}
+        elif isinstance(value, list) and any(isinstance(v, sources.Upload) for v in value):
+            out[key] = [
+                {"upload_sha256": await asyncio.to_thread(_digest, v)}
+                if isinstance(v, sources.Upload)
+                else v
+                for v in value
+            ]
+        else:
+            out[key] = value
+    return out
+
+
+def _digest(upload: sources.Upload) -> str:
+    digest = hashlib.sha256()
+    upload.handle.seek(0)
+    while chunk := upload.handle.read(1024 * 1024):
+        digest.update(chunk)
+    upload.handle.seek(0)
+    return digest.hexdigest()
+
+
+async def _precheck(
+    db: Database,
+    catalog: Catalog,
+    principal: Principal,
+    choice: dict[str, Any],
+    body: dict[str, Any],
+    planner: Planner,
+    slots: list[SourceSlot],
+) -> None:
+    """Everything that can be checked before a source image is fetched or stored: the
+    model, the caller's right to use it, every parameter, and whether the credits fit."""
+    trial = _with(body, slots, [_placeholder(i) for i in range(len(slots))])
+    async with db.read_session() as session:
+        chosen = await model_choice.choose_model(session, catalog, principal, choice)
+        await model_choice.check_usable(session, principal, chosen.model)
+        plan = planner(chosen.model, trial)
+        state = await workspace.governance(session, principal.workspace_id)
+        policy = workspace.charge_policy(state.billing_mode, plan.model)
+        if policy == "charge" and plan.estimated_cost > 0:
+            available = (await billing.balance(session, principal.workspace_id, 0)).available
+            if available < plan.estimated_cost:
+                raise await billing.insufficient(
+                    as_tx(session), principal.workspace_id, plan.estimated_cost
+                )
+
+
+async def _resolve_sources(
+    images: sources.SourceImages,
+    principal: Principal,
+    body: dict[str, Any],
+    slots: list[SourceSlot],
+) -> tuple[dict[str, Any], list[str]]:
+    """The body with each slot's image as a file id; the ids of the files made for it."""
+    created: list[str] = []
+    ids: list[str] = []
+    try:
+        for slot in slots:
+            source = await images.resolve(principal, slot.value, param=slot.param)
+            if source.created:
+                created.append(source.file_id)
+            ids.append(source.file_id)
+    except BaseException:
+        await asyncio.shield(images.discard(created))
+        raise
+    return _with(body, slots, ids), created
+
 
 @dataclass(frozen=True, slots=True)
 class Lease:
@@ -569,6 +870,7 @@ async def _submit_new(
     webhook_url: str | None,
     lease: Lease | None,
     idempotency_key: tuple[str, str] | None,
+    upscale_max_pixels: int,
 ) -> Submission:
     """Choose the model, plan, check the files and submit, in ``tx``."""
     chosen = await model_choice.choose_model(tx, catalog, principal, choice)
@@ -579,6 +881,10 @@ async def _submit_new(
     await files.require_files(tx, principal.workspace_id, plan.reference_files)
     if plan.mask_file is not None:
         await files.require_files(tx, principal.workspace_id, [plan.mask_file], param="mask")
+    if plan.reference_files and (_auto_sized(plan) or "upscale" in plan.model.actions):
+        source = await files.dimensions(tx, principal.workspace_id, plan.reference_files[0])
+        if source is not None:
+            plan = sized_by_source(plan, source, upscale_max_pixels)
     job = await submit(
         tx,
         principal,
@@ -611,6 +917,9 @@ async def create_job(
     max_attempts: int,
     lease: Lease | None = None,
     memo: workspace.GovernanceMemo | None = None,
+    source_images: sources.SourceImages | None = None,
+    source_names: dict[str, str] | None = None,
+    upscale_max_pixels: int = DEFAULT_UPSCALE_MAX_PIXELS,
 ) -> Submission:
     """Plan, hold and insert a job, once per idempotency key.
 
@@ -618,8 +927,68 @@ async def create_job(
     replay: the same job, no second hold. With ``lease`` a new job is inserted claimed.
     With ``memo`` (PostgreSQL) the job is planned on the workspace's governance as this
     process last read it, which the insert checks (see :class:`workspace.GovernanceMemo`).
+
+    With ``source_images``, images in the body given as uploads, data URIs or URLs are
+    resolved first (:mod:`imagegate.services.sources`), after everything that can be
+    checked without them was checked; the job gets them as file ids, and they are
+    deleted again if the request is refused or is a replay.
     """
-    request_hash = idempotency.fingerprint(endpoint, body) if idempotency_key else ""
+    slots = source_slots(catalog, body, source_names or {}) if source_images else []
+    request_hash = ""
+    if idempotency_key:
+        request_hash = idempotency.fingerprint(endpoint, await _fingerprintable(body))
+    if not slots:
+        return await _create_job(
+            db, catalog, principal, choice=choice, body=body, planner=planner,
+            action=action, idempotency_key=idempotency_key, request_hash=request_hash,
+            webhook_url=webhook_url, max_attempts=max_attempts, lease=lease, memo=memo,
+            upscale_max_pixels=upscale_max_pixels,
+        )  # fmt: skip
+    assert source_images is not None
+    if idempotency_key is not None:
+        async with db.autocommit() as tx:
+            existing = await idempotency.find(
+                tx, principal.member_id, idempotency_key, request_hash
+            )
+        if existing is not None:  # a replay: nothing to fetch or store
+            async with db.read_session() as session:
+                job = await jobs.get_job(session, principal.workspace_id, existing)
+            assert job is not None
+            return Submission(job)
+    await _precheck(db, catalog, principal, choice, body, planner, slots)
+    resolved, created = await _resolve_sources(source_images, principal, body, slots)
+    try:
+        submission = await _create_job(
+            db, catalog, principal, choice=choice, body=resolved, planner=planner,
+            action=action, idempotency_key=idempotency_key, request_hash=request_hash,
+            webhook_url=webhook_url, max_attempts=max_attempts, lease=lease, memo=memo,
+            upscale_max_pixels=upscale_max_pixels,
+        )  # fmt: skip
+    except BaseException:
+        await asyncio.shield(source_images.discard(created))
+        raise
+    if submission.replayed:
+        await source_images.discard(created)
+    return submission
+
+
+async def _create_job(
+    db: Database,
+    catalog: Catalog,
+    principal: Principal,
+    *,
+    choice: dict[str, Any],
+    body: dict[str, Any],
+    planner: Planner,
+    action: str,
+    idempotency_key: str | None,
+    request_hash: str,
+    webhook_url: str | None,
+    max_attempts: int,
+    lease: Lease | None,
+    memo: workspace.GovernanceMemo | None,
+    upscale_max_pixels: int,
+) -> Submission:
     if memo is not None and not combines_writes(db.dialect_name):
         memo = None  # only the one-statement submit checks the version
     raced = stale = 0
@@ -649,6 +1018,7 @@ async def create_job(
                             idempotency_key=(
                                 None if idempotency_key is None else (idempotency_key, request_hash)
                             ),
+                            upscale_max_pixels=upscale_max_pixels,
                         )
                     except ImagegateError as exc:
                         # A refusal planned on a remembered state is checked on a fresh

@@ -7,16 +7,13 @@ event is never lost; the sender delivers it later, at least once, with a stable
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import ipaddress
 import logging
 import random
 import secrets
-import socket
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -27,6 +24,7 @@ from standardwebhooks.webhooks import Webhook
 from imagegate.errors import InvalidParameter
 from imagegate.ids import new_id
 from imagegate.money import as_credits
+from imagegate.services.fetcher import AddressPolicy, Fetcher, Resolver, URLRefused
 from imagegate.store.db import Database, insert_rows
 from imagegate.store.tables import FILES, JOBS, File, Job, WebhookDelivery, Workspace, utcnow
 from imagegate.store.tx import Tx
@@ -41,47 +39,23 @@ SCHEDULE = (1, 6, 30, 120, 360, 720, 1440)
 CLAIM_MARGIN_SECONDS = 30.0
 
 
-def _address_allowed(address: str, allow_loopback: bool) -> bool:
-    ip = ipaddress.ip_address(address)
-    if ip.is_loopback:
-        return allow_loopback
-    return ip.is_global
-
-
-async def validate_url(url: Any, *, allow_loopback: bool, param: str = "webhook_url") -> str:
-    """An http(s) URL whose host resolves only to public addresses (or loopback if allowed)."""
-    if not isinstance(url, str) or len(url) > 2048:
-        raise InvalidParameter(
-            f"Invalid value for {param!r}: expected an http(s) URL.", param=param
-        )
+async def validate_url(
+    url: Any,
+    *,
+    allow_loopback: bool,
+    param: str = "webhook_url",
+    allowed_hosts: Sequence[str] = (),
+    resolver: Resolver | None = None,
+) -> str:
+    """An http(s) URL whose host resolves only to public addresses (or loopback if allowed);
+    the rules are the fetcher's (:mod:`imagegate.services.fetcher`)."""
+    policy = AddressPolicy(
+        allowed_hosts=allowed_hosts, allow_loopback=allow_loopback, resolver=resolver
+    )
     try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:  # a malformed host or port ("http://[::1", ":99999")
-        parts, port = None, None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidParameter(
-            f"Invalid value for {param!r}: {url!r} is not an http(s) URL.", param=param
-        )
-    try:
-        port = port or (443 if parts.scheme == "https" else 80)
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            parts.hostname, port, type=socket.SOCK_STREAM
-        )
-    except (OSError, ValueError):
-        raise InvalidParameter(
-            f"Invalid value for {param!r}: the host {parts.hostname!r} does not resolve.",
-            param=param,
-        ) from None
-    addresses = {str(info[4][0]) for info in infos}
-    refused = sorted(a for a in addresses if not _address_allowed(a, allow_loopback))
-    if not addresses or refused:
-        raise InvalidParameter(
-            f"Invalid value for {param!r}: webhooks go only to public addresses; "
-            f"{parts.hostname!r} resolves to {', '.join(refused) or 'nothing'}.",
-            param=param,
-        )
-    return url
+        return await policy.check_url(url, param=param)
+    except URLRefused as exc:
+        raise InvalidParameter(exc.message, param=param) from None
 
 
 def new_secret() -> str:
@@ -164,24 +138,24 @@ class WebhookSender:
         *,
         retry_base_seconds: float,
         allow_loopback: bool,
+        allowed_hosts: Sequence[str] = (),
         timeout: float = 10.0,
+        resolver: Resolver | None = None,
     ) -> None:
         self.db = db
         self.retry_base_seconds = retry_base_seconds
         self.allow_loopback = allow_loopback
         self.timeout = timeout
-        self._client: httpx.AsyncClient | None = None
+        # Pinned: each connection goes to an address checked as it connects, so a name
+        # cannot pass the check and then resolve to a private address (DNS rebinding).
+        # No redirects: a 3xx is the receiver's answer, not a place to go.
+        self.policy = AddressPolicy(
+            allowed_hosts=allowed_hosts, allow_loopback=allow_loopback, resolver=resolver
+        )
+        self.fetcher = Fetcher(self.policy, max_bytes=1, total_timeout=timeout)
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            # No redirects: a 3xx to a private address must not be followed.
-            self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
-        return self._client
+        await self.fetcher.aclose()
 
     async def deliver_due(self, limit: int = 50) -> int:
         """Attempt every due delivery once; how many were attempted."""
@@ -245,8 +219,10 @@ class WebhookSender:
         status_code: int | None = None
         error: str | None = None
         try:
-            await validate_url(delivery.url, allow_loopback=self.allow_loopback)
-            response = await self._http().post(delivery.url, content=body, headers=headers)
+            await self.policy.check_url(delivery.url, param="webhook_url")
+            response = await self.fetcher.post(
+                delivery.url, content=body, headers=headers, timeout=self.timeout
+            )
             status_code = response.status_code
             if not 200 <= status_code < 300:
                 error = f"HTTP {status_code}"

@@ -117,6 +117,8 @@ class JobRunner:
         # Successes handed to a request waiting in this process, so it need not read back
         # the job, its outputs and their bytes (sync_mode images exist only here).
         self._deliveries: dict[str, asyncio.Future[Delivery]] = {}
+        # A signed link to an input image (set by the gateway where a public URL is set).
+        self.input_link: Callable[[File], str | None] | None = None
 
     def expect_delivery(self, job_id: str) -> asyncio.Future[Delivery]:
         """Where the job's success will arrive if it happens in this process; take it
@@ -211,12 +213,20 @@ class JobRunner:
     ) -> ProviderRequest:
         job = claim.job
         plan: dict[str, Any] = job.request["plan"]
+        limit = model.limits.references
+        params = job.params
+        if limit is not None and limit.field in params:
+            # The images travel as inputs; each adapter sends them as its upstream takes them.
+            params = {k: v for k, v in params.items() if k != limit.field}
         return ProviderRequest(
             job_id=job.id,
             model=model.slug,
             upstream_model=route.upstream_id,
-            action=job.action,
-            params=job.params,
+            # A jobs-API request to an editor or an upscaler is that model's action.
+            action=job.action if job.action in model.actions else model.actions[0],
+            params=params,
+            input_field=limit.field if limit is not None else None,
+            input_list=limit is None or "array" in model.params[limit.field].types,
             n=plan["n"],
             width=plan["width"],
             height=plan["height"],
@@ -247,13 +257,17 @@ class JobRunner:
                 )
             references = job.request["plan"].get("reference_files") or []
             inputs = (
-                await file_service.load_inputs(self.db, self.blobs, job.workspace_id, references)
+                await file_service.load_inputs(
+                    self.db, self.blobs, job.workspace_id, references, link=self.input_link
+                )
                 if references
                 else ()
             )
             mask_file = job.request["plan"].get("mask_file")
             masks = (
-                await file_service.load_inputs(self.db, self.blobs, job.workspace_id, [mask_file])
+                await file_service.load_inputs(
+                    self.db, self.blobs, job.workspace_id, [mask_file], link=self.input_link
+                )
                 if mask_file
                 else ()
             )
