@@ -107,7 +107,10 @@ def refusal_reason(ip: IPAddress, *, allow_private: bool = False) -> str | None:
         inner = embedded_ipv4(ip)
         if inner is not None:
             why = refusal_reason(inner, allow_private=allow_private)
-            return f"an IPv6 form of {inner} ({why})" if why else None
+            if why is not None:
+                return f"an IPv6 form of {inner} ({why})"
+            if ip in NAT64_WELL_KNOWN:
+                return None  # DNS64 on an IPv6-only network: a public IPv4 host
     if allow_private:
         return None
     if ip.is_loopback:
@@ -327,7 +330,12 @@ class Fetcher:
             raise self._refused(param, exc.reason) from None
 
     async def _get(self, url: str, param: str, limit: int) -> Fetched:
-        headers = {"user-agent": "imagegate-fetch", "accept": "image/*"}
+        # identity: the size cap counts the bytes as they arrive, never an inflated body.
+        headers = {
+            "user-agent": "imagegate-fetch",
+            "accept": "image/*",
+            "accept-encoding": "identity",
+        }
         for _ in range(self.max_redirects + 1):
             split_url(url, param=param)
             try:
@@ -359,9 +367,12 @@ class Fetcher:
         raise self._refused(param, f"more than {self.max_redirects} redirects")
 
     def _too_big(self, param: str, limit: int) -> FetchFailed:
-        error = self._failed(param, f"the image is larger than {limit:,} bytes")
-        error.code = "file_too_large"
-        return error
+        return FetchFailed(
+            f"Invalid value for {param!r}: the image is larger than {limit:,} bytes.",
+            code="file_too_large",
+            param=param,
+            status_code=413,
+        )
 
     async def post(
         self, url: str, *, content: str | bytes, headers: dict[str, str], timeout: float
