@@ -56,7 +56,8 @@ def test_forbidden_addresses_are_refused(address: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "address", [PUBLIC, "2606:2800:220:1:248:1893:25c8:1946", "64:ff9b::5db8:d822", "2002:5db8:d822::1"]
+    "address",
+    [PUBLIC, "2606:2800:220:1:248:1893:25c8:1946", "64:ff9b::5db8:d822", "2002:5db8:d822::1"],
 )
 def test_public_addresses_are_allowed(address: str) -> None:
     assert refusal_reason(ipaddress.ip_address(address)) is None
@@ -81,7 +82,9 @@ def resolver(table: dict[str, list[Sequence[str]]]):  # type: ignore[no-untyped-
     return resolve
 
 
-def fetcher(*allowed: str, table: dict[str, list[Sequence[str]]] | None = None, **kw: float) -> Fetcher:
+def fetcher(
+    *allowed: str, table: dict[str, list[Sequence[str]]] | None = None, **kw: float
+) -> Fetcher:
     policy = AddressPolicy(allowed_hosts=allowed, resolver=resolver(table or {}))
     return Fetcher(
         policy,
