@@ -69,3 +69,18 @@ def test_a_bad_setting_is_named_not_a_traceback(tmp_path: Path) -> None:
     assert "Invalid IMAGEGATE_WORKERS: Input should be greater than or equal to 1" in message
     assert "Invalid IMAGEGATE_PORT" in message and "'eighty'" in message
     assert "Traceback" not in done.stderr
+
+
+def test_upscale_writes_the_input_times_the_factor(local_data: Path) -> None:
+    Image.new("RGB", (120, 90), (0, 90, 200)).save(local_data / "small.png")
+    enabled = CliRunner().invoke(app, ["admin", "models", "enable", "topaz_upscale_image"])
+    assert enabled.exit_code == 0, enabled.output
+    result = CliRunner().invoke(
+        app, ["upscale", "small.png", "--factor", "2", "-o", "big.png", "--mock"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "240x180" in result.output
+    with Image.open(local_data / "big.png") as image:
+        assert image.size == (240, 180)
+    missing = CliRunner().invoke(app, ["upscale", "nothing.png"])
+    assert missing.exit_code == 2 and "No such file" in missing.output

@@ -118,7 +118,7 @@ async def test_an_upscale_is_the_input_times_the_factor(
     assert response.status_code == 200, response.text
     image = decode_image(response.json()["data"][0]["b64_json"])
     assert image.size == (450, 300)
-    red, green, blue = image.convert("RGB").getpixel((225, 150))
+    red, _, blue = image.convert("RGB").getpixel((225, 150))
     assert blue > 180 and red < 60  # the input, resized: not a placeholder
     # the jobs API takes the same image forms and gives the same size
     job = await run_job(client, "topaz_upscale_image", {"image_url": url, "upscale_factor": 2})
