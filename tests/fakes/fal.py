@@ -82,7 +82,8 @@ class FakeFal(FakeUpstream):
         if (denied := self._denied(recorded)) is not None:
             return denied
         body = recorded.json or {}
-        if not body.get("prompt"):
+        # the upscaler takes an image, not a prompt
+        if not body.get("prompt") and "topaz" not in request.path_params["path"]:
             detail = [{"loc": ["body", "prompt"], "msg": "Field required", "type": "missing"}]
             return JSONResponse({"detail": detail}, 422)
         app = "/".join(request.path_params["path"].split("/")[:2])
@@ -128,7 +129,7 @@ class FakeFal(FakeUpstream):
         if isinstance(size, dict):
             width, height = int(size["width"]), int(size["height"])
         elif isinstance(size, str):
-            width, height = PRESETS[size]
+            width, height = PRESETS.get(size, (2048, 2048))  # auto_2K and the like
         else:
             width, height = ASPECT.get(str(body.get("aspect_ratio", "1:1")), (1024, 1024))
         fmt = str(body.get("output_format", "jpeg"))

@@ -86,7 +86,7 @@ class FakeReplicate(FakeUpstream):
             return
         width, height = ASPECT[prediction.input.get("aspect_ratio", "1:1")]
         fmt = prediction.input.get("output_format", "webp")
-        pil = {"webp": "WEBP", "png": "PNG", "jpg": "JPEG"}[fmt]
+        pil = {"webp": "WEBP", "png": "PNG", "jpg": "JPEG", "jpeg": "JPEG"}[fmt]
         prediction.output = [
             self.serve_file(png(width, height, pil), f"image/{fmt}")
             for _ in range(int(prediction.input.get("num_outputs", 1)))
