@@ -7,9 +7,12 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
+import httpx
 import pytest
 
 from imagegate.errors import ImagegateError
+from imagegate.gateway import Gateway
+from imagegate.services import fetcher as fetcher_module
 from imagegate.services.fetcher import AddressPolicy, Fetcher, URLRefused, refusal_reason
 from tests.loopback import loopback_server
 
@@ -193,3 +196,36 @@ async def test_check_url_refuses_what_the_connection_would() -> None:
     ):
         with pytest.raises(URLRefused):
             await policy.check_url(url, param="webhook_url")
+
+
+async def test_webhooks_are_sent_through_the_pinned_connection(
+    client: httpx.AsyncClient, gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with loopback_server() as receiver:
+        # public for the check at submit and the one before sending, loopback after that
+        rebinding = resolver({"hooks.test": [[PUBLIC], [PUBLIC], ["127.0.0.1"]]})
+        monkeypatch.setattr(fetcher_module, "system_resolver", rebinding)
+        gateway.webhooks.policy.resolver = rebinding
+        response = await client.post(
+            "/v1/jobs/mock-image",
+            json={"prompt": "a heron", "webhook_url": receiver.url("/hook", "hooks.test")},
+            headers={"Prefer": "wait=10"},
+        )
+        assert response.status_code == 200, response.text
+        await gateway.webhooks.deliver_due()
+        log = (await client.get(f"/v1/jobs/{response.json()['id']}/webhooks")).json()["data"]
+        assert "127.0.0.1" in log[0]["last_error"]
+        assert log[0]["status"] == "pending" and log[0]["last_status_code"] is None
+        assert receiver.accepted == 0
+
+
+async def test_webhook_urls_in_ipv6_forms_of_forbidden_addresses_are_refused(
+    client: httpx.AsyncClient,
+) -> None:
+    for host in ("[64:ff9b::7f00:1]", "[2002:a9fe:a9fe::1]", "[::ffff:169.254.169.254]"):
+        response = await client.post(
+            "/v1/jobs/mock-image",
+            json={"prompt": "a heron", "webhook_url": f"http://{host}/hook"},
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["param"] == "webhook_url"

@@ -54,7 +54,7 @@ def fakes() -> Iterator[dict[str, FakeUpstream]]:
 async def gateway_on(
     settings: Settings, fake: FakeUpstream, *models: ModelSpec, **extra: Any
 ) -> AsyncIterator[Harness]:
-    async with harness(settings, list(models), fake.settings(), extra) as h:  # type: ignore[attr-defined]
+    async with harness(settings, list(models), fake.settings(), extra) as h:
         yield h
 
 
