@@ -21,6 +21,8 @@ FILE_SETTINGS = [
 CODES = sorted(
     set(re.findall(r'code=\s*"([a-z_]+)"', (SRC / "services" / "files.py").read_text()))
     | set(re.findall(r'code=\s*"([a-z_]+)"', (SRC / "api" / "files.py").read_text()))
+    # the checks every source image gets, uploads included
+    | set(re.findall(r'code=\s*"([a-z_]+)"', (SRC / "services" / "sources.py").read_text()))
 )
 
 
