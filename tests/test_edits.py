@@ -36,11 +36,10 @@ async def test_multipart_edit_returns_an_image_and_keeps_the_source(
     assert image.convert("RGB").getpixel((512 - 20, 20)) == (255, 0, 0)
     job = (await client.get(f"/v1/jobs/{body['job_id']}")).json()
     assert job["status"] == "succeeded"
-    # the upload is kept as a source of the job, with an expiry, not as a permanent file
-    sources = (await client.get("/v1/files", params={"purpose": "source"})).json()["data"]
-    assert [f["filename"] for f in sources] == ["portrait.png"]
-    assert sources[0]["expires_at"] is not None
-    assert (await client.get("/v1/files", params={"purpose": "reference"})).json()["data"] == []
+    # the upload was kept for the job only: no permanent file, and gone once the job ended
+    assert (await client.get("/v1/files")).json()["data"] == [
+        f for f in (await client.get("/v1/files")).json()["data"] if f["purpose"] == "output"
+    ]
 
 
 async def test_several_images_and_a_mask(client: httpx.AsyncClient) -> None:

@@ -8,6 +8,7 @@ import io
 import os
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,9 @@ from PIL import Image
 
 from imagegate.config import Settings
 from imagegate.gateway import Gateway
+from imagegate.services import files
+from imagegate.services.keys import Principal
+from imagegate.store.tables import utcnow
 from tests.helpers import assert_error, decode_image, enable_models
 from tests.images import bomb_png, data_uri, noisy, solid, truncated
 from tests.loopback import Loopback, loopback_server
@@ -83,9 +87,23 @@ async def test_every_form_reaches_every_editor(
             job = await run_job(client, model, {"prompt": "make it winter", field: value})
             row = await client.get(f"/v1/jobs/{job['id']}")
             assert row.json()["status"] == "succeeded"
-    # sources made for the requests are kept for their jobs only, with an expiry
+    # sources made for the requests were kept for their jobs only: gone once they ended
     sources = (await client.get("/v1/files", params={"purpose": "source", "limit": 100})).json()
-    assert sources["data"] and all(f["expires_at"] for f in sources["data"])
+    assert sources["data"] == []
+    assert (await client.get(f"/v1/files/{file_id}")).status_code == 200  # a file stays
+
+
+async def test_sources_expire_as_a_backstop_and_are_purged(
+    client: httpx.AsyncClient, gateway: Gateway
+) -> None:
+    me = (await client.get("/v1/me")).json()
+    principal = Principal(me["workspace_id"], me["id"], "admin", "key")
+    source = await gateway.sources.resolve(principal, data_uri(solid(64, 64)), param="image")
+    meta = (await client.get(f"/v1/files/{source.file_id}")).json()
+    assert (meta["purpose"], meta["expires_at"] - meta["created_at"]) == ("source", 7200)
+    later = utcnow() + timedelta(seconds=7201)
+    assert await files.purge_expired(gateway.db, gateway.blobs, now=later) == 1
+    assert stored_files(gateway) == []
 
 
 @pytest.mark.usefixtures("enabled")

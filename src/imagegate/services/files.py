@@ -224,6 +224,29 @@ async def purge_expired(
             return purged
 
 
+SOURCE = "source"
+
+
+async def delete_sources(
+    db: Database, blobs: BlobStore, file_ids: Sequence[str], workspace_id: str | None = None
+) -> int:
+    """Delete those of ``file_ids`` that are sources (images sent with a request, not
+    files a caller made), rows first, then blobs; how many were deleted."""
+    if not file_ids:
+        return 0
+    query = delete(File).where(File.id.in_(list(file_ids)), File.purpose == SOURCE)
+    if workspace_id is not None:
+        query = query.where(File.workspace_id == workspace_id)
+    async with db.session() as session:
+        keys = list((await session.execute(query.returning(File.blob_key))).scalars())
+    for key in keys:
+        try:
+            await blobs.delete(key)
+        except Exception:
+            log.exception("could not delete blob %s of a source image", key)
+    return len(keys)
+
+
 def output_expiry(retention_seconds: int, now: datetime | None = None) -> datetime:
     return (now or utcnow()) + timedelta(seconds=retention_seconds)
 

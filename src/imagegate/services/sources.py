@@ -35,18 +35,16 @@ from pathlib import PurePath
 from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError, features
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 from imagegate.blobs import BlobStore
 from imagegate.errors import InvalidParameter, InvalidRequest, NotFound, PayloadTooLarge
 from imagegate.ids import new_id
 from imagegate.services.fetcher import Fetcher
-from imagegate.services.files import chunks, clean_filename
+from imagegate.services.files import SOURCE, chunks, clean_filename, delete_sources
 from imagegate.services.keys import Principal
 from imagegate.store.db import Database
 from imagegate.store.tables import File, utcnow
-
-SOURCE = "source"
 
 # Pillow format name → (content type, extension). AVIF only where this Pillow decodes it.
 FORMATS: dict[str, tuple[str, str]] = {
@@ -414,20 +412,7 @@ class SourceImages:
 
     async def discard(self, file_ids: Sequence[str]) -> None:
         """Delete sources this request stored (it was refused, or it was a replay)."""
-        if not file_ids:
-            return
-        async with self.db.session() as session:
-            keys = list(
-                (
-                    await session.execute(
-                        delete(File)
-                        .where(File.id.in_(list(file_ids)), File.purpose == SOURCE)
-                        .returning(File.blob_key)
-                    )
-                ).scalars()
-            )
-        for key in keys:
-            await self.blobs.delete(key)
+        await delete_sources(self.db, self.blobs, file_ids)
 
 
 def _header_size(handle: BinaryIO) -> tuple[int, int] | None:

@@ -344,7 +344,21 @@ class JobRunner:
     async def _fail(self, claim: jobs.Claim, **kwargs: Any) -> bool:
         self._finishing.add(claim.job.id)
         async with self.db.session() as session:
-            return await jobs.fail(session, claim, **kwargs)
+            failed = await jobs.fail(session, claim, **kwargs)
+        if failed and kwargs.get("retry_at") is None:
+            await self._release_sources(claim.job)
+        return failed
+
+    async def _release_sources(self, job: Job) -> None:
+        """Delete the images sent with the job's request once it has ended (they expire
+        anyway; a job canceled or expired elsewhere leaves them to that)."""
+        plan = job.request["plan"]
+        ids = [*(plan.get("reference_files") or []), *filter(None, [plan.get("mask_file")])]
+        if ids:
+            try:
+                await file_service.delete_sources(self.db, self.blobs, ids, job.workspace_id)
+            except Exception:
+                log.exception("job %s: deleting its source images failed", job.id)
 
     async def _retry_or_fail(
         self, claim: jobs.Claim, code: str, message: str, retry_after: float | None
@@ -409,6 +423,7 @@ class JobRunner:
             job.result, job.charged_amount = outcome, charged
             job.provider, job.provider_request_id = provider, request_id
             waiting.set_result(Delivery(job, files, result.images))
+        await self._release_sources(job)
         return True
 
     async def _store(
