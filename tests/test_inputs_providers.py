@@ -4,10 +4,12 @@ provider route that takes images sends to its fake, for images sent as data URIs
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import pytest
 
 from imagegate.catalog import ModelSpec, load_catalog
@@ -92,13 +94,17 @@ async def test_with_a_public_url_fal_gets_a_signed_link_to_the_gateways_copy(
     public = {"public_url": "https://images.example.com"}
     async with gateway_on(settings, fal, topaz, **public) as h:
         await run_job(h, "topaz_upscale_image", {"image_url": SOURCE_URI})
-        link = fal.calls("submit")[0].json["image_url"]
-        assert link.startswith("https://images.example.com/v1/files/file_")
-        assert "signature=" in link and "expires=" in link
-        fetched = await h.client.get(
-            link.removeprefix("https://images.example.com"), headers={"Authorization": ""}
+        link = httpx.URL(fal.calls("submit")[0].json["image_url"])
+        assert str(link).startswith("https://images.example.com/v1/files/file_")
+        file_id = link.path.split("/")[3]
+        me = (await h.client.get("/v1/me")).json()
+        expires = int(link.params["expires"])
+        h.gateway.signer.verify(
+            file_id, me["workspace_id"], expires, link.params["kid"], link.params["signature"]
         )
-        assert fetched.status_code == 200 and fetched.content == SOURCE
+        assert 0 < expires - time.time() <= 15 * 60 + 1  # short-lived
+        # the gateway's copy lived as long as the job needed it
+        assert (await h.client.get(f"/v1/files/{file_id}")).status_code == 404
 
 
 async def test_bfl_gets_base64_as_input_image_or_image_prompt(
