@@ -15,6 +15,9 @@ import pytest
 from imagegate.catalog import ModelSpec, load_catalog
 from imagegate.catalog.spec import Route
 from imagegate.config import Settings
+from imagegate.errors import TransientUpstreamError, UpstreamError
+from imagegate.providers.base import InputImage, ProviderRequest
+from imagegate.providers.vertex import VertexProvider
 from tests.fakes.bfl import FakeBFL
 from tests.fakes.fal import FakeFal
 from tests.fakes.google import FakeGemini
@@ -170,3 +173,16 @@ async def test_replicate_gets_the_image_in_the_models_own_field(
         await run_job(h, "flux_pro", {"prompt": "a fox", "image_url": SOURCE_URI})
     [call] = replicate.calls("create")
     assert call.json["input"]["image_url"] == SOURCE_URI
+
+
+async def test_a_route_that_takes_no_images_moves_on_instead_of_dropping_them() -> None:
+    vertex = VertexProvider(None, project="p", location="europe-west4")  # type: ignore[arg-type]
+    request = ProviderRequest(
+        job_id="job_1", model="gemini-2.5-flash-image", upstream_model="gemini-2.5-flash-image",
+        action="edit", params={}, n=1, width=1024, height=1024, output_format="png",
+        timeout_s=5, prompt="add snow", inputs=(InputImage(SOURCE, "image/png"),),
+    )  # fmt: skip
+    with pytest.raises(UpstreamError) as caught:
+        await vertex.generate(request)
+    assert "takes no input images" in caught.value.message
+    assert not isinstance(caught.value, TransientUpstreamError)  # no retry of the same route

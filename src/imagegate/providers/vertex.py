@@ -139,6 +139,14 @@ class VertexProvider(HTTPAdapter):
         return {"instances": [{"prompt": request.prompt or ""}], "parameters": parameters}
 
     async def generate(self, request: ProviderRequest) -> ProviderResult:
+        if request.inputs or request.mask is not None:
+            # Vertex's predict call here takes a prompt only: never drop an image silently.
+            # Not a refusal of the request: the model's next route may take images.
+            raise UpstreamError(
+                f"vertex: the route to {request.upstream_model} takes no input images.",
+                code="upstream_error",
+                extra={"provider": self.name},
+            )
         deadline = Deadline(request.timeout_s)
         location = self.location_for(request.region)
         url = (
