@@ -878,6 +878,16 @@ async def _submit_new(
     plan = planner(chosen.model, body)
     if chosen.notices:
         plan = dataclasses.replace(plan, notices=[*chosen.notices, *plan.notices])
+    given = [*plan.reference_files, *filter(None, [plan.mask_file])]
+    if any(sources.source_form(image) != "file" for image in given):
+        # A caller of this service that did not pass ``source_images``: say so, rather
+        # than look URLs up as file ids.
+        raise InvalidParameter(
+            "Images given as URLs, data URIs or uploads are resolved by the gateway's "
+            "source images (create_job(source_images=...)); this request's were not.",
+            code="invalid_image_source",
+            param="reference_files",
+        )
     await files.require_files(tx, principal.workspace_id, plan.reference_files)
     if plan.mask_file is not None:
         await files.require_files(tx, principal.workspace_id, [plan.mask_file], param="mask")
