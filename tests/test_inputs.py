@@ -348,3 +348,33 @@ async def test_memory_stays_bounded_for_ten_large_uploads_at_once(
     assert responses[0].json()["width"] == 9400
     print(f"RSS grew by {(peak - idle) >> 20} MB")
     assert peak - idle < 300 * 1024 * 1024, f"RSS grew by {(peak - idle) >> 20} MB"
+
+
+async def test_a_replayed_edit_fetches_and_stores_nothing(
+    client: httpx.AsyncClient, gateway: Gateway, server: Loopback
+) -> None:
+    url = server.serve("/a.png", solid(64, 64))
+    headers = {"Idempotency-Key": "edit-1"}
+    body = {"prompt": "add snow", "model": "mock-image", "images": [{"image_url": url}]}
+    first = await client.post("/v1/images/edits", json=body, headers=headers)
+    assert first.status_code == 200, first.text
+    again = await client.post("/v1/images/edits", json=body, headers=headers)
+    assert again.status_code == 200 and again.json()["job_id"] == first.json()["job_id"]
+    assert server.accepted == 1  # the replay fetched nothing
+    upload = {"image": ("a.png", solid(64, 64), "image/png")}
+    one = await client.post(
+        "/v1/images/edits", files=upload, data={"prompt": "p"}, headers={"Idempotency-Key": "u"}
+    )
+    two = await client.post(
+        "/v1/images/edits", files=upload, data={"prompt": "p"}, headers={"Idempotency-Key": "u"}
+    )
+    assert one.status_code == two.status_code == 200
+    assert one.json()["job_id"] == two.json()["job_id"]  # the same upload: the same request
+    other = await client.post(
+        "/v1/images/edits",
+        files={"image": ("a.png", solid(64, 64, (0, 0, 0)), "image/png")},
+        data={"prompt": "p"},
+        headers={"Idempotency-Key": "u"},
+    )
+    assert_error(other, 422, "idempotency_key_reused")
+    assert (await client.get("/v1/files", params={"purpose": "source"})).json()["data"] == []
