@@ -13,6 +13,7 @@ from imagegate import __version__
 from imagegate.allocator import keep_large_buffers
 from imagegate.api import admin, credits, edits, errors, files, images, jobs, me, models, pricing
 from imagegate.api.limits import BodySizeLimit, RejectNul
+from imagegate.api.openapi import FullAllow, describe_as_answered
 from imagegate.api.responses import JSONResponse
 from imagegate.collector import tune_for_serving
 from imagegate.config import Settings
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     )
     app.state.gateway = gw
     errors.install(app)
+    describe_as_answered(app)
     routers = (models.router, pricing.router, images.router, jobs.router, files.router)
     for router in (*routers, edits.router, credits.router):
         app.include_router(router)
@@ -85,4 +87,5 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RejectNul)
+    app.add_middleware(FullAllow)
     return app

@@ -576,9 +576,12 @@ async def _submit_new(
     plan = planner(chosen.model, body)
     if chosen.notices:
         plan = dataclasses.replace(plan, notices=[*chosen.notices, *plan.notices])
-    await files.require_files(tx, principal.workspace_id, plan.reference_files)
+    owner = principal.only_member
+    await files.require_files(tx, principal.workspace_id, plan.reference_files, member_id=owner)
     if plan.mask_file is not None:
-        await files.require_files(tx, principal.workspace_id, [plan.mask_file], param="mask")
+        await files.require_files(
+            tx, principal.workspace_id, [plan.mask_file], param="mask", member_id=owner
+        )
     job = await submit(
         tx,
         principal,
@@ -619,7 +622,7 @@ async def create_job(
     With ``memo`` (PostgreSQL) the job is planned on the workspace's governance as this
     process last read it, which the insert checks (see :class:`workspace.GovernanceMemo`).
     """
-    request_hash = idempotency.fingerprint(endpoint, body) if idempotency_key else ""
+    request_hash = idempotency.fingerprint(endpoint, body, webhook_url) if idempotency_key else ""
     if memo is not None and not combines_writes(db.dialect_name):
         memo = None  # only the one-statement submit checks the version
     raced = stale = 0
