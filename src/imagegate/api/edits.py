@@ -26,6 +26,7 @@ from imagegate.api.openapi import (
     EDITS_JSON_BODY,
     EDITS_MULTIPART_BODY,
     GENERATION_ERRORS,
+    creating_work,
     errors,
     request_body,
 )
@@ -198,8 +199,10 @@ async def _from_json(request: Request, gateway: Gateway, member: Principal) -> d
         **ok(schemas.Job, 202, "Prefer: respond-async (or a wait that ran out): the job."),
         **errors(*GENERATION_ERRORS, 415),
     },
-    openapi_extra=request_body(
-        {"multipart/form-data": EDITS_MULTIPART_BODY, "application/json": EDITS_JSON_BODY}
+    openapi_extra=creating_work(
+        request_body(
+            {"multipart/form-data": EDITS_MULTIPART_BODY, "application/json": EDITS_JSON_BODY}
+        )
     ),
 )
 async def edit_image(request: Request, member: CurrentMember, gateway: GatewayDep) -> JSONResponse:

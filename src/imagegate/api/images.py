@@ -24,6 +24,7 @@ from imagegate.api.openapi import (
     AUTHENTICATED,
     GENERATION_ERRORS,
     IMAGES_BODY,
+    creating_work,
     errors,
     json_body,
 )
@@ -73,7 +74,7 @@ def _fallback(choice: model_choice.ModelChoice | None) -> dict[str, Any]:
         **ok(schemas.Job, 202, "Prefer: respond-async (or a wait that ran out): the job."),
         **errors(*GENERATION_ERRORS),
     },
-    openapi_extra=json_body(IMAGES_BODY),
+    openapi_extra=creating_work(json_body(IMAGES_BODY), estimates=True),
 )
 async def create_image(
     request: Request, member: CurrentMember, gateway: GatewayDep

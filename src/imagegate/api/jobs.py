@@ -22,7 +22,14 @@ from imagegate.api.common import (
     sync_mode_replayed,
 )
 from imagegate.api.deps import CurrentMember, GatewayDep, Session
-from imagegate.api.openapi import AUTHENTICATED, GENERATION_ERRORS, JOB_BODY, errors, json_body
+from imagegate.api.openapi import (
+    AUTHENTICATED,
+    GENERATION_ERRORS,
+    JOB_BODY,
+    creating_work,
+    errors,
+    json_body,
+)
 from imagegate.api.responses import JSONResponse
 from imagegate.api.schemas import ok
 from imagegate.errors import Conflict, GenerationFailed, InvalidParameter, NotFound
@@ -63,7 +70,7 @@ def _not_found(job_id: str) -> NotFound:
         **ok(schemas.Job, 202, "The job, queued or running."),
         **errors(*GENERATION_ERRORS),
     },
-    openapi_extra=json_body(JOB_BODY),
+    openapi_extra=creating_work(json_body(JOB_BODY)),
 )
 async def submit_job(
     model: str, request: Request, member: CurrentMember, gateway: GatewayDep

@@ -157,6 +157,42 @@ EDITS_MULTIPART_BODY: dict[str, Any] = {
 }
 
 
+# The headers of every POST that creates work (docs/api.md: Idempotency, Jobs).
+CREATES_WORK: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "description": "The same key with the same request gives the same job, once.",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+        },
+        {
+            "name": "Prefer",
+            "in": "header",
+            "required": False,
+            "description": "respond-async (answer 202 with the job at once), or wait=N "
+            "(wait up to N seconds for the job), as in RFC 7240.",
+            "schema": {"type": "string"},
+        },
+    ]
+}
+
+_DRY_RUN = {
+    "name": "dry_run",
+    "in": "query",
+    "required": False,
+    "description": "true: answer what the request would cost and yield; generate nothing.",
+    "schema": {"type": "boolean"},
+}
+
+
+def creating_work(body: dict[str, Any], *, estimates: bool = False) -> dict[str, Any]:
+    """``openapi_extra`` of a POST that creates work: its body and its headers."""
+    parameters = [*CREATES_WORK["parameters"], *([_DRY_RUN] if estimates else [])]
+    return {**body, "parameters": parameters}
+
+
 def json_body(schema: dict[str, Any] | type[BaseModel], *, required: bool = True) -> dict[str, Any]:
     """``openapi_extra`` for a route that reads a JSON body itself."""
     if isinstance(schema, type):
@@ -197,6 +233,30 @@ def describe_as_answered(app: FastAPI) -> None:
 _FRAMEWORK_422 = "#/components/schemas/HTTPValidationError"
 
 
+# Text never carries NUL characters: the gateway refuses them in paths, queries and
+# bodies (no database stores them), so the spec says so of every string it takes.
+_NO_NUL = "^[^\\x00]*$"
+
+
+def _no_nul(schema: Any) -> None:
+    if isinstance(schema, list):
+        for item in schema:
+            _no_nul(item)
+        return
+    if not isinstance(schema, dict):
+        return
+    kind = schema.get("type")
+    is_text = kind == "string" or (isinstance(kind, list) and "string" in kind)
+    if is_text and not {"pattern", "enum", "const", "format"} & set(schema):
+        schema["pattern"] = _NO_NUL
+    for key in ("properties", "patternProperties", "$defs"):
+        for child in schema.get(key, {}).values():
+            _no_nul(child)
+    for key in ("items", "additionalProperties", "anyOf", "oneOf", "allOf"):
+        if key in schema:
+            _no_nul(schema[key])
+
+
 def _list_this_gateways_providers(spec: dict[str, Any], app: FastAPI) -> None:
     """The ``provider`` filter of ``GET /v1/models`` takes this gateway's catalog's."""
     gateway = getattr(app.state, "gateway", None)
@@ -223,6 +283,12 @@ def _as_answered(spec: dict[str, Any], app: FastAPI) -> dict[str, Any]:
             body = operation.get("requestBody", {}).get("content", {})
             for media in body.values():
                 schemas.update(media.get("schema", {}).pop("$defs", {}))
+    for path in spec.get("paths", {}).values():
+        for operation in path.values():
+            for parameter in operation.get("parameters", []):
+                _no_nul(parameter.get("schema", {}))
+            for media in operation.get("requestBody", {}).get("content", {}).values():
+                _no_nul(media.get("schema", {}))
     _list_this_gateways_providers(spec, app)
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
