@@ -288,3 +288,49 @@ async def test_a_job_meeting_an_exhausted_pool_backs_off_and_finishes(
         job = (await client.get(f"/v1/jobs/{job_id}")).json()
         assert (job["status"], job["attempt"]) == ("failed", 1), job
         assert job["error"]["code"] == "content_policy_violation"
+
+
+# ---- the spec and 405s -----------------------------------------------------------------
+
+
+async def test_the_spec_describes_bodies_answers_and_errors(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    error_ref = {"$ref": "#/components/schemas/ErrorBody"}
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            where = f"{method.upper()} {path}"
+            responses = operation["responses"]
+            assert "422" not in responses or "Idempotency" in responses["422"]["description"]
+            for status in ("400", "401", "500", "503"):
+                schema = responses[status]["content"]["application/json"]["schema"]
+                assert schema == error_ref, (where, status)
+            success = [s for s in responses if s.startswith("2")]
+            assert success, where
+            for status in success:
+                for media, content in responses[status].get("content", {}).items():
+                    if media == "application/json":
+                        assert content["schema"].get("type") != "string", (where, status)
+                        assert content["schema"], (where, status)
+            bodiless = ("/cancel", "/revoke", "/rotate")
+            if method in ("post", "put", "patch") and not path.endswith(bodiless):
+                assert operation["requestBody"]["content"], where
+    generations = spec["paths"]["/v1/images/generations"]["post"]
+    assert {"402", "403", "404", "409", "422", "504"} <= set(generations["responses"])
+    assert {p["name"] for p in generations["parameters"]} >= {"Idempotency-Key", "Prefer"}
+    edits = spec["paths"]["/v1/images/edits"]["post"]["requestBody"]["content"]
+    assert set(edits) == {"multipart/form-data", "application/json"}
+
+
+async def test_a_405_lists_every_method_of_the_path(client: httpx.AsyncClient) -> None:
+    cases = [
+        ("PUT", "/v1/files/file_x", "DELETE, GET"),
+        ("POST", "/v1/jobs/job_01abcdefghjkmnpqrstvwxyz01", "GET"),
+        ("DELETE", "/v1/jobs/mock-image", "POST"),
+        ("OPTIONS", "/v1/admin/image-models/default", "PUT"),
+        ("DELETE", "/v1/jobs", "GET"),
+    ]
+    for method, path, allowed in cases:
+        response = await client.request(method, path)
+        assert_error(response, 405, "method_not_allowed")
+        assert response.headers["allow"] == allowed, (method, path)

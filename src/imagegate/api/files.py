@@ -11,7 +11,7 @@ import time
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import RedirectResponse, StreamingResponse
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -207,6 +207,7 @@ async def delete_file(file_id: str, member: CurrentMember, gateway: GatewayDep) 
 @router.get(
     "/{file_id}/content",
     response_model=None,
+    response_class=Response,  # the answer is the image, never JSON
     responses={
         200: {
             "description": "The file's bytes.",
