@@ -102,6 +102,15 @@ async def test_sizes_take_ascii_digits_and_nothing_around_them(client: httpx.Asy
     assert ok.status_code == 200, ok.text
 
 
+async def test_an_integral_json_number_is_an_integer(client: httpx.AsyncClient) -> None:
+    changed = await client.patch("/v1/admin/settings", json={"margin_percent": 25.0})
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["margin_percent"] == 25
+    for value in (25.5, "25", True):
+        refused = await client.patch("/v1/admin/settings", json={"margin_percent": value})
+        assert_error(refused, 400, "invalid_parameter", "margin_percent")
+
+
 # ---- sync_mode on the jobs API ---------------------------------------------------------
 
 

@@ -3,7 +3,7 @@ the caller's workspace. The ``Settings → Image models`` page sits on these end
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -106,6 +106,13 @@ async def _parse(request: Request, model: type[B]) -> B:
             )
         if value is None and name != "replacement":
             raise InvalidParameter(f"Invalid value for {name!r}: null is not allowed.", param=name)
+    for name, value in body.items():
+        # 58.0 is the integer 58 in JSON (and in JSON Schema): strict parsing would refuse it.
+        takes_int = int in get_args(model.model_fields[name].annotation) or (
+            model.model_fields[name].annotation is int
+        )
+        if takes_int and isinstance(value, float) and value.is_integer():
+            body[name] = int(value)
     try:
         return model.model_validate(body)
     except ValidationError as exc:
