@@ -111,6 +111,13 @@ async def test_an_integral_json_number_is_an_integer(client: httpx.AsyncClient) 
         assert_error(refused, 400, "invalid_parameter", "margin_percent")
 
 
+async def test_an_audit_cursor_outside_the_ids_is_a_400(client: httpx.AsyncClient) -> None:
+    for before in (-1099511627777, 0, 2**31, 2**63):
+        response = await client.get("/v1/admin/audit", params={"before": before})
+        assert_error(response, 400, "invalid_parameter", "before")
+    assert (await client.get("/v1/admin/audit", params={"before": 5})).status_code == 200
+
+
 # ---- sync_mode on the jobs API ---------------------------------------------------------
 
 

@@ -452,7 +452,11 @@ async def list_audit(
     admin: CurrentAdmin,
     gateway: GatewayDep,
     limit: int = Query(default=50, ge=1, le=500, description="Events per page, newest first."),
-    before: int | None = Query(default=None, description="Page back from this event id."),
+    # Event ids are a 32-bit sequence: a larger one names no event (and PostgreSQL would
+    # refuse to compare with it).
+    before: int | None = Query(
+        default=None, ge=1, le=2**31 - 1, description="Page back from this event id."
+    ),
 ) -> dict[str, Any]:
     """Every admin change in this workspace: who, what, before, after, when."""
     async with gateway.db.read_session() as session:
