@@ -58,8 +58,9 @@ def api_routes(routes: Sequence[BaseRoute], prefix: str = "") -> list[APIRoute]:
             context = getattr(route, "include_context", None)
             found += api_routes(inner.routes, prefix + getattr(context, "prefix", ""))
         elif isinstance(route, APIRoute):
-            if prefix:
+            if prefix or route.path != route.path_format:
                 route = copy.copy(route)
-                route.path = prefix + route.path
+                # the path as documented: /v1/jobs/{model}, not /v1/jobs/{model:model_slug}
+                route.path = prefix + route.path_format
             found.append(route)
     return found

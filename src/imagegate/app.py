@@ -25,6 +25,7 @@ from imagegate.api import (
     upscale,
 )
 from imagegate.api.limits import BodySizeLimit, RejectNul
+from imagegate.api.openapi import FullAllow, describe_as_answered
 from imagegate.api.responses import JSONResponse
 from imagegate.collector import tune_for_serving
 from imagegate.config import Settings
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     )
     app.state.gateway = gw
     errors.install(app)
+    describe_as_answered(app)
     routers = (models.router, pricing.router, images.router, jobs.router, files.router)
     for router in (*routers, edits.router, upscale.router, credits.router):
         app.include_router(router)
@@ -97,4 +99,5 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RejectNul)
+    app.add_middleware(FullAllow)
     return app

@@ -271,6 +271,14 @@ class Settings(BaseSettings):
     signing_key_rotation_days: float = Field(
         default=0, ge=0, description="Rotate the URL signing key this often; 0: only by command."
     )
+    # Who may mint credits (docs/admin.md, "Roles").
+    admin_credit_grants: Literal["single_workspace", "always", "never"] = Field(
+        default="single_workspace",
+        description=(
+            "Whether workspace admins may grant credits to their own workspace: only while "
+            "the instance hosts a single workspace, always, or never (operators only)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _resolve(self) -> Settings:

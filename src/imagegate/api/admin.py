@@ -3,13 +3,16 @@ the caller's workspace. The ``Settings → Image models`` page sits on these end
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from imagegate.api import schemas
 from imagegate.api.common import json_object
 from imagegate.api.deps import CurrentAdmin, GatewayDep
+from imagegate.api.openapi import AUTHENTICATED, errors, json_body
+from imagegate.api.schemas import ok
 from imagegate.catalog import ModelSpec
 from imagegate.errors import InvalidParameter, NotFound
 from imagegate.gateway import Gateway
@@ -17,7 +20,9 @@ from imagegate.services import members, workspace
 from imagegate.services.workspace import Governance
 from imagegate.store.tables import ApiKey, AuditEvent, Member
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"])
+router = APIRouter(
+    prefix="/v1/admin", tags=["admin"], responses=errors(*AUTHENTICATED, 403, 404, 409)
+)
 
 PROVIDER_NAMES = {
     "bfl": "Black Forest Labs",
@@ -78,8 +83,16 @@ B = TypeVar("B", bound=_Body)
 
 
 def _schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The body's schema as :func:`_parse` reads it: null only where a field takes it."""
     schema = model.model_json_schema()
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+    for name, field in schema.get("properties", {}).items():
+        options = field.get("anyOf", [])
+        if name != "replacement" and {"type": "null"} in options:
+            rest = [option for option in options if option != {"type": "null"}]
+            del field["anyOf"]
+            field.pop("default", None)
+            field.update(rest[0] if len(rest) == 1 else {"anyOf": rest})
+    return json_body(schema)
 
 
 async def _parse(request: Request, model: type[B]) -> B:
@@ -93,6 +106,13 @@ async def _parse(request: Request, model: type[B]) -> B:
             )
         if value is None and name != "replacement":
             raise InvalidParameter(f"Invalid value for {name!r}: null is not allowed.", param=name)
+    for name, value in body.items():
+        # 58.0 is the integer 58 in JSON (and in JSON Schema): strict parsing would refuse it.
+        takes_int = int in get_args(model.model_fields[name].annotation) or (
+            model.model_fields[name].annotation is int
+        )
+        if takes_int and isinstance(value, float) and value.is_integer():
+            body[name] = int(value)
     try:
         return model.model_validate(body)
     except ValidationError as exc:
@@ -191,13 +211,13 @@ async def _state(gateway: Gateway, admin: CurrentAdmin) -> Governance:
         return await workspace.governance(session, admin.workspace_id)
 
 
-@router.get("/image-models")
+@router.get("/image-models", response_model=None, responses=ok(schemas.ImageModelSettings))
 async def list_image_models(admin: CurrentAdmin, gateway: GatewayDep) -> dict[str, Any]:
     """Every catalog model grouped by provider, with what the admin page shows per row."""
     return _listing(gateway, await _state(gateway, admin))
 
 
-@router.get("/image-models/{slug}")
+@router.get("/image-models/{slug}", response_model=None, responses=ok(schemas.AdminImageModel))
 async def get_image_model(slug: str, admin: CurrentAdmin, gateway: GatewayDep) -> dict[str, Any]:
     model = gateway.catalog.resolve(slug)
     if model is None:
@@ -205,7 +225,12 @@ async def get_image_model(slug: str, admin: CurrentAdmin, gateway: GatewayDep) -
     return _model_entry(gateway, await _state(gateway, admin), model)
 
 
-@router.put("/image-models/default", openapi_extra=_schema(DefaultModel))
+@router.put(
+    "/image-models/default",
+    response_model=None,
+    responses=ok(schemas.DefaultModelChange),
+    openapi_extra=_schema(DefaultModel),
+)
 async def set_default_model(
     request: Request, admin: CurrentAdmin, gateway: GatewayDep
 ) -> dict[str, Any]:
@@ -220,7 +245,12 @@ async def set_default_model(
     }
 
 
-@router.patch("/image-models/{slug}", openapi_extra=_schema(ModelToggle))
+@router.patch(
+    "/image-models/{slug}",
+    response_model=None,
+    responses=ok(schemas.ModelToggleChange),
+    openapi_extra=_schema(ModelToggle),
+)
 async def toggle_image_model(
     slug: str, request: Request, admin: CurrentAdmin, gateway: GatewayDep
 ) -> dict[str, Any]:
@@ -256,12 +286,17 @@ def _settings(state: Governance) -> dict[str, Any]:
     }
 
 
-@router.get("/settings")
+@router.get("/settings", response_model=None, responses=ok(schemas.WorkspaceSettings))
 async def get_settings(admin: CurrentAdmin, gateway: GatewayDep) -> dict[str, Any]:
     return _settings(await _state(gateway, admin))
 
 
-@router.patch("/settings", openapi_extra=_schema(SettingsUpdate))
+@router.patch(
+    "/settings",
+    response_model=None,
+    responses=ok(schemas.WorkspaceSettings),
+    openapi_extra=_schema(SettingsUpdate),
+)
 async def update_settings(
     request: Request, admin: CurrentAdmin, gateway: GatewayDep
 ) -> dict[str, Any]:
@@ -313,14 +348,20 @@ def _key(key: ApiKey, member: Member | None = None) -> dict[str, Any]:
     return body
 
 
-@router.get("/members")
+@router.get("/members", response_model=None, responses=ok(schemas.MemberList))
 async def list_members(admin: CurrentAdmin, gateway: GatewayDep) -> dict[str, Any]:
     async with gateway.db.read_session() as session:
         rows = await members.list_members(session, admin.workspace_id)
     return {"object": "list", "data": [_member(member, count) for member, count in rows]}
 
 
-@router.post("/members", status_code=201, openapi_extra=_schema(MemberCreate))
+@router.post(
+    "/members",
+    status_code=201,
+    response_model=None,
+    responses=ok(schemas.Member, 201),
+    openapi_extra=_schema(MemberCreate),
+)
 async def create_member(
     request: Request, admin: CurrentAdmin, gateway: GatewayDep
 ) -> dict[str, Any]:
@@ -330,7 +371,12 @@ async def create_member(
     return _member(member, 0)
 
 
-@router.patch("/members/{member_id}", openapi_extra=_schema(MemberUpdate))
+@router.patch(
+    "/members/{member_id}",
+    response_model=None,
+    responses=ok(schemas.Member),
+    openapi_extra=_schema(MemberUpdate),
+)
 async def update_member(
     member_id: str, request: Request, admin: CurrentAdmin, gateway: GatewayDep
 ) -> dict[str, Any]:
@@ -342,7 +388,13 @@ async def update_member(
     return _member(member) | {"changed": change.changed}
 
 
-@router.post("/members/{member_id}/keys", status_code=201, openapi_extra=_schema(KeyCreate))
+@router.post(
+    "/members/{member_id}/keys",
+    status_code=201,
+    response_model=None,
+    responses=ok(schemas.NewApiKey, 201),
+    openapi_extra=_schema(KeyCreate),
+)
 async def create_key(
     member_id: str, request: Request, admin: CurrentAdmin, gateway: GatewayDep
 ) -> dict[str, Any]:
@@ -353,7 +405,7 @@ async def create_key(
     return _key(key) | {"key": secret}
 
 
-@router.get("/keys")
+@router.get("/keys", response_model=None, responses=ok(schemas.ApiKeyList))
 async def list_keys(
     admin: CurrentAdmin,
     gateway: GatewayDep,
@@ -367,7 +419,7 @@ async def list_keys(
     return {"object": "list", "data": [_key(key, member) for key, member in rows]}
 
 
-@router.post("/keys/{key_id}/revoke")
+@router.post("/keys/{key_id}/revoke", response_model=None, responses=ok(schemas.ApiKey))
 async def revoke_key(key_id: str, admin: CurrentAdmin, gateway: GatewayDep) -> dict[str, Any]:
     async with gateway.db.session() as session:
         key, change = await members.revoke_key(session, admin, key_id)
@@ -395,12 +447,16 @@ def _event(event: AuditEvent, actor_name: str | None) -> dict[str, Any]:
     }
 
 
-@router.get("/audit")
+@router.get("/audit", response_model=None, responses=ok(schemas.AuditList))
 async def list_audit(
     admin: CurrentAdmin,
     gateway: GatewayDep,
     limit: int = Query(default=50, ge=1, le=500, description="Events per page, newest first."),
-    before: int | None = Query(default=None, description="Page back from this event id."),
+    # Event ids are a 32-bit sequence: a larger one names no event (and PostgreSQL would
+    # refuse to compare with it).
+    before: int | None = Query(
+        default=None, ge=1, le=2**31 - 1, description="Page back from this event id."
+    ),
 ) -> dict[str, Any]:
     """Every admin change in this workspace: who, what, before, after, when."""
     async with gateway.db.read_session() as session:

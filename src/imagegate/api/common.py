@@ -11,13 +11,17 @@ import pybase64
 from fastapi import Request
 
 from imagegate.api.responses import Base64Text
-from imagegate.errors import InvalidParameter, InvalidRequest
+from imagegate.errors import InvalidParameter, InvalidRequest, UpstreamError
 from imagegate.gateway import Gateway
 from imagegate.money import as_credits
 from imagegate.providers.base import GeneratedImage
-from imagegate.services import generation, idempotency, webhooks
+from imagegate.services import generation, idempotency, jobs, webhooks
 from imagegate.services.keys import Principal
 from imagegate.store.tables import File, Job, utcnow
+
+# No request of ours nests deeper than a few levels; a bound here keeps every recursive
+# walk of a body (the idempotency fingerprint, the NUL check, the JSON columns) safe.
+MAX_JSON_DEPTH = 32
 
 
 async def json_object(request: Request) -> dict[str, Any]:
@@ -28,12 +32,29 @@ async def json_object(request: Request) -> dict[str, Any]:
         raise InvalidRequest("The request body is not valid JSON.", code="invalid_json") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    if too_deep(body, MAX_JSON_DEPTH):
+        raise InvalidRequest(
+            f"The request body nests deeper than {MAX_JSON_DEPTH} levels.", code="invalid_json"
+        )
     if b"\\u0000" in raw:
         param = _nul_path(body)
         raise InvalidParameter(
             f"Invalid value for {param!r}: NUL characters are not allowed.", param=param
         )
     return body
+
+
+def too_deep(value: Any, limit: int) -> bool:
+    """Whether objects and arrays in a decoded JSON value nest deeper than ``limit``
+    (walked without recursion, so any depth is safe to ask about)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def _nul_path(value: Any, path: str = "") -> str | None:
@@ -55,7 +76,7 @@ def _nul_path(value: Any, path: str = "") -> str | None:
     return None
 
 
-_PREFER_WAIT = re.compile(r"\bwait=(\d+)")
+_PREFER_WAIT = re.compile(r"\bwait=([0-9]+)")
 
 
 def prefer_wait(request: Request, gateway: Gateway) -> float | None:
@@ -133,6 +154,43 @@ def inline_data(
     return data
 
 
+SYNC_MODE_NOT_KEPT = (
+    "sync_mode images are returned once, in the answer to the request that made them, "
+    "and are not kept."
+)
+
+
+def is_sync_mode(job: Job) -> bool:
+    return bool(job.request["plan"].get("sync_mode"))
+
+
+def sync_mode_replayed(job: Job) -> InvalidRequest:
+    """The answer to a replay of a sync_mode request: its images were never kept."""
+    return InvalidRequest(
+        f"{SYNC_MODE_NOT_KEPT} This Idempotency-Key already made job {job.id}; "
+        "send a new key to generate again.",
+        code="sync_mode_not_kept",
+        param="sync_mode",
+        status_code=410,
+        extra={"job_id": job.id},
+    )
+
+
+async def abandon_sync_mode(gateway: Gateway, job: Job, timeout: float) -> UpstreamError:
+    """Cancel a sync_mode job whose request stops waiting (its images could reach no one,
+    and a canceled job is not charged); the error to answer with."""
+    async with gateway.db.session() as session:
+        await jobs.cancel(session, job.workspace_id, job.id)
+    gateway.dispatcher.cancel_local(job.id)
+    return UpstreamError(
+        f"The sync_mode job did not finish within {timeout:g}s and was canceled, since its "
+        "images could be delivered to no one; nothing is charged for it.",
+        code="generation_timeout",
+        status_code=504,
+        extra={"job_id": job.id},
+    )
+
+
 def output_object(gateway: Gateway, request: Request, file: File) -> dict[str, Any]:
     url, expires = signed_url(gateway, request, file)
     return {
@@ -193,6 +251,9 @@ def job_object(job: Job) -> dict[str, Any]:
         "estimated_cost": as_credits(job.estimated_cost),
         "charged_amount": None if job.charged_amount is None else as_credits(job.charged_amount),
     }
+    if is_sync_mode(job):
+        body["sync_mode"] = True
+        body["notice"] = SYNC_MODE_NOT_KEPT
     if job.status in ("failed", "canceled", "expired"):
         body["error"] = {
             "code": job.error_code,

@@ -15,14 +15,25 @@ from fastapi import APIRouter, Request
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from imagegate.api import schemas
 from imagegate.api.common import json_object
 from imagegate.api.deps import CurrentMember, GatewayDep
 from imagegate.api.images import generate_response
+from imagegate.api.openapi import (
+    AUTHENTICATED,
+    EDITS_JSON_BODY,
+    EDITS_MULTIPART_BODY,
+    GENERATION_ERRORS,
+    creating_work,
+    errors,
+    request_body,
+)
 from imagegate.api.responses import JSONResponse
+from imagegate.api.schemas import ok
 from imagegate.errors import InvalidParameter, InvalidRequest
 from imagegate.services.sources import Upload, not_a_source, source_form
 
-router = APIRouter(prefix="/v1/images", tags=["images"])
+router = APIRouter(prefix="/v1/images", tags=["images"], responses=errors(*AUTHENTICATED))
 
 MAX_SOURCE_IMAGES = 16
 _INTEGERS = ("n", "seed", "output_compression", "partial_images")
@@ -126,7 +137,20 @@ async def _from_json(request: Request) -> dict[str, Any]:
     return body
 
 
-@router.post("/edits", response_model=None)
+@router.post(
+    "/edits",
+    response_model=None,
+    responses={
+        **ok(schemas.ImagesResponse),
+        **ok(schemas.Job, 202, "Prefer: respond-async (or a wait that ran out): the job."),
+        **errors(*GENERATION_ERRORS, 415),
+    },
+    openapi_extra=creating_work(
+        request_body(
+            {"multipart/form-data": EDITS_MULTIPART_BODY, "application/json": EDITS_JSON_BODY}
+        )
+    ),
+)
 async def edit_image(request: Request, member: CurrentMember, gateway: GatewayDep) -> JSONResponse:
     """Edit images with a prompt: multipart (``image``/``image[]``, ``mask``) or JSON."""
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()

@@ -11,13 +11,16 @@ import time
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import RedirectResponse, StreamingResponse
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from imagegate.api import schemas
 from imagegate.api.common import file_object, json_object
 from imagegate.api.deps import CurrentMember, GatewayDep, current_member
+from imagegate.api.openapi import AUTHENTICATED, errors, request_body
 from imagegate.api.responses import JSONResponse
+from imagegate.api.schemas import ok
 from imagegate.blobs import BlobNotFound
 from imagegate.errors import InvalidParameter, InvalidRequest, PermissionDenied
 from imagegate.gateway import Gateway
@@ -25,14 +28,33 @@ from imagegate.services import files
 from imagegate.services.keys import Principal
 from imagegate.store.tables import File
 
-router = APIRouter(prefix="/v1/files", tags=["files"])
+router = APIRouter(prefix="/v1/files", tags=["files"], responses=errors(*AUTHENTICATED))
+
+_UPLOAD = {
+    "type": "object",
+    "required": ["file", "purpose"],
+    "properties": {
+        "file": {"type": "string", "format": "binary", "description": "PNG, JPEG, WebP or GIF."},
+        "purpose": {"type": "string", "enum": list(files.UPLOAD_PURPOSES)},
+    },
+}
+_KEEP = {
+    "type": "object",
+    "required": ["file_id"],
+    "properties": {
+        "file_id": {"type": "string", "minLength": 1, "description": "A generated output's id."},
+        "purpose": {"type": "string", "enum": list(files.UPLOAD_PURPOSES)},
+    },
+}
+_BINARY = {"type": "string", "format": "binary"}
+_IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "image/avif", "image/svg+xml")
 
 SVG_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox",
     "Content-Disposition": "attachment",
 }
-FILE_ID = re.compile(r"file_[0-9a-z]{26}")
+FILE_ID = re.compile(r"^file_[0-9a-z]{26}$")
 
 
 async def _form(request: Request) -> FormData:
@@ -88,7 +110,16 @@ async def _keep(
     return JSONResponse(file_object(gateway, request, file))
 
 
-@router.post("", response_model=None)
+@router.post(
+    "",
+    response_model=None,
+    responses={
+        **ok(schemas.FileObject, 201, "The uploaded file."),
+        **ok(schemas.FileObject, 200, "The output, kept with no expiry."),
+        **errors(404, 415),
+    },
+    openapi_extra=request_body({"multipart/form-data": _UPLOAD, "application/json": _KEEP}),
+)
 async def create_file(request: Request, member: CurrentMember, gateway: GatewayDep) -> JSONResponse:
     """Upload an image (multipart ``file`` + ``purpose``), or keep an output (``file_id``)."""
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
@@ -105,14 +136,16 @@ async def create_file(request: Request, member: CurrentMember, gateway: GatewayD
     )
 
 
-@router.get("")
+@router.get("", response_model=None, responses=ok(schemas.FileList))
 async def list_files(
     request: Request,
     member: CurrentMember,
     gateway: GatewayDep,
     limit: int = Query(default=20, ge=1, le=100, description="Files per page (1-100)."),
     after: str | None = Query(
-        default=None, description="Cursor: the last id of the previous page."
+        default=None,
+        description="Cursor: the last id of the previous page.",
+        json_schema_extra={"pattern": FILE_ID.pattern},
     ),
     purpose: Literal["output", "user_data", "reference", "source"] | None = Query(default=None),
     order: Literal["desc", "asc"] = Query(default="desc", description="By creation time."),
@@ -124,7 +157,13 @@ async def list_files(
         )
     async with gateway.db.read_session() as session:
         page, has_more = await files.list_files(
-            session, member.workspace_id, limit=limit, after=after, purpose=purpose, order=order
+            session,
+            member.workspace_id,
+            limit=limit,
+            after=after,
+            purpose=purpose,
+            order=order,
+            member_id=member.only_member,
         )
     data = [file_object(gateway, request, file) for file in page]
     return {
@@ -138,26 +177,45 @@ async def list_files(
 
 async def _member_file(gateway: Gateway, member: Principal, file_id: str) -> File:
     async with gateway.db.read_session() as session:
-        file = await files.get_file(session, member.workspace_id, file_id)
+        file = await files.get_file(
+            session, member.workspace_id, file_id, member_id=member.only_member
+        )
     if file is None:
         raise files.not_found(file_id)
     return file
 
 
-@router.get("/{file_id}")
+@router.get("/{file_id}", response_model=None, responses={**ok(schemas.FileObject), **errors(404)})
 async def get_file(
     file_id: str, request: Request, member: CurrentMember, gateway: GatewayDep
 ) -> dict[str, Any]:
     return file_object(gateway, request, await _member_file(gateway, member, file_id))
 
 
-@router.delete("/{file_id}")
+@router.delete(
+    "/{file_id}", response_model=None, responses={**ok(schemas.FileDeleted), **errors(404)}
+)
 async def delete_file(file_id: str, member: CurrentMember, gateway: GatewayDep) -> dict[str, Any]:
-    await files.delete_file(gateway.db, gateway.blobs, member.workspace_id, file_id)
+    await files.delete_file(
+        gateway.db, gateway.blobs, member.workspace_id, file_id, member_id=member.only_member
+    )
     return {"id": file_id, "object": "file", "deleted": True}
 
 
-@router.get("/{file_id}/content", response_model=None)
+@router.get(
+    "/{file_id}/content",
+    response_model=None,
+    response_class=Response,  # the answer is the image, never JSON
+    responses={
+        200: {
+            "description": "The file's bytes.",
+            "content": {media: {"schema": _BINARY} for media in _IMAGE_TYPES},
+        },
+        307: {"description": "S3 presigned URLs: the store's own link (Location)."},
+        **errors(403, 404),
+    },
+    openapi_extra={"security": [{}, {"bearer": []}]},
+)
 async def file_content(
     file_id: str,
     request: Request,

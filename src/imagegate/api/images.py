@@ -6,25 +6,38 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from imagegate.api import schemas
 from imagegate.api.common import (
+    abandon_sync_mode,
     create_job_from_request,
     images_data,
     inline_data,
+    is_sync_mode,
     job_object,
     json_object,
     prefer_wait,
     start_job,
+    sync_mode_replayed,
 )
 from imagegate.api.deps import CurrentMember, GatewayDep
+from imagegate.api.openapi import (
+    AUTHENTICATED,
+    GENERATION_ERRORS,
+    IMAGES_BODY,
+    creating_work,
+    errors,
+    json_body,
+)
 from imagegate.api.pricing import dry_run, estimate_response
 from imagegate.api.responses import JSONResponse
+from imagegate.api.schemas import ok
 from imagegate.errors import GenerationFailed, InvalidParameter, UpstreamError, error_for_job
 from imagegate.gateway import Gateway
 from imagegate.money import as_credits
 from imagegate.services import generation, jobs, model_choice
 from imagegate.services.keys import Principal
 
-router = APIRouter(prefix="/v1/images", tags=["images"])
+router = APIRouter(prefix="/v1/images", tags=["images"], responses=errors(*AUTHENTICATED))
 
 
 def _fallback(choice: model_choice.ModelChoice | None) -> dict[str, Any]:
@@ -41,7 +54,28 @@ def _fallback(choice: model_choice.ModelChoice | None) -> dict[str, Any]:
     }
 
 
-@router.post("/generations", response_model=None)
+@router.post(
+    "/generations",
+    response_model=None,
+    responses={
+        200: {
+            "description": "The images; with ?dry_run=true, the estimate instead.",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "anyOf": [
+                            {"$ref": "#/components/schemas/ImagesResponse"},
+                            {"$ref": "#/components/schemas/Estimate"},
+                        ]
+                    }
+                }
+            },
+        },
+        **ok(schemas.Job, 202, "Prefer: respond-async (or a wait that ran out): the job."),
+        **errors(*GENERATION_ERRORS),
+    },
+    openapi_extra=creating_work(json_body(IMAGES_BODY), estimates=True),
+)
 async def create_image(
     request: Request, member: CurrentMember, gateway: GatewayDep
 ) -> JSONResponse:
@@ -103,7 +137,9 @@ async def generate_response(
             f"{fallback['model_fallback']['from']} -> {job.model}"
         )
     waits = not respond_async or wait is not None
-    sync_mode = submission.plan is not None and submission.plan.sync_mode
+    sync_mode = is_sync_mode(job)
+    if sync_mode and submission.replayed:
+        raise sync_mode_replayed(job)
     event = gateway.dispatcher.watch(job.id)
     # A job this process runs hands its success straight back: no reading it back.
     delivery = gateway.runner.expect_delivery(job.id) if waits else None
@@ -126,6 +162,8 @@ async def generate_response(
         gateway.dispatcher.unwatch(event_job)
         gateway.runner.forget_delivery(event_job)
     if job.status not in jobs.TERMINAL:
+        if sync_mode:
+            raise await abandon_sync_mode(gateway, job, timeout)
         if respond_async or wait is not None:
             return JSONResponse(job_object(job) | fallback, status_code=202, headers=headers)
         raise UpstreamError(

@@ -6,13 +6,28 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from imagegate.api import schemas
 from imagegate.api.common import json_object
 from imagegate.api.deps import CurrentMember, GatewayDep
+from imagegate.api.openapi import AUTHENTICATED, errors, json_body
+from imagegate.api.schemas import ok
 from imagegate.errors import InvalidParameter, NotFound
 from imagegate.services import workspace
 from imagegate.store.tables import Member
 
-router = APIRouter(prefix="/v1/me", tags=["me"])
+router = APIRouter(prefix="/v1/me", tags=["me"], responses=errors(*AUTHENTICATED))
+
+_SELECTION = {
+    "type": "object",
+    "properties": {
+        "model": {
+            "type": ["string", "null"],
+            "minLength": 1,
+            "description": "A usable model's slug or alias; null goes back to the default.",
+        }
+    },
+    "additionalProperties": False,
+}
 
 
 def _me(member: Member, state: workspace.Governance, usable: list[str]) -> dict[str, Any]:
@@ -31,7 +46,7 @@ def _me(member: Member, state: workspace.Governance, usable: list[str]) -> dict[
     }
 
 
-@router.get("")
+@router.get("", response_model=None, responses=ok(schemas.Me))
 async def get_me(member: CurrentMember, gateway: GatewayDep) -> dict[str, Any]:
     """Who is calling, and which model a generation that names none would use."""
     async with gateway.db.read_session() as session:
@@ -41,7 +56,12 @@ async def get_me(member: CurrentMember, gateway: GatewayDep) -> dict[str, Any]:
     return _me(row, state, workspace.usable_models(gateway.catalog, state))
 
 
-@router.put("/selected-model")
+@router.put(
+    "/selected-model",
+    response_model=None,
+    responses={**ok(schemas.Me), **errors(403, 404)},
+    openapi_extra=json_body(_SELECTION),
+)
 async def select_model(
     request: Request, member: CurrentMember, gateway: GatewayDep
 ) -> dict[str, Any]:

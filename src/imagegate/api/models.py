@@ -7,8 +7,11 @@ from typing import Any, get_args
 from fastapi import APIRouter, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from imagegate.api import schemas
 from imagegate.api.deps import CurrentMember, GatewayDep, Session
+from imagegate.api.openapi import AUTHENTICATED, errors
 from imagegate.api.pricing import price_object, workspace_rates
+from imagegate.api.schemas import ok
 from imagegate.catalog import ModelSpec
 from imagegate.catalog.pricing import Rates
 from imagegate.catalog.schema import json_schema
@@ -18,7 +21,7 @@ from imagegate.errors import InvalidParameter, NotFound
 from imagegate.services.model_choice import enabled_models
 from imagegate.store.tables import Workspace
 
-router = APIRouter(prefix="/v1", tags=["models"])
+router = APIRouter(prefix="/v1", tags=["models"], responses=errors(*AUTHENTICATED))
 
 CREATED = 1_700_000_000  # catalog entries carry no creation time; a fixed one keeps lists stable
 CAPABILITIES = [*get_args(Action), "vector", "reference_images"]
@@ -106,22 +109,36 @@ def _matches(
     )
 
 
-@router.get("/models")
+@router.get("/models", response_model=None, responses=ok(schemas.ModelList))
 async def list_models(
     member: CurrentMember,
     gateway: GatewayDep,
     session: Session,
-    modality: str | None = Query(default=None, description="Only models of this modality (image)."),
+    modality: str | None = Query(
+        default=None,
+        description="Only models of this modality (image).",
+        json_schema_extra={"enum": MODALITIES},
+    ),
     capability: str | None = Query(
-        default=None, description="generate, edit, upscale, vector or reference_images."
+        default=None,
+        description="generate, edit, upscale, vector or reference_images.",
+        json_schema_extra={"enum": CAPABILITIES},
     ),
     region: str | None = Query(
-        default=None, description="eu, us or global: models that can run there."
+        default=None,
+        description="eu, us or global: models that can run there.",
+        json_schema_extra={"enum": REGIONS},
     ),
     provider: str | None = Query(
-        default=None, description="A maker (openai, bfl, google, …) or a route's provider (fal, …)."
+        default=None,
+        description="A maker (openai, bfl, google, …) or a route's provider (fal, …); "
+        "the spec lists this gateway's.",
     ),
-    status: str | None = Query(default=None, description="ga, preview, deprecated or legacy."),
+    status: str | None = Query(
+        default=None,
+        description="ga, preview, deprecated or legacy.",
+        json_schema_extra={"enum": STATUSES},
+    ),
     all: bool = Query(default=False, description="Admins: include models not enabled."),
 ) -> dict[str, Any]:
     _check(modality, MODALITIES, "modality")
@@ -143,7 +160,9 @@ async def list_models(
     return {"object": "list", "data": data}
 
 
-@router.get("/models/{slug}")
+@router.get(
+    "/models/{slug}", response_model=None, responses={**ok(schemas.ModelDetail), **errors(404)}
+)
 async def get_model(
     slug: str, member: CurrentMember, gateway: GatewayDep, session: Session
 ) -> dict[str, Any]:

@@ -7,9 +7,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from imagegate.api import schemas
 from imagegate.api.common import json_object
 from imagegate.api.deps import CurrentMember, GatewayDep, Session
+from imagegate.api.openapi import AUTHENTICATED, IMAGES_BODY, errors, json_body
 from imagegate.api.responses import JSONResponse
+from imagegate.api.schemas import ok
 from imagegate.catalog import ModelSpec
 from imagegate.catalog.pricing import (
     REFERENCE_SIZE,
@@ -25,7 +28,7 @@ from imagegate.services import generation, model_choice
 from imagegate.services.keys import Principal
 from imagegate.store.tables import Workspace
 
-router = APIRouter(prefix="/v1/pricing", tags=["pricing"])
+router = APIRouter(prefix="/v1/pricing", tags=["pricing"], responses=errors(*AUTHENTICATED))
 
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no", "")
 
@@ -124,7 +127,7 @@ async def estimate_response(
     return JSONResponse(payload, headers=headers)
 
 
-@router.get("")
+@router.get("", response_model=None, responses=ok(schemas.PriceTable))
 async def price_table(
     member: CurrentMember, gateway: GatewayDep, session: Session
 ) -> dict[str, Any]:
@@ -158,7 +161,12 @@ async def price_table(
     }
 
 
-@router.post("/estimate", response_model=None)
+@router.post(
+    "/estimate",
+    response_model=None,
+    responses={**ok(schemas.Estimate), **errors(403, 404)},
+    openapi_extra=json_body(IMAGES_BODY),
+)
 async def estimate_request(
     request: Request, member: CurrentMember, gateway: GatewayDep
 ) -> JSONResponse:

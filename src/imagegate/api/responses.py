@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from starlette.responses import Response
+from starlette.responses import JSONResponse as StarletteJSONResponse
 from starlette.types import Receive, Scope, Send
 
 
@@ -29,10 +29,11 @@ class Base64Text:
 _STAND_IN = orjson.Fragment(b'"\x00"')
 
 
-class JSONResponse(Response):
-    """An orjson answer. One that carries :class:`Base64Text` goes out in parts (the JSON
-    around each text, and the texts) so that a text is never copied into a whole body; its
-    ``body`` is then empty and ``parts`` holds the answer.
+class JSONResponse(StarletteJSONResponse):
+    """An orjson answer (a JSON response to FastAPI, which then describes routes' answers
+    by their models rather than as strings). One that carries :class:`Base64Text` goes out
+    in parts (the JSON around each text, and the texts) so that a text is never copied
+    into a whole body; its ``body`` is then empty and ``parts`` holds the answer.
     """
 
     media_type = "application/json"

@@ -23,8 +23,9 @@ from typing import Any
 from imagegate.catalog.spec import ModelSpec, SizeSpec
 from imagegate.errors import InvalidParameter
 
-_WXH = re.compile(r"^(\d{1,5})x(\d{1,5})$")
-_RATIO = re.compile(r"^(\d{1,3}):(\d{1,3})$")
+# ASCII digits only, matched whole: no other scripts' digits, no surrounding whitespace.
+_WXH = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
+_RATIO = re.compile(r"([0-9]{1,3}):([0-9]{1,3})")
 RATIO_TOLERANCE = 0.01
 # fal's named image_size presets, as aspect ratios.
 PRESET_RATIOS = {
@@ -46,7 +47,7 @@ class SizeChoice:
 
 
 def parse_wxh(value: str, param: str = "size") -> tuple[int, int]:
-    match = _WXH.match(value.strip().lower())
+    match = _WXH.fullmatch(value)
     if not match or int(match.group(1)) == 0 or int(match.group(2)) == 0:
         raise InvalidParameter(
             f"Invalid value for {param!r}: {value!r} is not WIDTHxHEIGHT (e.g. '1024x1024').",
@@ -56,7 +57,7 @@ def parse_wxh(value: str, param: str = "size") -> tuple[int, int]:
 
 
 def parse_ratio(value: Any, param: str = "aspect_ratio") -> Fraction:
-    match = _RATIO.match(value.strip()) if isinstance(value, str) else None
+    match = _RATIO.fullmatch(value) if isinstance(value, str) else None
     if not match or int(match.group(1)) == 0 or int(match.group(2)) == 0:
         raise InvalidParameter(
             f"Invalid value for {param!r}: {value!r} is not WIDTH:HEIGHT (e.g. '16:9').",

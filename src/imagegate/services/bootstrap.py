@@ -39,9 +39,12 @@ async def create_workspace(
 
 
 async def create_member(
-    session: AsyncSession, workspace: Workspace, name: str, role: str
+    session: AsyncSession, workspace: Workspace, name: str, role: str, *, operator: bool = False
 ) -> Member:
-    member = Member(id=new_id("mem"), workspace_id=workspace.id, name=name, role=role)
+    """A member of ``workspace``; ``operator``: with the instance-wide operator role too."""
+    member = Member(
+        id=new_id("mem"), workspace_id=workspace.id, name=name, role=role, operator=operator
+    )
     session.add(member)
     await session.flush()
     return member
@@ -53,13 +56,15 @@ async def bootstrap(
     workspace_name: str,
     configured_providers: list[str] | None = None,
 ) -> str | None:
-    """Create the first workspace and an admin key; the key's secret, or None if one exists."""
+    """Create the first workspace and an admin key (of the instance's operator); the key's
+    secret, or None if one exists."""
     existing = (await session.execute(select(Workspace.id).limit(1))).first()
     if existing is not None:
         return None
     workspace = await create_workspace(
         session, catalog, workspace_name, configured_providers=configured_providers
     )
-    admin = await create_member(session, workspace, "admin", "admin")
+    # Whoever starts the instance first runs it: its first admin is also its operator.
+    admin = await create_member(session, workspace, "admin", "admin", operator=True)
     _, secret = await create_key(session, admin, "first admin key")
     return secret

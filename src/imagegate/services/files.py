@@ -84,6 +84,7 @@ async def upload(
     file = File(
         id=file_id,
         workspace_id=principal.workspace_id,
+        member_id=principal.member_id,
         purpose=purpose,
         filename=clean_filename(filename, f"{file_id}.{checked.extension}"),
         content_type=checked.content_type,
@@ -110,11 +111,20 @@ def not_found(file_id: str, param: str = "file_id") -> NotFound:
     return NotFound(f"No file {file_id!r} in this workspace.", code="file_not_found", param=param)
 
 
-async def get_file(session: AsyncSession, workspace_id: str, file_id: str) -> File | None:
-    """The file if it exists in this workspace and has not expired."""
+def _owned(workspace_id: str, member_id: str | None) -> ColumnElement[bool]:
+    """This workspace's files; with ``member_id`` (a member, not an admin), its own only."""
+    scope = File.workspace_id == workspace_id
+    return scope if member_id is None else scope & (File.member_id == member_id)
+
+
+async def get_file(
+    session: AsyncSession, workspace_id: str, file_id: str, *, member_id: str | None = None
+) -> File | None:
+    """The file if it exists in this workspace (and is ``member_id``'s, when given) and has
+    not expired."""
     return (
         await session.execute(
-            select(File).where(File.id == file_id, File.workspace_id == workspace_id, _live())
+            select(File).where(File.id == file_id, _owned(workspace_id, member_id), _live())
         )
     ).scalar_one_or_none()
 
@@ -131,7 +141,11 @@ async def keep(db: Database, principal: Principal, file_id: str, purpose: str) -
     async with db.session() as session:
         result = await session.execute(
             update(File)
-            .where(File.id == file_id, File.workspace_id == principal.workspace_id, _live())
+            .where(
+                File.id == file_id,
+                _owned(principal.workspace_id, principal.only_member),
+                _live(),
+            )
             .values(expires_at=None, purpose=purpose)
             .execution_options(synchronize_session=False)
         )
@@ -150,9 +164,11 @@ async def list_files(
     after: str | None = None,
     purpose: str | None = None,
     order: str = "desc",
+    member_id: str | None = None,
 ) -> tuple[list[File], bool]:
-    """One page of files, newest first by default; whether more follow."""
-    query = select(File).where(File.workspace_id == workspace_id, _live())
+    """One page of files (``member_id``'s only, when given), newest first by default;
+    whether more follow."""
+    query = select(File).where(_owned(workspace_id, member_id), _live())
     if purpose is not None:
         query = query.where(File.purpose == purpose)
     if order == "asc":
@@ -167,12 +183,19 @@ async def list_files(
     return rows[:limit], len(rows) > limit
 
 
-async def delete_file(db: Database, blobs: BlobStore, workspace_id: str, file_id: str) -> None:
+async def delete_file(
+    db: Database,
+    blobs: BlobStore,
+    workspace_id: str,
+    file_id: str,
+    *,
+    member_id: str | None = None,
+) -> None:
     async with db.session() as session:
         key = (
             await session.execute(
                 delete(File)
-                .where(File.id == file_id, File.workspace_id == workspace_id, _live())
+                .where(File.id == file_id, _owned(workspace_id, member_id), _live())
                 .returning(File.blob_key)
             )
         ).scalar_one_or_none()
@@ -267,14 +290,16 @@ def check_reference_ids(value: object, param: str = "reference_files") -> tuple[
 
 
 @functools.cache
-def _live_files(count: int) -> Select[tuple[str]]:
-    """Which of ``count`` file ids are live files of a workspace: one statement per count,
-    built once (on PostgreSQL a statement built per call would be compiled per call)."""
-    return select(FILES.c.id).where(
+def _live_files(count: int, members_own: bool) -> Select[tuple[str]]:
+    """Which of ``count`` file ids are live files of a workspace (of one member, with
+    ``members_own``): one statement per shape, built once (on PostgreSQL a statement
+    built per call would be compiled per call)."""
+    query = select(FILES.c.id).where(
         FILES.c.workspace_id == bindparam("p_workspace_id"),
         FILES.c.id.in_([bindparam(f"p_id{index}") for index in range(count)]),
         FILES.c.expires_at.is_(None) | (FILES.c.expires_at > bindparam("p_now")),
     )
+    return query.where(FILES.c.member_id == bindparam("p_member_id")) if members_own else query
 
 
 async def require_files(
@@ -282,13 +307,19 @@ async def require_files(
     workspace_id: str,
     file_ids: Sequence[str],
     param: str = "reference_files",
+    *,
+    member_id: str | None = None,
 ) -> None:
-    """404 naming the first id that is not a live file of this workspace."""
+    """404 naming the first id that is not a live file of this workspace (and of
+    ``member_id``, when given: a member uses its own files only)."""
     if not file_ids:
         return
     params: dict[str, object] = {"p_workspace_id": workspace_id, "p_now": utcnow()}
     params |= {f"p_id{index}": file_id for index, file_id in enumerate(file_ids)}
-    found = set((await tx.execute(_live_files(len(file_ids)), params)).scalars())
+    if member_id is not None:
+        params["p_member_id"] = member_id
+    statement = _live_files(len(file_ids), member_id is not None)
+    found = set((await tx.execute(statement, params)).scalars())
     for file_id in file_ids:
         if file_id not in found:
             raise not_found(file_id, param)

@@ -888,9 +888,12 @@ async def _submit_new(
             code="invalid_image_source",
             param="reference_files",
         )
-    await files.require_files(tx, principal.workspace_id, plan.reference_files)
+    owner = principal.only_member
+    await files.require_files(tx, principal.workspace_id, plan.reference_files, member_id=owner)
     if plan.mask_file is not None:
-        await files.require_files(tx, principal.workspace_id, [plan.mask_file], param="mask")
+        await files.require_files(
+            tx, principal.workspace_id, [plan.mask_file], param="mask", member_id=owner
+        )
     if plan.reference_files and (_auto_sized(plan) or "upscale" in plan.model.actions):
         source = await files.dimensions(tx, principal.workspace_id, plan.reference_files[0])
         if source is not None:
@@ -946,7 +949,7 @@ async def create_job(
     slots = source_slots(catalog, body, source_names or {}) if source_images else []
     request_hash = ""
     if idempotency_key:
-        request_hash = idempotency.fingerprint(endpoint, await _fingerprintable(body))
+        request_hash = idempotency.fingerprint(endpoint, await _fingerprintable(body), webhook_url)
     if not slots:
         return await _create_job(
             db, catalog, principal, choice=choice, body=body, planner=planner,

@@ -48,8 +48,13 @@ def request_key(header: str | None, body: dict[str, Any]) -> str | None:
     return key
 
 
-def fingerprint(endpoint: str, body: dict[str, Any]) -> str:
-    canonical = orjson.dumps({"endpoint": endpoint, "body": body}, option=orjson.OPT_SORT_KEYS)
+def fingerprint(endpoint: str, body: dict[str, Any], webhook_url: str | None = None) -> str:
+    """The hash of everything that decides what the job does and where its result goes:
+    the endpoint (with the model of ``/v1/jobs/{model}``), the body and the webhook."""
+    request: dict[str, Any] = {"endpoint": endpoint, "body": body}
+    if webhook_url is not None:
+        request["webhook_url"] = webhook_url
+    canonical = orjson.dumps(request, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(canonical).hexdigest()
 
 

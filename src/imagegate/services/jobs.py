@@ -283,19 +283,20 @@ async def _on_terminal(tx: Tx, job_id: str, status: str) -> None:
     await webhooks.enqueue_for_job(tx, job_id)
 
 
-async def cancel(session: AsyncSession, workspace_id: str, job_id: str) -> tuple[Job | None, bool]:
-    """Cancel a queued or running job; the job as it then is (None if not found), and
-    whether this call canceled it.
+async def cancel(
+    session: AsyncSession, workspace_id: str, job_id: str, *, member_id: str | None = None
+) -> tuple[Job | None, bool]:
+    """Cancel a queued or running job (of ``member_id`` only, when given); the job as it
+    then is (None if not found), and whether this call canceled it.
 
     A running attempt that finishes later is fenced off: its writes need ``running``.
     """
+    owned = JOBS.c.workspace_id == workspace_id
+    if member_id is not None:
+        owned = owned & (JOBS.c.member_id == member_id)
     result = await session.execute(
         update(JOBS)
-        .where(
-            JOBS.c.id == job_id,
-            JOBS.c.workspace_id == workspace_id,
-            JOBS.c.status.in_((QUEUED, RUNNING)),
-        )
+        .where(JOBS.c.id == job_id, owned, JOBS.c.status.in_((QUEUED, RUNNING)))
         .values(
             status=CANCELED,
             finished_at=utcnow(),
@@ -309,7 +310,8 @@ async def cancel(session: AsyncSession, workspace_id: str, job_id: str) -> tuple
     canceled = result.rowcount == 1  # type: ignore[attr-defined]
     if canceled:
         await _on_terminal(SessionTx(session), job_id, CANCELED)
-    return await get_job(session, workspace_id, job_id, fresh=True), canceled
+    job = await get_job(session, workspace_id, job_id, fresh=True, member_id=member_id)
+    return job, canceled
 
 
 async def recover_expired_leases(db: Database) -> list[str]:
@@ -406,9 +408,18 @@ async def next_due_in(db: Database) -> float | None:
 
 
 async def get_job(
-    session: AsyncSession, workspace_id: str, job_id: str, *, fresh: bool = False
+    session: AsyncSession,
+    workspace_id: str,
+    job_id: str,
+    *,
+    fresh: bool = False,
+    member_id: str | None = None,
 ) -> Job | None:
+    """The job if it is in this workspace (and ``member_id``'s, when given: a member sees
+    its own jobs only, an admin all of the workspace's)."""
     statement = select(Job).where(Job.id == job_id, Job.workspace_id == workspace_id)
+    if member_id is not None:
+        statement = statement.where(Job.member_id == member_id)
     if fresh:
         statement = statement.execution_options(populate_existing=True)
     return (await session.execute(statement)).scalar_one_or_none()

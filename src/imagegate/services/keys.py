@@ -27,10 +27,18 @@ class Principal:
     member_id: str
     role: str
     key_id: str
+    # The instance-wide operator role, apart from the workspace role (docs/admin.md).
+    operator: bool = False
 
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    @property
+    def only_member(self) -> str | None:
+        """Whose jobs and files this caller sees and acts on: its own (a member), or all
+        of the workspace's (an admin: None)."""
+        return None if self.is_admin else self.member_id
 
 
 def hash_key(secret: str) -> str:
@@ -94,7 +102,7 @@ async def authenticate(session: AsyncSession, secret: str) -> Principal:
         raise AuthenticationError("Invalid API key. Keys start with 'ig_'.")
     row = (
         await session.execute(
-            select(ApiKey.id, ApiKey.workspace_id, ApiKey.member_id, Member.role)
+            select(ApiKey.id, ApiKey.workspace_id, ApiKey.member_id, Member.role, Member.operator)
             .join(Member, Member.id == ApiKey.member_id)
             .where(ApiKey.secret_hash == hash_key(secret), ApiKey.revoked_at.is_(None))
         )
@@ -102,5 +110,9 @@ async def authenticate(session: AsyncSession, secret: str) -> Principal:
     if row is None:
         raise AuthenticationError("Invalid or revoked API key.")
     return Principal(
-        workspace_id=row.workspace_id, member_id=row.member_id, role=row.role, key_id=row.id
+        workspace_id=row.workspace_id,
+        member_id=row.member_id,
+        role=row.role,
+        key_id=row.id,
+        operator=bool(row.operator),
     )

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -84,6 +85,8 @@ class Member(Base):
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(20))
+    # The instance-wide operator role, apart from the workspace role (migration 0007).
+    operator: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     selected_model: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -117,6 +120,7 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_workspace_created", "workspace_id", "id"),
         Index("ix_jobs_status_not_before", "status", "not_before"),
+        Index("ix_jobs_workspace_member", "workspace_id", "member_id", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -152,10 +156,13 @@ class File(Base):
     __table_args__ = (
         Index("ix_files_workspace_created", "workspace_id", "id"),
         Index("ix_files_expires_at", "expires_at"),
+        Index("ix_files_workspace_member", "workspace_id", "member_id", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"))
+    # Whose file it is (an output: its job's member); None: the workspace admins' alone.
+    member_id: Mapped[str | None] = mapped_column(String(40))
     job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), index=True)
     output_index: Mapped[int | None] = mapped_column(Integer)
     purpose: Mapped[str] = mapped_column(String(20))

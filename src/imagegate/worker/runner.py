@@ -7,11 +7,14 @@ import dataclasses
 import io
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from PIL import Image, UnidentifiedImageError
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from tenacity import AsyncRetrying, retry_if_exception, wait_random_exponential
 
 from imagegate.blobs import BlobStore
 from imagegate.catalog import Catalog, ModelSpec
@@ -42,6 +45,8 @@ from imagegate.worker.tasks import cancel_and_wait
 
 log = logging.getLogger("imagegate.worker")
 
+T = TypeVar("T")
+
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/svg+xml": "svg"}
 
 
@@ -51,6 +56,36 @@ def backoff_seconds(
     """Full-jitter exponential backoff, never sooner than the upstream's Retry-After."""
     delay = random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
     return max(delay, retry_after or 0.0)
+
+
+def _busy(exc: BaseException) -> bool:
+    """Whether a database error only says "busy": every pooled connection was taken for
+    the whole pool timeout, or SQLite's write lock for its whole busy timeout. Nothing
+    was written then, so the step can simply be tried again."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    return isinstance(exc, OperationalError) and "database is locked" in str(exc.orig)
+
+
+async def patiently(step: Callable[[], Awaitable[T]], what: str, cap: float = 5.0) -> T:
+    """Run a database step of an attempt, waiting out a busy database with jittered
+    backoff: a task that gave up there would leave its job running until its lease ran
+    out. A stopped attempt (a cancel, a lost lease) stops waiting too."""
+    retrying = AsyncRetrying(
+        retry=retry_if_exception(_busy),
+        wait=wait_random_exponential(multiplier=0.05, max=cap),
+        before_sleep=lambda state: log.warning(
+            "database busy (%s); retrying %s (try %d)",
+            state.outcome.exception() if state.outcome else None,
+            what,
+            state.attempt_number,
+        ),
+        reraise=True,
+    )
+    async for trying in retrying:
+        with trying:
+            return await step()
+    raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
 
 
 def _measure(image: GeneratedImage) -> tuple[int, int]:
@@ -136,7 +171,10 @@ class JobRunner:
         """Run the job if it can be claimed (or with ``claim``, taken when it was inserted);
         True if this call ran an attempt."""
         if claim is None:
-            claim = await jobs.claim(self.db, job_id, self.owner, self.lease_seconds)
+            claim = await patiently(
+                lambda: jobs.claim(self.db, job_id, self.owner, self.lease_seconds),
+                f"the claim of {job_id}",
+            )
         if claim is None:
             return False
         self._ensure_heartbeat()
@@ -252,21 +290,30 @@ class JobRunner:
         try:
             if not claim.checked:
                 # The rules as they are now: a model disabled after submit is not used.
-                await workspace.check_job_allowed(
-                    self.db, self.catalog, job.workspace_id, job.model
+                await patiently(
+                    lambda: workspace.check_job_allowed(
+                        self.db, self.catalog, job.workspace_id, job.model
+                    ),
+                    f"the checks of {job.id}",
                 )
             references = job.request["plan"].get("reference_files") or []
             inputs = (
-                await file_service.load_inputs(
-                    self.db, self.blobs, job.workspace_id, references, link=self.input_link
+                await patiently(
+                    lambda: file_service.load_inputs(
+                        self.db, self.blobs, job.workspace_id, references, link=self.input_link
+                    ),
+                    f"the inputs of {job.id}",
                 )
                 if references
                 else ()
             )
             mask_file = job.request["plan"].get("mask_file")
             masks = (
-                await file_service.load_inputs(
-                    self.db, self.blobs, job.workspace_id, [mask_file], link=self.input_link
+                await patiently(
+                    lambda: file_service.load_inputs(
+                        self.db, self.blobs, job.workspace_id, [mask_file], link=self.input_link
+                    ),
+                    f"the mask of {job.id}",
                 )
                 if mask_file
                 else ()
@@ -279,7 +326,12 @@ class JobRunner:
         def recorder(provider: str) -> SubmittedCallback:
             async def on_submitted(provider_request_id: str) -> None:
                 noted.append(provider_request_id)
-                await jobs.note_provider_request(self.db, claim, provider, provider_request_id)
+                await patiently(
+                    lambda: jobs.note_provider_request(
+                        self.db, claim, provider, provider_request_id
+                    ),
+                    f"the provider request of {job.id}",
+                )
 
             return on_submitted
 
@@ -343,8 +395,12 @@ class JobRunner:
 
     async def _fail(self, claim: jobs.Claim, **kwargs: Any) -> bool:
         self._finishing.add(claim.job.id)
-        async with self.db.session() as session:
-            failed = await jobs.fail(session, claim, **kwargs)
+
+        async def record() -> bool:
+            async with self.db.session() as session:
+                return await jobs.fail(session, claim, **kwargs)
+
+        failed = await patiently(record, f"the outcome of {claim.job.id}")
         if failed and kwargs.get("retry_at") is None:
             await self._release_sources(claim.job)
         return failed
@@ -405,15 +461,19 @@ class JobRunner:
         if not files:
             outcome["inline_outputs"] = len(result.images)
         request_id = result.provider_request_id or (noted[-1] if noted else None)
-        async with jobs.success_unit(self.db, job) as tx:
-            charged = await jobs.succeed(
-                tx,
-                claim,
-                files,
-                actual_cost=self._actual_cost(claim, sizes),
-                result=outcome,
-                provider_request_id=request_id,
-            )
+
+        async def record() -> int | None:
+            async with jobs.success_unit(self.db, job) as tx:
+                return await jobs.succeed(
+                    tx,
+                    claim,
+                    files,
+                    actual_cost=self._actual_cost(claim, sizes),
+                    result=outcome,
+                    provider_request_id=request_id,
+                )
+
+        charged = await patiently(record, f"the success of {job.id}")
         if charged is None:
             return False
         waiting = self._deliveries.get(job.id)
@@ -468,6 +528,7 @@ class JobRunner:
             File(
                 id=new_id("file"),
                 workspace_id=job.workspace_id,
+                member_id=job.member_id,
                 job_id=job.id,
                 output_index=index,
                 purpose="output",
