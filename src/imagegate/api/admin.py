@@ -13,7 +13,7 @@ from imagegate.api.deps import CurrentAdmin, GatewayDep
 from imagegate.catalog import ModelSpec
 from imagegate.errors import InvalidParameter, NotFound
 from imagegate.gateway import Gateway
-from imagegate.services import members, workspace
+from imagegate.services import members, routing, workspace
 from imagegate.services.workspace import Governance
 from imagegate.store.tables import ApiKey, AuditEvent, Member
 
@@ -126,7 +126,10 @@ def _model_entry(gateway: Gateway, state: Governance, model: ModelSpec) -> dict[
         "id": model.slug,
         "name": model.name,
         "provider": model.provider,
-        "region": model.region,
+        "region": routing.hosting_region(model),
+        "regions": model.regions,
+        # Some route of the model reaches a provider with credentials.
+        "configured": routing.is_configured(model, gateway.providers.configured()),
         "premium": model.premium,
         "reference_images": model.reference_images,
         "deprecated": model.status in ("deprecated", "legacy"),
@@ -161,7 +164,6 @@ def _warnings(state: Governance) -> list[dict[str, str]]:
 
 
 def _listing(gateway: Gateway, state: Governance) -> dict[str, Any]:
-    configured = set(gateway.providers.names())
     groups: dict[str, list[dict[str, Any]]] = {}
     for model in gateway.catalog:
         groups.setdefault(model.provider, []).append(_model_entry(gateway, state, model))
@@ -178,7 +180,7 @@ def _listing(gateway: Gateway, state: Governance) -> dict[str, Any]:
             {
                 "id": provider,
                 "name": PROVIDER_NAMES.get(provider, provider),
-                "configured": provider in configured,
+                "configured": any(model["configured"] for model in models),
                 "models": models,
             }
             for provider, models in groups.items()

@@ -241,6 +241,7 @@ async def create_job_from_request(
             max_attempts=gateway.settings.max_attempts,
             lease=lease if reserved else None,
             memo=gateway.governance,
+            configured=gateway.providers.configured(),
         )
         return submission
     finally:

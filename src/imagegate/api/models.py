@@ -15,6 +15,7 @@ from imagegate.catalog.schema import json_schema
 from imagegate.catalog.sizes import aspect_ratios
 from imagegate.catalog.spec import Action, Region, Status
 from imagegate.errors import InvalidParameter, NotFound
+from imagegate.services import routing
 from imagegate.services.model_choice import enabled_models
 from imagegate.store.tables import Workspace
 
@@ -67,7 +68,7 @@ def model_object(model: ModelSpec, enabled: bool, default: bool, rates: Rates) -
         "deprecated": model.status in ("deprecated", "legacy"),
         "preview": model.status == "preview",
         "replacement": model.replacement,
-        "region": model.region,
+        "region": routing.hosting_region(model),
         "regions": model.regions,
         "routes": [route.model_dump() for route in model.routes],
         "tier": model.tier,

@@ -21,10 +21,12 @@ class ProviderRegistry:
     def __init__(self) -> None:
         self._providers: dict[str, Provider] = {}
         self._missing: dict[str, str] = {}
+        self._configured: frozenset[str] = frozenset()
 
     def register(self, provider: Provider) -> None:
         self._providers[provider.name] = provider
         self._missing.pop(provider.name, None)
+        self._configured = frozenset(self._providers)
 
     def register_missing(self, name: str, what_to_set: str) -> None:
         """Remember a known provider that lacks credentials, and what would configure it."""
@@ -45,6 +47,10 @@ class ProviderRegistry:
 
     def names(self) -> list[str]:
         return sorted(self._providers)
+
+    def configured(self) -> frozenset[str]:
+        """The providers that can be called: the mock, plus those with credentials."""
+        return self._configured
 
     async def aclose(self) -> None:
         for provider in self._providers.values():

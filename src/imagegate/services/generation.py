@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -38,9 +38,23 @@ from imagegate.catalog.sizes import (
     output_dimensions,
 )
 from imagegate.catalog.spec import Route
-from imagegate.errors import Conflict, ImagegateError, InsufficientCredits, InvalidParameter
+from imagegate.errors import (
+    Conflict,
+    ImagegateError,
+    InsufficientCredits,
+    InvalidParameter,
+    ProviderNotConfigured,
+)
 from imagegate.ids import new_id
-from imagegate.services import billing, files, idempotency, jobs, model_choice, workspace
+from imagegate.services import (
+    billing,
+    files,
+    idempotency,
+    jobs,
+    model_choice,
+    routing,
+    workspace,
+)
 from imagegate.services.files import check_reference_ids
 from imagegate.services.keys import Principal
 from imagegate.store.db import Database, insert_rows, row_values
@@ -89,6 +103,8 @@ class Plan:
     notices: list[str] = field(default_factory=list)
     mock: bool = False
     route: Route | None = None
+    # The region every route must run in (a use_case's, or the workspace's EU policy).
+    region: str | None = None
     sync_mode: bool = False
     reference_files: tuple[str, ...] = ()
     mask_file: str | None = None
@@ -100,7 +116,7 @@ class Plan:
             "height": self.height,
             "output_format": self.output_format,
             "mock": self.mock,
-            "region": self.route.region if self.route else None,
+            "region": self.region,
             "notices": self.notices,
         }
         if self.sync_mode:
@@ -203,7 +219,7 @@ def _plan(
         notices.append(f"{model.slug} is legacy; use {model.replacement} instead.")
     elif model.status == "deprecated":
         notices.append(f"{model.slug} is deprecated by its provider.")
-    route = next((r for r in model.routes if region and r.region == region), model.routes[0])
+    route = next(iter(routing.allowed_routes(model, region)), model.routes[0])
     provider = "mock" if mock else route.provider
     cost = 0 if mock else estimate(model, params, n * per_generation, width, height)
     return Plan(
@@ -218,6 +234,7 @@ def _plan(
         notices=notices,
         mock=mock,
         route=route,
+        region=region,
     )
 
 
@@ -533,6 +550,30 @@ def _submit_statement(holding: bool, keyed: bool) -> Select[int, bool]:
 Planner = Callable[[ModelSpec, dict[str, Any]], Plan]
 
 
+def route_plan(plan: Plan, region_policy: str, configured: Collection[str] | None) -> Plan:
+    """Bind the plan to the workspace's region policy and its first route that can serve it.
+
+    With ``configured`` known, a model none of whose allowed routes has credentials is
+    refused here, once, before a hold or a job exists (``provider_not_configured``).
+    """
+    model = plan.model
+    region = plan.region or routing.policy_region(region_policy)
+    allowed = routing.allowed_routes(model, region)
+    servable = [r for r in allowed if configured is None or r.provider in configured]
+    if not servable:
+        providers = sorted({route.provider for route in allowed or model.routes})
+        where = f" in region {region!r}" if region else ""
+        raise ProviderNotConfigured(
+            f"No provider that serves {model.slug!r}{where} is configured on this gateway "
+            f"(it needs one of: {', '.join(providers)}; see docs/providers.md). "
+            'Call it with "mock": true for a free placeholder.',
+            param="model",
+            extra={"providers": providers},
+        )
+    route = servable[0]
+    return dataclasses.replace(plan, region=region, route=route, provider=route.provider)
+
+
 @dataclass(frozen=True, slots=True)
 class Lease:
     """Who claims a job as it is inserted, and for how long."""
@@ -569,13 +610,20 @@ async def _submit_new(
     webhook_url: str | None,
     lease: Lease | None,
     idempotency_key: tuple[str, str] | None,
+    configured: Collection[str] | None,
 ) -> Submission:
     """Choose the model, plan, check the files and submit, in ``tx``."""
     chosen = await model_choice.choose_model(tx, catalog, principal, choice)
-    await model_choice.check_usable(tx, principal, chosen.model)
+    # A placeholder reaches no provider and costs nothing: any model the workspace could
+    # enable may be tried with it.
+    mock = body.get("mock") is True
+    await model_choice.check_usable(tx, principal, chosen.model, mock=mock)
     plan = planner(chosen.model, body)
     if chosen.notices:
         plan = dataclasses.replace(plan, notices=[*chosen.notices, *plan.notices])
+    if not plan.mock:
+        state = await workspace.governance(tx, principal.workspace_id)
+        plan = route_plan(plan, state.region_policy, configured)
     await files.require_files(tx, principal.workspace_id, plan.reference_files)
     if plan.mask_file is not None:
         await files.require_files(tx, principal.workspace_id, [plan.mask_file], param="mask")
@@ -611,6 +659,7 @@ async def create_job(
     max_attempts: int,
     lease: Lease | None = None,
     memo: workspace.GovernanceMemo | None = None,
+    configured: Collection[str] | None = None,
 ) -> Submission:
     """Plan, hold and insert a job, once per idempotency key.
 
@@ -618,6 +667,8 @@ async def create_job(
     replay: the same job, no second hold. With ``lease`` a new job is inserted claimed.
     With ``memo`` (PostgreSQL) the job is planned on the workspace's governance as this
     process last read it, which the insert checks (see :class:`workspace.GovernanceMemo`).
+    With ``configured`` (the providers that have credentials) a model that no allowed
+    route can serve is refused before anything is held or written.
     """
     request_hash = idempotency.fingerprint(endpoint, body) if idempotency_key else ""
     if memo is not None and not combines_writes(db.dialect_name):
@@ -649,6 +700,7 @@ async def create_job(
                             idempotency_key=(
                                 None if idempotency_key is None else (idempotency_key, request_hash)
                             ),
+                            configured=configured,
                         )
                     except ImagegateError as exc:
                         # A refusal planned on a remembered state is checked on a fresh

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from imagegate.catalog import Catalog, ModelSpec
 from imagegate.catalog.pricing import Rates, estimate
 from imagegate.errors import Conflict, InvalidParameter, NotFound, PermissionDenied
+from imagegate.services import routing
 from imagegate.services.keys import Principal
 from imagegate.store.db import Database
 from imagegate.store.tables import (
@@ -70,8 +71,9 @@ def charge_policy(billing_mode: str, model: ModelSpec) -> ChargePolicy:
 
 
 def region_allows(region_policy: str, model: ModelSpec) -> bool:
-    """Whether the workspace's region policy lets ``model`` be enabled and used."""
-    return region_policy != "eu_only" or model.region == "eu"
+    """Whether the workspace's region policy lets ``model`` be enabled and used: it leaves
+    the model at least one route (under ``eu_only``, one that runs in the EU)."""
+    return routing.region_allows(region_policy, model)
 
 
 def reference_price(model: ModelSpec) -> int:
@@ -87,9 +89,14 @@ def price_eur(millicredits: int, micro_eur_per_credit: int, margin_percent: int)
 
 
 def first_time_models(catalog: Catalog, configured_providers: list[str]) -> list[str]:
-    """The models a new workspace starts with: those of configured providers, else the mock ones."""
+    """The models a new workspace starts with: those a configured provider serves through
+    one of their routes, else the mock ones."""
     configured = set(configured_providers) - {"mock"}
-    slugs = [m.slug for m in catalog if m.provider in configured and m.status != "legacy"]
+    slugs = [
+        m.slug
+        for m in catalog
+        if m.status != "legacy" and routing.is_configured(m, configured) and m.provider != "mock"
+    ]
     return slugs or [m.slug for m in catalog if m.provider == "mock"]
 
 
@@ -232,13 +239,17 @@ def ensure_generation_enabled(state: Governance) -> None:
         )
 
 
-def ensure_usable(state: Governance, model: ModelSpec) -> None:
-    """Raise unless a member of the workspace may generate with ``model`` right now."""
+def ensure_usable(state: Governance, model: ModelSpec, *, mock: bool = False) -> None:
+    """Raise unless a member of the workspace may generate with ``model`` right now.
+
+    ``mock``: a free placeholder, which reaches no provider: any model the workspace
+    could enable may be used, enabled or not.
+    """
     ensure_generation_enabled(state)
     enabled = sorted(state.enabled)
     if not region_allows(state.region_policy, model):
         raise PermissionDenied(
-            f"The model {model.slug!r} is hosted in region {model.region!r}; this workspace "
+            f"The model {model.slug!r} has no route in the EU; this workspace "
             f"requires EU hosting. Enabled: {', '.join(enabled)}.",
             code="region_not_allowed",
             param="model",
@@ -248,7 +259,7 @@ def ensure_usable(state: Governance, model: ModelSpec) -> None:
                 "enabled_models": enabled,
             },
         )
-    if model.slug not in state.enabled:
+    if model.slug not in state.enabled and not mock:
         raise PermissionDenied(
             f"The model {model.slug!r} is not enabled in this workspace. "
             f"Enabled: {', '.join(enabled)}.",
@@ -259,15 +270,17 @@ def ensure_usable(state: Governance, model: ModelSpec) -> None:
 
 
 async def check_job_allowed(
-    db: Database, catalog: Catalog, workspace_id: str, model_slug: str
-) -> None:
-    """A worker's check before it calls a provider: the rules as they are now, not at submit."""
+    db: Database, catalog: Catalog, workspace_id: str, model_slug: str, *, mock: bool = False
+) -> Governance | None:
+    """A worker's check before it calls a provider: the rules as they are now, not at
+    submit. The state it checked against (None when the model left the catalog)."""
     model = catalog.resolve(model_slug)
     if model is None:
-        return  # the runner reports a model that left the catalog
+        return None  # the runner reports a model that left the catalog
     async with db.read_session() as session:
         state = await governance(session, workspace_id)
-    ensure_usable(state, model)
+    ensure_usable(state, model, mock=mock)
+    return state
 
 
 # ---- changes ------------------------------------------------------------------------------
@@ -401,7 +414,7 @@ async def set_model_enabled(
             )
         if not region_allows(workspace.region_policy, model):
             raise PermissionDenied(
-                f"The model {model.slug!r} is hosted in region {model.region!r}; this workspace "
+                f"The model {model.slug!r} has no route in the EU; this workspace "
                 "requires EU hosting (region_policy eu_only).",
                 code="region_not_allowed",
                 param="slug",
@@ -506,7 +519,7 @@ async def _require_eu(
     before["enabled_models"] = sorted(enabled_now)
     keep = {s for s in enabled_now if region_allows("eu_only", _catalog_model(catalog, s, "model"))}
     if not keep:
-        eu = sorted(m.slug for m in catalog if m.region == "eu")
+        eu = sorted(m.slug for m in catalog if routing.hosting_region(m) == "eu")
         raise Conflict(
             "No EU-hosted model is enabled, so requiring EU hosting would leave none. Enable one "
             f"first: {', '.join(eu) or 'the catalog has none'}.",
