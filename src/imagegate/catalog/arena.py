@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from imagegate.catalog import _yaml
 
 
 class ArenaEntry(BaseModel):
@@ -63,4 +64,4 @@ class Arena(BaseModel):
 
 
 def load_arena(text: str) -> Arena:
-    return Arena.model_validate(yaml.safe_load(text))
+    return Arena.model_validate(_yaml.load(text))
