@@ -209,3 +209,17 @@ def test_the_harness_finds_the_examples() -> None:
     pages = {block.page.name for block in found}
     assert {"README.md", "quickstart.md", "admin.md"} <= pages
     assert {block.language for block in found} == RUN
+
+
+def test_docs_and_the_api_name_public_sources_not_internal_ones() -> None:
+    from imagegate.catalog import load_catalog
+
+    internal = re.compile(r"\bseeds? ?0\d\d|seed-0\d\d", re.I)
+    pages = [page.name for page in PAGES if internal.search(page.read_text())]
+    assert pages == []
+    said = [
+        model.slug
+        for model in load_catalog()
+        if internal.search(model.price.source) or internal.search(model.provenance)
+    ]
+    assert said == []
