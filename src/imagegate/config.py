@@ -173,6 +173,8 @@ class Settings(BaseSettings):
     recraft_base_url: str = Field(
         default="https://external.api.recraft.ai/v1", description="Recraft API base URL."
     )
+    xai_api_key: SecretStr | None = Field(default=None, description="xAI key; else XAI_API_KEY.")
+    xai_base_url: str = Field(default="https://api.x.ai/v1", description="xAI API base URL.")
     provider_retries: int = Field(
         default=3, ge=1, le=10, description="Tries per upstream HTTP call on 429, 5xx and timeouts."
     )
