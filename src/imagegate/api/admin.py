@@ -55,6 +55,10 @@ class SettingsUpdate(_Body):
     billing_mode: Literal["prepaid", "flat", "invoiced"] | None = None
     region_policy: Literal["any", "eu_only"] | None = None
     margin_percent: int | None = Field(default=None, ge=0, le=1000)
+    prc_models_allowed: bool | None = Field(
+        default=None,
+        description="Opt in to models made by PRC-based companies (e.g. qwen-image).",
+    )
     replacement: str | None = Field(
         default=None,
         description="When requiring EU hosting disables the default model: the new default.",
@@ -132,6 +136,7 @@ def _model_entry(gateway: Gateway, state: Governance, model: ModelSpec) -> dict[
         "configured": routing.is_configured(model, gateway.providers.configured()),
         "premium": model.premium,
         "reference_images": model.reference_images,
+        "prc": model.prc,
         "deprecated": model.status in ("deprecated", "legacy"),
         "preview": model.status == "preview",
         "status": model.status,
@@ -253,6 +258,7 @@ def _settings(state: Governance) -> dict[str, Any]:
         "billing_mode": state.billing_mode,
         "region_policy": state.region_policy,
         "margin_percent": state.margin_percent,
+        "prc_models_allowed": state.prc_models_allowed,
         "default_model": state.default_model,
         "warnings": _warnings(state),
     }

@@ -502,6 +502,13 @@ def admin_settings(
     margin: Annotated[
         int | None, typer.Option("--margin", help="Margin in percent on EUR prices.")
     ] = None,
+    prc_models: Annotated[
+        bool | None,
+        typer.Option(
+            "--prc-models/--no-prc-models",
+            help="Opt in to (or out of) models made by PRC-based companies, e.g. qwen-image.",
+        ),
+    ] = None,
     replacement: Annotated[
         str | None,
         typer.Option("--replacement", help="New default if eu_only disables the current one."),
@@ -516,6 +523,7 @@ def admin_settings(
         ("billing_mode", billing_mode),
         ("region_policy", region_policy),
         ("margin_percent", margin),
+        ("prc_models_allowed", prc_models),
         ("replacement", replacement),
     ):
         if value is not None:
@@ -531,6 +539,7 @@ def admin_settings(
         "billing_mode",
         "region_policy",
         "margin_percent",
+        "prc_models_allowed",
         "default_model",
     ):
         value = result[name]

@@ -44,7 +44,13 @@ from imagegate.store.tx import Tx, as_tx
 BILLING_MODES = ("prepaid", "flat", "invoiced")
 REGION_POLICIES = ("any", "eu_only")
 REFERENCE_SIZE = (1024, 1024)
-SETTINGS_FIELDS = ("image_generation_enabled", "billing_mode", "region_policy", "margin_percent")
+SETTINGS_FIELDS = (
+    "image_generation_enabled",
+    "billing_mode",
+    "region_policy",
+    "margin_percent",
+    "prc_models_allowed",
+)
 
 ChargePolicy = Literal["charge", "included", "record"]
 
@@ -95,7 +101,10 @@ def first_time_models(catalog: Catalog, configured_providers: list[str]) -> list
     slugs = [
         m.slug
         for m in catalog
-        if m.status != "legacy" and routing.is_configured(m, configured) and m.provider != "mock"
+        if m.status != "legacy"
+        and not m.prc  # needs the admin's opt-in first
+        and routing.is_configured(m, configured)
+        and m.provider != "mock"
     ]
     return slugs or [m.slug for m in catalog if m.provider == "mock"]
 
@@ -132,6 +141,7 @@ class Governance:
     billing_mode: str
     region_policy: str
     margin_percent: int
+    prc_models_allowed: bool = False
     # The workspace's governance_version as read (see migration 0005).
     version: int = 0
 
@@ -181,6 +191,7 @@ _GOVERNANCE = (
         _WS.billing_mode,
         _WS.region_policy,
         _WS.margin_percent,
+        _WS.prc_models_allowed,
         _WS.governance_version,
         _WM.model,
     )
@@ -214,6 +225,7 @@ async def governance(session: Tx | AsyncSession, workspace_id: str) -> Governanc
         billing_mode=first.billing_mode,
         region_policy=first.region_policy,
         margin_percent=first.margin_percent,
+        prc_models_allowed=first.prc_models_allowed,
         version=first.governance_version,
     )
     snapshots[workspace_id] = snapshot
@@ -227,6 +239,7 @@ def usable_models(catalog: Catalog, state: Governance) -> list[str]:
         for slug in state.enabled
         if (model := catalog.resolve(slug)) is not None
         and region_allows(state.region_policy, model)
+        and (state.prc_models_allowed or not model.prc)
     )
 
 
@@ -259,6 +272,8 @@ def ensure_usable(state: Governance, model: ModelSpec, *, mock: bool = False) ->
                 "enabled_models": enabled,
             },
         )
+    if model.prc and not state.prc_models_allowed:
+        raise prc_opt_in_required(model)
     if model.slug not in state.enabled and not mock:
         raise PermissionDenied(
             f"The model {model.slug!r} is not enabled in this workspace. "
@@ -267,6 +282,15 @@ def ensure_usable(state: Governance, model: ModelSpec, *, mock: bool = False) ->
             param="model",
             extra={"enabled_models": enabled},
         )
+
+
+def prc_opt_in_required(model: ModelSpec) -> PermissionDenied:
+    return PermissionDenied(
+        f"The model {model.slug!r} is made by a PRC-based company; a workspace admin must "
+        'opt in first: PATCH /v1/admin/settings {"prc_models_allowed": true}.',
+        code="prc_opt_in_required",
+        param="model",
+    )
 
 
 async def check_job_allowed(
@@ -412,6 +436,8 @@ async def set_model_enabled(
             raise InvalidParameter(
                 "'replacement' only applies when disabling the default model.", param="replacement"
             )
+        if model.prc and not workspace.prc_models_allowed:
+            raise prc_opt_in_required(model)
         if not region_allows(workspace.region_policy, model):
             raise PermissionDenied(
                 f"The model {model.slug!r} has no route in the EU; this workspace "
@@ -492,6 +518,8 @@ async def update_settings(
     """Change workspace settings; requiring EU hosting disables the enabled non-EU models."""
     workspace = await lock_workspace(session, actor.workspace_id)
     before, models_after = settings_of(workspace), None
+    if changes.get("prc_models_allowed") is False and workspace.prc_models_allowed:
+        await _refuse_opt_out_with_prc_models(session, catalog, workspace)
     if changes.get("region_policy") == "eu_only" and workspace.region_policy != "eu_only":
         before |= {"default_model": workspace.default_model}
         models_after = await _require_eu(session, catalog, workspace, replacement, before)
@@ -504,6 +532,20 @@ async def update_settings(
     if change.changed:
         await record(session, actor, workspace.id, "settings.updated", "settings", before, after)
     return change
+
+
+async def _refuse_opt_out_with_prc_models(
+    session: AsyncSession, catalog: Catalog, workspace: Workspace
+) -> None:
+    rows = await _model_rows(session, catalog, workspace.id)
+    enabled = sorted(s for s in _enabled(rows) if (m := catalog.resolve(s)) is not None and m.prc)
+    if enabled:
+        raise Conflict(
+            f"Disable the models made by PRC-based companies first: {', '.join(enabled)}.",
+            code="prc_models_enabled",
+            param="prc_models_allowed",
+            extra={"enabled_models": enabled},
+        )
 
 
 async def _require_eu(
