@@ -183,3 +183,16 @@ def test_first_start_enables_models_by_route(tmp_path: Path) -> None:
     enabled = first_time_models(catalog, ["mock", "fal"])
     assert "topaz_upscale_image" in enabled and "gpt-image-1" not in enabled
     assert first_time_models(catalog, ["mock"]) == ["mock-image", "mock-vector"]
+
+
+async def test_quality_names_its_source_and_date_or_says_not_rated(
+    client: httpx.AsyncClient,
+) -> None:
+    models = (await client.get("/v1/models", params={"all": "true"})).json()["data"]
+    by_id = {model["id"]: model for model in models}
+    rated = by_id["nano_banana"]["quality"]
+    assert rated["stars"] == 5 and rated["label"] == "5 of 5"
+    assert rated["source"].startswith("https://") and rated["snapshot_date"]
+    unrated = by_id["flux_schnell"]["quality"]
+    assert (unrated["stars"], unrated["label"]) == (None, "not rated")
+    assert unrated["snapshot_date"] == rated["snapshot_date"]

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from imagegate.api.common import json_object
 from imagegate.api.deps import CurrentAdmin, GatewayDep
+from imagegate.api.models import quality
 from imagegate.catalog import ModelSpec
 from imagegate.errors import InvalidParameter, NotFound
 from imagegate.gateway import Gateway
@@ -143,6 +144,7 @@ def _model_entry(gateway: Gateway, state: Governance, model: ModelSpec) -> dict[
         "replacement": model.replacement,
         "tier": model.tier,
         "stars": model.stars,
+        "quality": quality(model, gateway.catalog.arena),
         "price": _price(gateway, state, model),
         "billing": workspace.charge_policy(state.billing_mode, model),
         "enabled": enabled,
