@@ -21,7 +21,7 @@ from imagegate.api.common import json_object
 from imagegate.api.deps import CurrentMember, GatewayDep
 from imagegate.api.images import generate_response
 from imagegate.api.responses import JSONResponse
-from imagegate.errors import InvalidParameter, InvalidRequest
+from imagegate.errors import InvalidParameter, InvalidRequest, NotFound
 from imagegate.gateway import Gateway
 from imagegate.services import files
 from imagegate.services.keys import Principal
@@ -188,6 +188,18 @@ async def edit_image(request: Request, member: CurrentMember, gateway: GatewayDe
         body = await _from_multipart(request, gateway, member)
     elif media_type == "application/json":
         body = await _from_json(request, gateway, member)
+        try:
+            return await generate_response(request, gateway, member, body, action="edit")
+        except NotFound as exc:
+            # Name the file id where the caller wrote it: images[0].file_id, not ours.
+            ids = body.get("reference_files") or []
+            if exc.code == "file_not_found" and exc.param == "reference_files":
+                index = next((i for i, f in enumerate(ids) if repr(f) in exc.message), None)
+                if index is not None:
+                    exc.param = f"images[{index}].file_id"
+            elif exc.code == "file_not_found" and exc.param == "mask":
+                exc.param = "mask.file_id"
+            raise
     else:
         raise InvalidRequest(
             "Send multipart/form-data with 'image' files, or JSON with 'images'.",
