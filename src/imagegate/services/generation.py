@@ -563,10 +563,13 @@ def route_plan(plan: Plan, region_policy: str, configured: Collection[str] | Non
     if not servable:
         providers = sorted({route.provider for route in allowed or model.routes})
         where = f" in region {region!r}" if region else ""
+        needs: dict[str, str] = getattr(configured, "what_to_set", {})
+        todo = "; or ".join(f"{needs[p]} ({p})" for p in providers if p in needs)
+        todo = f"To use it, {todo} (see docs/providers.md)" if todo else "See docs/providers.md"
         raise ProviderNotConfigured(
             f"No provider that serves {model.slug!r}{where} is configured on this gateway "
-            f"(it needs one of: {', '.join(providers)}; see docs/providers.md). "
-            'Call it with "mock": true for a free placeholder.',
+            f"(it needs one of: {', '.join(providers)}). {todo}, "
+            'or call it with "mock": true for a free placeholder.',
             param="model",
             extra={"providers": providers},
         )
