@@ -223,3 +223,12 @@ def test_docs_and_the_api_name_public_sources_not_internal_ones() -> None:
         if internal.search(model.price.source) or internal.search(model.provenance)
     ]
     assert said == []
+
+
+def test_a_comment_before_a_block_gives_it_environment() -> None:
+    page = (
+        "Text.\n\n<!-- docs-test: env GREETING='hello world' N=2 -->\n```sh\necho $GREETING\n```\n"
+    )
+    start = page.index("```sh")
+    assert _env_marker(page, start) == {"GREETING": "hello world", "N": "2"}
+    assert _env_marker("```sh\necho\n```\n", 0) == {}
