@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +85,108 @@ def test_upscale_writes_the_input_times_the_factor(local_data: Path) -> None:
         assert image.size == (240, 180)
     missing = CliRunner().invoke(app, ["upscale", "nothing.png"])
     assert missing.exit_code == 2 and "No such file" in missing.output
+
+
+def _lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.strip()]
+
+
+def test_an_unreachable_url_is_one_line(local_data: Path) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    result = CliRunner().invoke(
+        app, ["generate", "p", "--url", f"http://127.0.0.1:{port}", "--key", "ig_x"]
+    )
+    assert result.exit_code == 1
+    assert _lines(result.output) == [
+        f"Error cannot reach the gateway http://127.0.0.1:{port}/: All connection attempts failed"
+    ]
+
+
+def test_a_missing_output_folder_is_refused_before_generating(local_data: Path) -> None:
+    result = CliRunner().invoke(app, ["generate", "p", "-o", "missing/dir/x.png"])
+    assert result.exit_code == 2
+    assert _lines(result.output) == [
+        "Error cannot write missing/dir/x.png: the folder missing/dir does not exist"
+    ]
+    assert not (local_data / "data").exists()  # refused before the gateway was opened
+
+
+def test_the_format_follows_the_extension(local_data: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["generate", "p", "--size", "256x256", "-o", "out.jpg"])
+    assert result.exit_code == 0, result.output
+    with Image.open(local_data / "out.jpg") as image:
+        assert image.format == "JPEG"
+    vector = runner.invoke(app, ["generate", "p", "-m", "mock-vector", "-o", "v.png"])
+    assert vector.exit_code == 1
+    assert "output_format" in vector.output and "svg" in vector.output
+    assert not (local_data / "v.png").exists()
+    assert runner.invoke(app, ["generate", "p", "-m", "mock-vector", "-o", "v.svg"]).exit_code == 0
+    assert (local_data / "v.svg").read_bytes().startswith(b"<svg")
+
+
+def test_the_data_dir_is_the_users_from_any_folder(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("IMAGEGATE_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("IMAGEGATE_DATABASE_URL", database_url)
+    outputs = []
+    for folder in ("one", "two"):
+        (tmp_path / folder).mkdir()
+        monkeypatch.chdir(tmp_path / folder)
+        result = CliRunner().invoke(app, ["keys", "create", "--name", folder])
+        assert result.exit_code == 0, result.output
+        outputs.append(result.output)
+    assert "First admin key" in outputs[0]
+    assert "First admin key" not in outputs[1]  # the same workspace, not a second one
+    assert (tmp_path / "xdg" / "imagegate" / "blobs").is_dir()
+    assert not (tmp_path / "one" / ".imagegate").exists()
+
+
+def test_help_shows_no_type_after_flags() -> None:
+    result = CliRunner().invoke(app, ["admin", "settings", "--help"], terminal_width=120)
+    assert result.exit_code == 0
+    assert "<bool>" not in result.output
+    assert "<int>" in result.output  # options that take a value still say which
+
+
+def test_piped_tables_keep_every_slug_whole(local_data: Path) -> None:
+    result = CliRunner().invoke(app, ["admin", "models", "list"])
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if line.startswith("│")]
+    slugs = [row.split("│")[1].strip() for row in rows]
+    assert "gemini-3.1-flash-image-mini" in slugs
+    assert not any(slug.endswith("…") for slug in slugs)
+    assert "not rated" in result.output
+
+
+def test_a_failed_generation_prints_no_spinner_when_piped(local_data: Path) -> None:
+    result = CliRunner().invoke(app, ["generate", "p", "-m", "no-such-model"])
+    assert result.exit_code == 1
+    # The first call on a new data dir may announce the admin key; then the error, last.
+    assert _lines(result.output)[-1] == (
+        "Error 404 model_not_found: The model 'no-such-model' does not exist. "
+        "List models with GET /v1/models."
+    )
+    assert "submitting" not in result.output and "no-such-model:" not in result.output
+
+
+def test_serve_refuses_a_port_out_of_range(local_data: Path) -> None:
+    result = CliRunner().invoke(app, ["serve"], env={"IMAGEGATE_PORT": "99999"})
+    assert result.exit_code == 2
+    assert "Invalid IMAGEGATE_PORT: Input should be less than or equal to 65535" in result.output
+
+
+def test_serve_on_a_busy_port_says_so_before_listening(local_data: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(app, ["serve", "--port", str(port)])
+    assert result.exit_code == 1
+    assert _lines(result.output) == [
+        f"Error cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]

@@ -85,7 +85,7 @@ async def test_a_model_shows_its_admin_metadata(client: httpx.AsyncClient) -> No
     assert "eu" in body["regions"]
     assert body["allowedParams"]["supported_sizes"] == ["1024x1024", "1536x1024", "1024x1536"]
     assert body["pricing"]["per_image_1024"]["credits"] == 20
-    assert body["provenance"].startswith("seed 003")
+    assert body["provenance"].startswith("the jobs API price list")
     nano = (await client.get("/v1/models/nano_banana")).json()
     assert nano["stars"] == 5  # recorded arena snapshot, see data/arena.yaml
     assert nano["allowedParams"]["resolutions"] == ["1K", "2K", "4K"]

@@ -53,7 +53,7 @@ async def test_price_table_shows_each_model_at_1024_in_credits_and_eur(
     assert flux["eur"] == 0.0453  # 8.2 credits x EUR 0.0046 x 1.20
     assert rows["nano_banana"]["per_image_1024"]["credits"] == 30
     assert rows["mock-image"]["per_image_1024"]["credits"] == 0
-    assert rows["flux-2-pro"]["source"].startswith("seed 003")
+    assert rows["flux-2-pro"]["source"].startswith("Jobs API price list (USD, markup included)")
     assert "markup" in rows["flux-2-pro"]["description"]
 
 

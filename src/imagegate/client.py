@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import httpx
-from sqlalchemy import select
 
-from imagegate.app import create_app
-from imagegate.config import Settings
-from imagegate.gateway import Gateway
-from imagegate.services.keys import create_key
-from imagegate.store.tables import ApiKey, Member, utcnow
+if TYPE_CHECKING:
+    from imagegate.config import Settings
 
 
 @asynccontextmanager
@@ -32,6 +29,14 @@ async def local_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
     A short-lived key is minted for the call and revoked afterwards.
     """
+    # Imported here: a command that calls a remote gateway needs none of the server.
+    from sqlalchemy import select
+
+    from imagegate.app import create_app
+    from imagegate.gateway import Gateway
+    from imagegate.services.keys import create_key
+    from imagegate.store.tables import ApiKey, Member, utcnow
+
     gateway = Gateway(settings)
     app = create_app(settings, gateway=gateway)
     async with app.router.lifespan_context(app):

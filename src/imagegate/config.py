@@ -5,8 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from platformdirs import user_data_path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    """The user's own data dir (``$XDG_DATA_HOME/imagegate``, else
+    ``~/.local/share/imagegate`` on Linux), the same from whichever folder a command runs."""
+    return user_data_path("imagegate", appauthor=False)
 
 
 class Settings(BaseSettings):
@@ -16,7 +23,8 @@ class Settings(BaseSettings):
 
     environment: Literal["development", "production", "test"] = "development"
     data_dir: Path = Field(
-        default=Path(".imagegate"), description="Where the embedded database and files live."
+        default_factory=default_data_dir,
+        description="Where the embedded database and files live; default the user's data dir.",
     )
     database_url: str | None = Field(
         default=None,
@@ -36,7 +44,7 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="How long a request waits for a free connection."
     )
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = Field(default=8000, ge=1, le=65535, description="Port to listen on.")
     workers: int = Field(
         default=1,
         ge=1,
@@ -165,6 +173,8 @@ class Settings(BaseSettings):
     recraft_base_url: str = Field(
         default="https://external.api.recraft.ai/v1", description="Recraft API base URL."
     )
+    xai_api_key: SecretStr | None = Field(default=None, description="xAI key; else XAI_API_KEY.")
+    xai_base_url: str = Field(default="https://api.x.ai/v1", description="xAI API base URL.")
     provider_retries: int = Field(
         default=3, ge=1, le=10, description="Tries per upstream HTTP call on 429, 5xx and timeouts."
     )

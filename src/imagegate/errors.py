@@ -23,6 +23,9 @@ class ImagegateError(Exception):
     status_code = 500
     type = "server_error"
     code = "internal_error"
+    # False: clients must not retry (sent as ``x-should-retry: false``, which the OpenAI
+    # SDKs honour); None: the status decides.
+    retryable: bool | None = None
 
     def __init__(
         self,
@@ -121,6 +124,7 @@ class ProviderNotConfigured(ImagegateError):
     status_code = 503
     type = "upstream_error"
     code = "provider_not_configured"
+    retryable = False  # a credential does not appear by retrying
 
 
 class TransientUpstreamError(UpstreamError):

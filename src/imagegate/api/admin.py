@@ -11,12 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from imagegate.api import schemas
 from imagegate.api.common import json_object
 from imagegate.api.deps import CurrentAdmin, GatewayDep
+from imagegate.api.models import quality
 from imagegate.api.openapi import AUTHENTICATED, errors, json_body
 from imagegate.api.schemas import ok
 from imagegate.catalog import ModelSpec
 from imagegate.errors import InvalidParameter, NotFound
 from imagegate.gateway import Gateway
-from imagegate.services import members, workspace
+from imagegate.services import members, routing, workspace
 from imagegate.services.workspace import Governance
 from imagegate.store.tables import ApiKey, AuditEvent, Member
 
@@ -60,6 +61,10 @@ class SettingsUpdate(_Body):
     billing_mode: Literal["prepaid", "flat", "invoiced"] | None = None
     region_policy: Literal["any", "eu_only"] | None = None
     margin_percent: int | None = Field(default=None, ge=0, le=1000)
+    prc_models_allowed: bool | None = Field(
+        default=None,
+        description="Opt in to models made by PRC-based companies (e.g. qwen-image).",
+    )
     replacement: str | None = Field(
         default=None,
         description="When requiring EU hosting disables the default model: the new default.",
@@ -146,15 +151,20 @@ def _model_entry(gateway: Gateway, state: Governance, model: ModelSpec) -> dict[
         "id": model.slug,
         "name": model.name,
         "provider": model.provider,
-        "region": model.region,
+        "region": routing.hosting_region(model),
+        "regions": model.regions,
+        # Some route of the model reaches a provider with credentials.
+        "configured": routing.is_configured(model, gateway.providers.configured()),
         "premium": model.premium,
         "reference_images": model.reference_images,
+        "prc": model.prc,
         "deprecated": model.status in ("deprecated", "legacy"),
         "preview": model.status == "preview",
         "status": model.status,
         "replacement": model.replacement,
         "tier": model.tier,
         "stars": model.stars,
+        "quality": quality(model, gateway.catalog.arena),
         "price": _price(gateway, state, model),
         "billing": workspace.charge_policy(state.billing_mode, model),
         "enabled": enabled,
@@ -181,7 +191,6 @@ def _warnings(state: Governance) -> list[dict[str, str]]:
 
 
 def _listing(gateway: Gateway, state: Governance) -> dict[str, Any]:
-    configured = set(gateway.providers.names())
     groups: dict[str, list[dict[str, Any]]] = {}
     for model in gateway.catalog:
         groups.setdefault(model.provider, []).append(_model_entry(gateway, state, model))
@@ -198,7 +207,7 @@ def _listing(gateway: Gateway, state: Governance) -> dict[str, Any]:
             {
                 "id": provider,
                 "name": PROVIDER_NAMES.get(provider, provider),
-                "configured": provider in configured,
+                "configured": any(model["configured"] for model in models),
                 "models": models,
             }
             for provider, models in groups.items()
@@ -281,6 +290,7 @@ def _settings(state: Governance) -> dict[str, Any]:
         "billing_mode": state.billing_mode,
         "region_policy": state.region_policy,
         "margin_percent": state.margin_percent,
+        "prc_models_allowed": state.prc_models_allowed,
         "default_model": state.default_model,
         "warnings": _warnings(state),
     }

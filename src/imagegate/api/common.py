@@ -312,6 +312,7 @@ async def create_job_from_request(
             source_images=gateway.sources,
             source_names=source_names,
             upscale_max_pixels=gateway.settings.upscale_max_output_pixels,
+            configured=gateway.providers.configured(),
         )
         return submission
     finally:

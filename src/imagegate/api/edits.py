@@ -30,7 +30,7 @@ from imagegate.api.openapi import (
 )
 from imagegate.api.responses import JSONResponse
 from imagegate.api.schemas import ok
-from imagegate.errors import InvalidParameter, InvalidRequest
+from imagegate.errors import InvalidParameter, InvalidRequest, NotFound
 from imagegate.services.sources import Upload, not_a_source, source_form
 
 router = APIRouter(prefix="/v1/images", tags=["images"], responses=errors(*AUTHENTICATED))
@@ -164,9 +164,20 @@ async def edit_image(request: Request, member: CurrentMember, gateway: GatewayDe
             await form.close()
     if media_type == "application/json":
         body = await _from_json(request)
-        return await generate_response(
-            request, gateway, member, body, action="edit", source_names=_JSON_NAMES
-        )
+        try:
+            return await generate_response(
+                request, gateway, member, body, action="edit", source_names=_JSON_NAMES
+            )
+        except NotFound as exc:
+            # Name the file id where the caller wrote it: images[0].file_id, not ours.
+            ids = body.get("reference_files") or []
+            if exc.code == "file_not_found" and exc.param == "reference_files":
+                index = next((i for i, f in enumerate(ids) if repr(f) in exc.message), None)
+                if index is not None:
+                    exc.param = f"images[{index}].file_id"
+            elif exc.code == "file_not_found" and exc.param == "mask":
+                exc.param = "mask.file_id"
+            raise
     raise InvalidRequest(
         "Send multipart/form-data with 'image' files, or JSON with 'images'.",
         code="unsupported_media_type",

@@ -39,6 +39,8 @@ def exception_response(exc: ImagegateError, headers: dict[str, str] | None = Non
     """The answer for one of our errors; also an ASGI app, for the middlewares."""
     if exc.status_code == 401:
         headers = {"WWW-Authenticate": "Bearer", **(headers or {})}
+    if exc.retryable is False:
+        headers = {"x-should-retry": "false", **(headers or {})}
     return error_response(exc.status_code, exc.to_body(), headers)
 
 

@@ -146,7 +146,9 @@ async def generate_response(
     try:
         start_job(gateway, submission)
         if not waits:
-            return JSONResponse(job_object(job) | fallback, status_code=202, headers=headers)
+            # The jobs API's shape: a job just created has no outputs yet.
+            accepted = job_object(job) | {"outputs": []} | fallback
+            return JSONResponse(accepted, status_code=202, headers=headers)
         timeout = wait if wait is not None else gateway.settings.sync_timeout_seconds
         job = await generation.wait_for_job(
             gateway.db,
@@ -165,7 +167,8 @@ async def generate_response(
         if sync_mode:
             raise await abandon_sync_mode(gateway, job, timeout)
         if respond_async or wait is not None:
-            return JSONResponse(job_object(job) | fallback, status_code=202, headers=headers)
+            pending = job_object(job) | {"outputs": []} | fallback
+            return JSONResponse(pending, status_code=202, headers=headers)
         raise UpstreamError(
             f"The generation did not finish within {timeout:g}s; poll GET /v1/jobs/{job.id}.",
             code="generation_timeout",

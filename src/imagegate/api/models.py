@@ -13,11 +13,13 @@ from imagegate.api.openapi import AUTHENTICATED, errors
 from imagegate.api.pricing import price_object, workspace_rates
 from imagegate.api.schemas import ok
 from imagegate.catalog import ModelSpec
+from imagegate.catalog.arena import Arena
 from imagegate.catalog.pricing import Rates
 from imagegate.catalog.schema import json_schema
 from imagegate.catalog.sizes import aspect_ratios
 from imagegate.catalog.spec import Action, Region, Status
 from imagegate.errors import InvalidParameter, NotFound
+from imagegate.services import routing
 from imagegate.services.model_choice import enabled_models
 from imagegate.store.tables import Workspace
 
@@ -53,7 +55,17 @@ def allowed_params(model: ModelSpec) -> dict[str, Any]:
     return allowed
 
 
-def model_object(model: ModelSpec, enabled: bool, default: bool, rates: Rates) -> dict[str, Any]:
+def quality(model: ModelSpec, arena: Arena | None) -> dict[str, Any]:
+    """The model's stars with their source and date, or ``not rated``."""
+    if arena is not None:
+        return arena.quality([model.slug, *model.aliases])
+    label = f"{model.stars} of 5" if model.stars else "not rated"
+    return {"stars": model.stars, "label": label}
+
+
+def model_object(
+    model: ModelSpec, enabled: bool, default: bool, rates: Rates, arena: Arena | None = None
+) -> dict[str, Any]:
     return {
         "id": model.slug,
         "object": "model",
@@ -70,13 +82,14 @@ def model_object(model: ModelSpec, enabled: bool, default: bool, rates: Rates) -
         "deprecated": model.status in ("deprecated", "legacy"),
         "preview": model.status == "preview",
         "replacement": model.replacement,
-        "region": model.region,
+        "region": routing.hosting_region(model),
         "regions": model.regions,
         "routes": [route.model_dump() for route in model.routes],
         "tier": model.tier,
         "premium": model.premium,
         "reference_images": model.reference_images,
         "stars": model.stars,
+        "quality": quality(model, arena),
         "mode": model.mode,
         "enabled": enabled,
         "default": default,
@@ -151,8 +164,9 @@ async def list_models(
     default = await _default_model(session, member.workspace_id)
     rates = await workspace_rates(session, gateway, member.workspace_id)
     show_all = all and member.is_admin
+    arena = gateway.catalog.arena
     data = [
-        model_object(model, model.slug in enabled, model.slug == default, rates)
+        model_object(model, model.slug in enabled, model.slug == default, rates, arena)
         for model in gateway.catalog
         if _matches(model, modality, capability, region, provider, status)
         and (show_all or model.slug in enabled)
@@ -172,7 +186,9 @@ async def get_model(
         raise NotFound(f"The model {slug!r} does not exist.", code="model_not_found", param="model")
     default = await _default_model(session, member.workspace_id)
     rates = await workspace_rates(session, gateway, member.workspace_id)
-    body = model_object(model, model.slug in enabled, model.slug == default, rates)
+    body = model_object(
+        model, model.slug in enabled, model.slug == default, rates, gateway.catalog.arena
+    )
     body["input_schema"] = json_schema(model)
     body["limits"] = model.limits.model_dump(exclude_none=True)
     body["provenance"] = model.provenance

@@ -26,6 +26,7 @@ from imagegate.errors import InvalidParameter
 from imagegate.gateway import Gateway
 from imagegate.services import generation, model_choice
 from imagegate.services.keys import Principal
+from imagegate.services.workspace import governance
 from imagegate.store.tables import Workspace
 
 router = APIRouter(prefix="/v1/pricing", tags=["pricing"], responses=errors(*AUTHENTICATED))
@@ -98,6 +99,9 @@ async def estimate_response(
             await model_choice.check_usable(session, member, model)
         region = generation.preferred_region(gateway.catalog, body)
         plan = generation.plan_openai(model, body, region=region)
+        if not plan.mock:
+            state = await governance(session, member.workspace_id)
+            plan = generation.route_plan(plan, state.region_policy, None)
         rates = await workspace_rates(session, gateway, member.workspace_id)
     notices = [*choice.notices, *plan.notices]
     payload = {

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from imagegate.catalog import _yaml
 
 
 class ArenaEntry(BaseModel):
@@ -61,6 +62,25 @@ class Arena(BaseModel):
     def models(self) -> list[str]:
         return [name for entry in self.entries for name in entry.models]
 
+    def entry_for(self, names: list[str]) -> ArenaEntry | None:
+        """The leaderboard entry that rates a model known by any of ``names``."""
+        wanted = set(names)
+        return next((e for e in self.entries if wanted & set(e.models)), None)
+
+    def quality(self, names: list[str]) -> dict[str, object]:
+        """What the API says of a model's quality: its stars and where they come from, or
+        ``not rated`` when the leaderboard does not list it."""
+        entry = self.entry_for(names)
+        return {
+            "stars": self.stars_for(entry.score) if entry is not None else None,
+            "label": f"{self.stars_for(entry.score)} of 5" if entry is not None else "not rated",
+            "leaderboard_name": entry.name if entry is not None else None,
+            "score": entry.score if entry is not None else None,
+            "leaderboard": self.leaderboard,
+            "source": self.source,
+            "snapshot_date": self.snapshot_date.isoformat(),
+        }
+
 
 def load_arena(text: str) -> Arena:
-    return Arena.model_validate(yaml.safe_load(text))
+    return Arena.model_validate(_yaml.load(text))

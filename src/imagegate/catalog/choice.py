@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
+
+from imagegate.catalog import _yaml
 
 
 class UseCase(BaseModel):
@@ -33,4 +34,4 @@ class Choices(BaseModel):
 
 
 def load_choices(text: str) -> Choices:
-    return Choices.model_validate(yaml.safe_load(text))
+    return Choices.model_validate(_yaml.load(text))

@@ -8,8 +8,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from imagegate.catalog import _yaml
 from imagegate.catalog.arena import Arena, load_arena
 from imagegate.catalog.choice import Choices, load_choices
 from imagegate.catalog.spec import ModelSpec
@@ -64,7 +63,7 @@ class Catalog:
 
 
 def _parse_file(path: Traversable | Path, name: str, credits_per_usd: int) -> list[ModelSpec]:
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data = _yaml.load(path.read_text(encoding="utf-8"))
     defaults = {"provider": data.get("provider"), "provider_name": data.get("provider_name", "")}
     models = []
     for entry in data.get("models", []):

@@ -81,7 +81,9 @@ def _describe_allowed(spec: ParamSpec) -> str:
             allowed += f", or an object with {bounds}"
         return allowed
     parts = []
-    if spec.minimum is not None and spec.maximum is not None:
+    if spec.minimum is not None and spec.minimum == spec.maximum:
+        parts.append(f"exactly {spec.minimum:g}")
+    elif spec.minimum is not None and spec.maximum is not None:
         parts.append(f"between {spec.minimum:g} and {spec.maximum:g}")
     elif spec.minimum is not None:
         parts.append(f"at least {spec.minimum:g}")
@@ -160,6 +162,11 @@ def _to_invalid_parameter(
     if error["type"] == "missing":
         return InvalidParameter(f"Missing required parameter {param!r}.", param=param)
     allowed = f" Allowed: {_describe_allowed(spec)}." if spec is not None else ""
+    if spec is not None and spec.enum and error["type"] in ("literal_error", "enum"):
+        # The list is said once, in "Allowed", not also in the validator's message.
+        return InvalidParameter(
+            f"Invalid value for {param!r}: {error['input']!r}.{allowed}", param=param
+        )
     return InvalidParameter(f"Invalid value for {param!r}: {error['msg']}.{allowed}", param=param)
 
 

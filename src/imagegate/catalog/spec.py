@@ -219,6 +219,10 @@ class ModelSpec(_Strict):
     region: Region = "global"
     tier: Tier = "standard"
     premium: bool = False
+    prc: bool = Field(
+        default=False,
+        description="Made by a PRC-based company: enabled only after the workspace opts in.",
+    )
     reference_images: bool = False
     stars: int | None = Field(default=None, ge=1, le=5)
     mode: Literal["sync", "async"] = "sync"

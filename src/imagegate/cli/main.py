@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
+import sys
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -19,6 +21,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from imagegate.config import Settings
+from imagegate.errors import ImagegateError
 
 app = typer.Typer(help="imagegate: one API for every image model.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
@@ -48,8 +51,85 @@ KeyOption = Annotated[
 ]
 
 
+def _say_and_exit(message: str, code: int = 1) -> typer.Exit:
+    """Print one line that says what is wrong; the Exit to raise."""
+    console.print(f"[red]Error[/red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
 def _run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
+    """Run a command's coroutine; what a user can fix is one line, not a traceback."""
+    try:
+        return asyncio.run(coro)
+    except httpx.TransportError as exc:
+        where = str(exc.request.url.copy_with(path="/", query=None)) if _has_request(exc) else ""
+        reason = str(exc) or type(exc).__name__
+        message = f"cannot reach the gateway {where}: {reason}".replace("  ", " ")
+        raise _say_and_exit(message) from None
+    except ImagegateError as exc:  # the in-process gateway refused to start (e.g. catalog)
+        raise _say_and_exit(f"{exc.code}: {exc.message}", 2) from None
+    except ValueError as exc:
+        # Imported here: the catalog's models take a quarter second to import, which a
+        # command that calls a remote gateway does not need.
+        from imagegate.catalog.loader import CatalogError
+
+        if not isinstance(exc, CatalogError):  # e.g. a catalog folder that does not exist
+            raise
+        raise _say_and_exit(f"catalog: {exc}", 2) from None
+
+
+def _has_request(exc: httpx.TransportError) -> bool:
+    try:
+        exc.request  # noqa: B018 - raises when the error carries no request
+    except RuntimeError:
+        return False
+    return True
+
+
+def _settings(**overrides: Any) -> Settings:
+    """The settings from IMAGEGATE_* (and the options given); a bad one is one line, exit 2."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        _print_settings_errors(exc)
+        raise typer.Exit(2) from None
+
+
+def _print_settings_errors(exc: ValidationError) -> None:
+    for error in exc.errors():
+        name = "_".join(str(part) for part in error["loc"]).upper()
+        where = f"IMAGEGATE_{name}" if name else "the settings"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        console.print(
+            f"[red]Invalid {where}[/red]: {message} (got {error['input']!r})",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def _print_table(table: Table, first_column: list[str]) -> None:
+    """A table whose first column (the slug or id) is never cut: piped output takes the
+    table's natural width, a terminal keeps that column whole and wraps the others."""
+    if first_column:
+        column = table.columns[0]
+        column.no_wrap = True
+        column.min_width = max(len(value) for value in first_column)
+    if out.is_terminal:
+        out.print(table)
+    else:
+        Console(width=1000, no_color=out.no_color).print(table)
+
+
+def _progress() -> Progress:
+    """A spinner on a terminal, gone when it stops; nothing at all when output is piped."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
 
 
 @asynccontextmanager
@@ -63,7 +143,7 @@ async def _client(url: str | None, key: str | None) -> AsyncIterator[httpx.Async
         async with remote_client(url, key) as client:
             yield client
     else:
-        async with local_client(Settings()) as client:
+        async with local_client(_settings()) as client:
             yield client
 
 
@@ -73,7 +153,9 @@ def _fail(response: httpx.Response) -> None:
         message = f"{error.get('code')}: {error.get('message')}"
     except (ValueError, KeyError, TypeError):
         message = response.text
-    console.print(f"[red]Error {response.status_code}[/red] {message}")
+    console.print(
+        f"[red]Error {response.status_code}[/red] {message}", highlight=False, soft_wrap=True
+    )
     raise typer.Exit(1)
 
 
@@ -99,8 +181,9 @@ def serve(
         overrides["port"] = port
     if workers is not None:
         overrides["workers"] = workers
-    settings = Settings(**overrides)
+    settings = _settings(**overrides)
     address = f"http://{settings.host}:{settings.port}"
+    _check_port_free(settings.host, settings.port)
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
@@ -126,6 +209,40 @@ def serve(
     uvicorn.run(
         "imagegate.app:create_served_app", factory=True, workers=settings.workers, **options
     )
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a port another process holds before saying "listening" (uvicorn binds the
+    same way, with SO_REUSEADDR)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise _say_and_exit(f"cannot listen on {host}:{port}: {exc.strerror}", 2) from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise _say_and_exit(f"cannot listen on {host}:{port}: {reason}") from None
+
+
+# What each file name extension holds, as the API's output_format names it.
+FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".svg": "svg"}
+
+
+def _output_format(output: Path | None) -> str | None:
+    """The format an output path asks for (by its extension); checks its folder exists."""
+    if output is None:
+        return None
+    folder = output.parent
+    if not folder.is_dir():
+        raise _say_and_exit(f"cannot write {output}: the folder {folder} does not exist", 2)
+    if output.suffix.lower() not in FORMATS:
+        known = ", ".join(FORMATS)
+        raise _say_and_exit(f"cannot tell the image format of {output}: use one of {known}", 2)
+    return FORMATS[output.suffix.lower()]
 
 
 def _output_paths(output: Path | None, job_id: str, count: int, extension: str) -> list[Path]:
@@ -155,19 +272,20 @@ def generate(
 ) -> None:
     """Generate images and save them."""
 
+    # Checked before anything is generated (and paid for): where the image goes, and that
+    # the format its name asks for is what the model is asked to make.
+    output_format = _output_format(output)
+
     async def main() -> list[Path]:
         body: dict[str, Any] = {"prompt": prompt, "n": n}
         if model:
             body["model"] = model
         if size:
             body["size"] = size
+        if output_format:
+            body["output_format"] = output_format
         async with _client(url, key) as client:
-            with Progress(
-                SpinnerColumn(),
-                TextColumn("{task.description}"),
-                TimeElapsedColumn(),
-                console=console,
-            ) as progress:
+            with _progress() as progress:
                 task = progress.add_task("submitting", total=None)
                 response = await client.post(
                     "/v1/images/generations", json=body, headers={"Prefer": "respond-async"}
@@ -197,7 +315,14 @@ def generate(
                 content = await client.get(f"/v1/files/{item['file_id']}/content")
                 if content.status_code != 200:
                     _fail(content)
-                path.write_bytes(content.content)
+                try:
+                    path.write_bytes(content.content)
+                except OSError as exc:
+                    reason = exc.strerror or str(exc)
+                    raise _say_and_exit(
+                        f"cannot write {path}: {reason} (the image is kept as file "
+                        f"{item['file_id']}, GET /v1/files/{item['file_id']}/content)"
+                    ) from None
                 console.print(
                     f"saved {path} ({item['width']}x{item['height']}, {item['content_type']})"
                 )
@@ -219,11 +344,13 @@ def models(url: UrlOption = None, key: KeyOption = None) -> None:
             return data
 
     table = Table("model", "provider", "tier", "region", "enabled", "sizes")
-    for item in _run(main()):
+    items = _run(main())
+    for item in items:
         enabled = "default" if item["default"] else ("yes" if item["enabled"] else "")
         sizes = ", ".join(item["allowedParams"]["supported_sizes"][:4])
-        table.add_row(item["id"], item["owned_by"], item["tier"], item["region"], enabled, sizes)
-    out.print(table)
+        region = "/".join(item["regions"])
+        table.add_row(item["id"], item["owned_by"], item["tier"], region, enabled, sizes)
+    _print_table(table, [item["id"] for item in items])
 
 
 @keys_app.command("create")
@@ -244,7 +371,7 @@ def keys_create(
     from imagegate.store.tables import Workspace
 
     async def main() -> str:
-        gateway = Gateway(Settings(), run_workers=False)
+        gateway = Gateway(_settings(), run_workers=False)
         await gateway.start()
         try:
             if gateway.first_admin_key is not None:
@@ -291,21 +418,25 @@ def admin_models_list(url: UrlOption = None, key: KeyOption = None) -> None:
     listing = _run(_admin_call(url, key, "GET", "/v1/admin/image-models"))
     for warning in listing["warnings"]:
         console.print(f"[yellow]warning[/yellow] {warning['code']}: {warning['message']}")
-    table = Table("provider", "model", "region", "badges", "stars", "EUR/img", "enabled")
+    table = Table("model", "provider", "region", "badges", "stars", "EUR/img", "enabled")
+    ids = []
     for group in listing["providers"]:
         for item in group["models"]:
             state = "default" if item["default"] else ("yes" if item["enabled"] else "")
-            stars = "*" * item["stars"] if item["stars"] else ""
+            stars = "*" * item["stars"] if item["stars"] else "not rated"
+            if not item.get("configured", True):
+                state += " (no credentials)" if state else "no credentials"
+            ids.append(item["id"])
             table.add_row(
-                group["name"],
                 item["id"],
-                item["region"],
+                group["name"],
+                "/".join(item.get("regions") or [item["region"]]),
                 _badges(item),
                 stars,
                 item["price"]["eur"],
                 state,
             )
-    out.print(table)
+    _print_table(table, ids)
     out.print(f"default model: {listing['default_model']}")
 
 
@@ -371,6 +502,13 @@ def admin_settings(
     margin: Annotated[
         int | None, typer.Option("--margin", help="Margin in percent on EUR prices.")
     ] = None,
+    prc_models: Annotated[
+        bool | None,
+        typer.Option(
+            "--prc-models/--no-prc-models",
+            help="Opt in to (or out of) models made by PRC-based companies, e.g. qwen-image.",
+        ),
+    ] = None,
     replacement: Annotated[
         str | None,
         typer.Option("--replacement", help="New default if eu_only disables the current one."),
@@ -385,6 +523,7 @@ def admin_settings(
         ("billing_mode", billing_mode),
         ("region_policy", region_policy),
         ("margin_percent", margin),
+        ("prc_models_allowed", prc_models),
         ("replacement", replacement),
     ):
         if value is not None:
@@ -400,6 +539,7 @@ def admin_settings(
         "billing_mode",
         "region_policy",
         "margin_percent",
+        "prc_models_allowed",
         "default_model",
     ):
         value = result[name]
@@ -428,7 +568,7 @@ def admin_audit(
             json.dumps(event["before"]),
             json.dumps(event["after"]),
         )
-    out.print(table)
+    _print_table(table, [])
 
 
 @providers_app.command("check")
@@ -440,7 +580,7 @@ def providers_check(
     """Per provider: are credentials set, and does its endpoint answer? Spends nothing."""
     from imagegate.providers.check import check_providers
 
-    results = _run(check_providers(Settings(), within=timeout))
+    results = _run(check_providers(_settings(), within=timeout))
     table = Table("provider", "credentials", "endpoint", "latency")
     table.add_row("mock", "built in", "ok: always available", "")
     failed = False
@@ -452,7 +592,7 @@ def providers_check(
         status = f"ok: {result.detail}" if result.ok else f"FAILED: {result.detail}"
         latency = f"{result.latency_ms:.0f} ms" if result.latency_ms is not None else ""
         table.add_row(result.provider, f"from {result.source}", status, latency)
-    out.print(table)
+    _print_table(table, ["mock", *(result.provider for result in results)])
     if failed:
         raise typer.Exit(1)
 
@@ -463,7 +603,7 @@ def rotate_signing_key() -> None:
     from imagegate.gateway import Gateway
 
     async def main() -> str:
-        gateway = Gateway(Settings(), run_workers=False)
+        gateway = Gateway(_settings(), run_workers=False)
         await gateway.start()
         try:
             return await gateway.rotate_signing_key()
@@ -475,6 +615,25 @@ def rotate_signing_key() -> None:
     out.print(kid)
 
 
+def _hide_flag_types() -> None:
+    """Typer's rich help prints a type after every option, ``<bool>`` even after ``--help``
+    and other flags, which take no value: show types only for options that take one."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "_flags_hidden", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich._flags_hidden = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_hide_flag_types()
+
+
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     try:
@@ -483,8 +642,8 @@ def main() -> None:
         if exc.title != Settings.__name__:
             raise
         # A bad IMAGEGATE_* variable: say which, and what it must be, not a traceback.
-        for error in exc.errors():
-            name = "_".join(str(part) for part in error["loc"]).upper()
-            where = f"IMAGEGATE_{name}" if name else "the settings"
-            console.print(f"[red]Invalid {where}[/red]: {error['msg']} (got {error['input']!r})")
+        _print_settings_errors(exc)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        raise SystemExit(130) from None

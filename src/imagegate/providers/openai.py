@@ -34,9 +34,19 @@ def _takes_response_format(model: str) -> bool:
     return model.startswith("dall-e")
 
 
+# DALL·E 3 rewrites every prompt and its API has no switch for it; OpenAI's DALL·E 3 guide
+# gives this preface to keep a prompt as written. ``prompt_revision: false`` sends it.
+KEEP_PROMPT = (
+    "I NEED to test how the tool works with extremely simple prompts. "
+    "DO NOT add any detail, just use it AS-IS: "
+)
+
+
 class OpenAIProvider(BearerAdapter):
     name = "openai"
     credential_hint = "IMAGEGATE_OPENAI_API_KEY (or OPENAI_API_KEY)"
+    # Whether the upstream takes ``response_format`` for this model (asked as b64_json).
+    takes_response_format = staticmethod(_takes_response_format)
 
     def map_error(self, response: httpx.Response) -> ImagegateError:
         body = json_body(response)
@@ -52,7 +62,9 @@ class OpenAIProvider(BearerAdapter):
             return auth_error(self.name, self.credential_hint, response)
         if response.status_code == 404:
             return UpstreamError(
-                f"openai: {message}", code="upstream_model_not_found", extra={"provider": self.name}
+                f"{self.name}: {message}",
+                code="upstream_model_not_found",
+                extra={"provider": self.name},
             )
         if response.status_code in (400, 422):
             return rejected_param(self.name, error.get("param"), message)
@@ -69,7 +81,9 @@ class OpenAIProvider(BearerAdapter):
         request_id = response.headers.get("x-request-id")
         body = json_body(response, images="b64_json")
         if not isinstance(body, dict) or not isinstance(body.get("data"), list):
-            raise UpstreamError("openai answered without image data.", code="upstream_bad_response")
+            raise UpstreamError(
+                f"{self.name} answered without image data.", code="upstream_bad_response"
+            )
         images: list[GeneratedImage] = []
         for item in body["data"]:
             if item.get("b64_json"):
@@ -86,10 +100,13 @@ class OpenAIProvider(BearerAdapter):
         return ProviderResult(images=images, provider_request_id=request_id, usage=usage)
 
     def _common(self, request: ProviderRequest, fields: tuple[str, ...]) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": request.upstream_model, "prompt": request.prompt or ""}
+        prompt = request.prompt or ""
+        if request.params.get("prompt_revision") is False:
+            prompt = KEEP_PROMPT + prompt
+        body: dict[str, Any] = {"model": request.upstream_model, "prompt": prompt}
         body.update(pick(request.params, fields))
         body["n"] = request.n
-        if _takes_response_format(request.upstream_model):
+        if self.takes_response_format(request.upstream_model):
             body["response_format"] = "b64_json"
         return body
 
@@ -134,3 +151,16 @@ class OpenAIProvider(BearerAdapter):
         await self.http.request(
             "GET", f"{self.base_url}/models", map_error=self.map_error, within=within, retry=False
         )
+
+
+class XAIProvider(OpenAIProvider):
+    """xAI's image API: OpenAI's Images API shape at its own base URL with its own key
+    (``POST /images/generations`` with ``model``, ``prompt``, ``n``, ``response_format``;
+    the size is fixed by the model)."""
+
+    name = "xai"
+    credential_hint = "IMAGEGATE_XAI_API_KEY (or XAI_API_KEY)"
+    takes_response_format = staticmethod(lambda model: True)
+
+    def _common(self, request: ProviderRequest, fields: tuple[str, ...]) -> dict[str, Any]:
+        return super()._common(request, ())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
@@ -17,19 +18,33 @@ if TYPE_CHECKING:
 ENTRY_POINT_GROUP = "imagegate.providers"
 
 
+class ConfiguredProviders(frozenset[str]):
+    """The providers that can be called, and what would configure each of the others."""
+
+    what_to_set: dict[str, str]
+
+    def __new__(cls, names: Iterable[str], what_to_set: dict[str, str]) -> ConfiguredProviders:
+        configured = super().__new__(cls, names)
+        configured.what_to_set = dict(what_to_set)
+        return configured
+
+
 class ProviderRegistry:
     def __init__(self) -> None:
         self._providers: dict[str, Provider] = {}
         self._missing: dict[str, str] = {}
+        self._configured = ConfiguredProviders((), {})
 
     def register(self, provider: Provider) -> None:
         self._providers[provider.name] = provider
         self._missing.pop(provider.name, None)
+        self._configured = ConfiguredProviders(self._providers, self._missing)
 
     def register_missing(self, name: str, what_to_set: str) -> None:
         """Remember a known provider that lacks credentials, and what would configure it."""
         if name not in self._providers:
             self._missing[name] = what_to_set
+            self._configured = ConfiguredProviders(self._providers, self._missing)
 
     def get(self, name: str) -> Provider:
         provider = self._providers.get(name)
@@ -45,6 +60,10 @@ class ProviderRegistry:
 
     def names(self) -> list[str]:
         return sorted(self._providers)
+
+    def configured(self) -> ConfiguredProviders:
+        """The providers that can be called: the mock, plus those with credentials."""
+        return self._configured
 
     async def aclose(self) -> None:
         for provider in self._providers.values():

@@ -20,7 +20,7 @@ from imagegate.providers.bfl import BFLProvider
 from imagegate.providers.common import AdapterOptions
 from imagegate.providers.fal import FalProvider
 from imagegate.providers.gemini import GeminiProvider
-from imagegate.providers.openai import OpenAIProvider
+from imagegate.providers.openai import OpenAIProvider, XAIProvider
 from imagegate.providers.recraft import RecraftProvider
 from imagegate.providers.replicate import ReplicateProvider
 from imagegate.providers.vertex import ServiceAccountToken, StaticToken, TokenSource, VertexProvider
@@ -128,6 +128,13 @@ def configure(
         "IMAGEGATE_RECRAFT_API_TOKEN",
         ("RECRAFT_API_TOKEN",),
         lambda token: RecraftProvider(token, base_url=settings.recraft_base_url, options=options),
+    )
+    simple(
+        "xai",
+        settings.xai_api_key,
+        "IMAGEGATE_XAI_API_KEY",
+        ("XAI_API_KEY",),
+        lambda key: XAIProvider(key, base_url=settings.xai_base_url, options=options),
     )
     return setups
 

@@ -8,7 +8,7 @@ import dataclasses
 import functools
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -39,7 +39,13 @@ from imagegate.catalog.sizes import (
     output_dimensions,
 )
 from imagegate.catalog.spec import Route
-from imagegate.errors import Conflict, ImagegateError, InsufficientCredits, InvalidParameter
+from imagegate.errors import (
+    Conflict,
+    ImagegateError,
+    InsufficientCredits,
+    InvalidParameter,
+    ProviderNotConfigured,
+)
 from imagegate.ids import new_id
 from imagegate.services import (
     billing,
@@ -47,6 +53,7 @@ from imagegate.services import (
     idempotency,
     jobs,
     model_choice,
+    routing,
     sources,
     workspace,
 )
@@ -97,6 +104,8 @@ class Plan:
     notices: list[str] = field(default_factory=list)
     mock: bool = False
     route: Route | None = None
+    # The region every route must run in (a use_case's, or the workspace's EU policy).
+    region: str | None = None
     sync_mode: bool = False
     reference_files: tuple[str, ...] = ()
     mask_file: str | None = None
@@ -108,7 +117,7 @@ class Plan:
             "height": self.height,
             "output_format": self.output_format,
             "mock": self.mock,
-            "region": self.route.region if self.route else None,
+            "region": self.region,
             "notices": self.notices,
         }
         if self.sync_mode:
@@ -211,7 +220,7 @@ def _plan(
         notices.append(f"{model.slug} is legacy; use {model.replacement} instead.")
     elif model.status == "deprecated":
         notices.append(f"{model.slug} is deprecated by its provider.")
-    route = next((r for r in model.routes if region and r.region == region), model.routes[0])
+    route = next(iter(routing.allowed_routes(model, region)), model.routes[0])
     provider = "mock" if mock else route.provider
     cost = 0 if mock else estimate(model, params, n * per_generation, width, height)
     return Plan(
@@ -226,6 +235,7 @@ def _plan(
         notices=notices,
         mock=mock,
         route=route,
+        region=region,
     )
 
 
@@ -795,6 +805,7 @@ async def _precheck(
     body: dict[str, Any],
     planner: Planner,
     slots: list[SourceSlot],
+    configured: Collection[str] | None,
 ) -> None:
     """Everything that can be checked before a source image is fetched or stored: the
     model, the caller's right to use it, every parameter, and whether the credits fit."""
@@ -804,6 +815,8 @@ async def _precheck(
         await model_choice.check_usable(session, principal, chosen.model)
         plan = planner(chosen.model, trial)
         state = await workspace.governance(session, principal.workspace_id)
+        if not plan.mock:
+            route_plan(plan, state.region_policy, configured)
         policy = workspace.charge_policy(state.billing_mode, plan.model)
         if policy == "charge" and plan.estimated_cost > 0:
             available = (await billing.balance(session, principal.workspace_id, 0)).available
@@ -832,6 +845,33 @@ async def _resolve_sources(
         await asyncio.shield(images.discard(created))
         raise
     return _with(body, slots, ids), created
+
+
+def route_plan(plan: Plan, region_policy: str, configured: Collection[str] | None) -> Plan:
+    """Bind the plan to the workspace's region policy and its first route that can serve it.
+
+    With ``configured`` known, a model none of whose allowed routes has credentials is
+    refused here, once, before a hold or a job exists (``provider_not_configured``).
+    """
+    model = plan.model
+    region = plan.region or routing.policy_region(region_policy)
+    allowed = routing.allowed_routes(model, region)
+    servable = [r for r in allowed if configured is None or r.provider in configured]
+    if not servable:
+        providers = sorted({route.provider for route in allowed or model.routes})
+        where = f" in region {region!r}" if region else ""
+        needs: dict[str, str] = getattr(configured, "what_to_set", {})
+        todo = "; or ".join(f"{needs[p]} ({p})" for p in providers if p in needs)
+        todo = f"To use it, {todo} (see docs/providers.md)" if todo else "See docs/providers.md"
+        raise ProviderNotConfigured(
+            f"No provider that serves {model.slug!r}{where} is configured on this gateway "
+            f"(it needs one of: {', '.join(providers)}). {todo}, "
+            'or call it with "mock": true for a free placeholder.',
+            param="model",
+            extra={"providers": providers},
+        )
+    route = servable[0]
+    return dataclasses.replace(plan, region=region, route=route, provider=route.provider)
 
 
 @dataclass(frozen=True, slots=True)
@@ -871,10 +911,14 @@ async def _submit_new(
     lease: Lease | None,
     idempotency_key: tuple[str, str] | None,
     upscale_max_pixels: int,
+    configured: Collection[str] | None,
 ) -> Submission:
     """Choose the model, plan, check the files and submit, in ``tx``."""
     chosen = await model_choice.choose_model(tx, catalog, principal, choice)
-    await model_choice.check_usable(tx, principal, chosen.model)
+    # A placeholder reaches no provider and costs nothing: any model the workspace could
+    # enable may be tried with it.
+    mock = body.get("mock") is True
+    await model_choice.check_usable(tx, principal, chosen.model, mock=mock)
     plan = planner(chosen.model, body)
     if chosen.notices:
         plan = dataclasses.replace(plan, notices=[*chosen.notices, *plan.notices])
@@ -888,6 +932,9 @@ async def _submit_new(
             code="invalid_image_source",
             param="reference_files",
         )
+    if not plan.mock:
+        state = await workspace.governance(tx, principal.workspace_id)
+        plan = route_plan(plan, state.region_policy, configured)
     owner = principal.only_member
     await files.require_files(tx, principal.workspace_id, plan.reference_files, member_id=owner)
     if plan.mask_file is not None:
@@ -933,6 +980,7 @@ async def create_job(
     source_images: sources.SourceImages | None = None,
     source_names: dict[str, str] | None = None,
     upscale_max_pixels: int = DEFAULT_UPSCALE_MAX_PIXELS,
+    configured: Collection[str] | None = None,
 ) -> Submission:
     """Plan, hold and insert a job, once per idempotency key.
 
@@ -944,7 +992,9 @@ async def create_job(
     With ``source_images``, images in the body given as uploads, data URIs or URLs are
     resolved first (:mod:`imagegate.services.sources`), after everything that can be
     checked without them was checked; the job gets them as file ids, and they are
-    deleted again if the request is refused or is a replay.
+    deleted again if the request is refused or is a replay. With ``configured`` (the
+    providers that have credentials) a model that no allowed route can serve is refused
+    before anything is held, written or fetched.
     """
     slots = source_slots(catalog, body, source_names or {}) if source_images else []
     request_hash = ""
@@ -955,7 +1005,7 @@ async def create_job(
             db, catalog, principal, choice=choice, body=body, planner=planner,
             action=action, idempotency_key=idempotency_key, request_hash=request_hash,
             webhook_url=webhook_url, max_attempts=max_attempts, lease=lease, memo=memo,
-            upscale_max_pixels=upscale_max_pixels,
+            upscale_max_pixels=upscale_max_pixels, configured=configured,
         )  # fmt: skip
     assert source_images is not None
     if idempotency_key is not None:
@@ -968,14 +1018,14 @@ async def create_job(
                 job = await jobs.get_job(session, principal.workspace_id, existing)
             assert job is not None
             return Submission(job)
-    await _precheck(db, catalog, principal, choice, body, planner, slots)
+    await _precheck(db, catalog, principal, choice, body, planner, slots, configured)
     resolved, created = await _resolve_sources(source_images, principal, body, slots)
     try:
         submission = await _create_job(
             db, catalog, principal, choice=choice, body=resolved, planner=planner,
             action=action, idempotency_key=idempotency_key, request_hash=request_hash,
             webhook_url=webhook_url, max_attempts=max_attempts, lease=lease, memo=memo,
-            upscale_max_pixels=upscale_max_pixels,
+            upscale_max_pixels=upscale_max_pixels, configured=configured,
         )  # fmt: skip
     except BaseException:
         await asyncio.shield(source_images.discard(created))
@@ -1001,6 +1051,7 @@ async def _create_job(
     lease: Lease | None,
     memo: workspace.GovernanceMemo | None,
     upscale_max_pixels: int,
+    configured: Collection[str] | None,
 ) -> Submission:
     if memo is not None and not combines_writes(db.dialect_name):
         memo = None  # only the one-statement submit checks the version
@@ -1032,6 +1083,7 @@ async def _create_job(
                                 None if idempotency_key is None else (idempotency_key, request_hash)
                             ),
                             upscale_max_pixels=upscale_max_pixels,
+                            configured=configured,
                         )
                     except ImagegateError as exc:
                         # A refusal planned on a remembered state is checked on a fresh

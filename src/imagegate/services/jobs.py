@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Select,
+    Update,
     bindparam,
     exists,
     func,
@@ -119,19 +120,23 @@ async def renew_owned(db: Database, owner: str, lease_seconds: float) -> set[tup
 
 
 # Run for every image: built once (building and keying it costs about as much as running it).
-_SUCCEED = (
-    update(JOBS)
-    .where(_OWNED)
-    .values(
-        status=SUCCEEDED,
-        finished_at=bindparam("p_now"),
-        result=bindparam("p_result"),
-        provider_request_id=bindparam("p_request_id"),
-        lease_owner=None,
-        lease_expires_at=None,
-        charged_amount=bindparam("p_charged"),
+def _succeed_update() -> Update:
+    return (
+        update(JOBS)
+        .where(_OWNED)
+        .values(
+            status=SUCCEEDED,
+            finished_at=bindparam("p_now"),
+            result=bindparam("p_result"),
+            provider_request_id=bindparam("p_request_id"),
+            lease_owner=None,
+            lease_expires_at=None,
+            charged_amount=bindparam("p_charged"),
+        )
     )
-)
+
+
+_SUCCEED = _succeed_update()
 
 
 _CHARGED = (
@@ -213,8 +218,13 @@ def _succeed_statement(outputs: int) -> Select[Any]:
         .where(holds.job_id == bindparam("p_id"), holds.status == "held")
         .scalar_subquery()
     )
+    # A statement of its own, not one derived from _SUCCEED: once _SUCCEED has run (an
+    # invoiced job's success), a RETURNING added to it did not show in the CTE's columns.
     succeeded = (
-        _SUCCEED.values(charged_amount=func.coalesce(held, 0)).returning(JOBS.c.id).cte("succeeded")
+        _succeed_update()
+        .values(charged_amount=func.coalesce(held, 0))
+        .returning(JOBS.c.id)
+        .cte("succeeded")
     )
     settled, settle_rows = billing.settle_ctes(select(succeeded.c.id).scalar_subquery())
     ctes = list(settle_rows)

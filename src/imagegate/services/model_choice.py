@@ -152,7 +152,12 @@ async def enabled_models(session: AsyncSession, workspace_id: str) -> set[str]:
     return {row[0] for row in rows}
 
 
-async def check_usable(session: Tx | AsyncSession, principal: Principal, model: ModelSpec) -> None:
-    """Raise unless the caller's workspace lets members generate with ``model`` now."""
+async def check_usable(
+    session: Tx | AsyncSession, principal: Principal, model: ModelSpec, *, mock: bool = False
+) -> None:
+    """Raise unless the caller's workspace lets members generate with ``model`` now.
+
+    ``mock``: a free placeholder, allowed for any model the workspace could enable.
+    """
     state = await workspace.governance(session, principal.workspace_id)
-    workspace.ensure_usable(state, model)
+    workspace.ensure_usable(state, model, mock=mock)

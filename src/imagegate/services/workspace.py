@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from imagegate.catalog import Catalog, ModelSpec
 from imagegate.catalog.pricing import Rates, estimate
 from imagegate.errors import Conflict, InvalidParameter, NotFound, PermissionDenied
+from imagegate.services import routing
 from imagegate.services.keys import Principal
 from imagegate.store.db import Database
 from imagegate.store.tables import (
@@ -43,7 +44,13 @@ from imagegate.store.tx import Tx, as_tx
 BILLING_MODES = ("prepaid", "flat", "invoiced")
 REGION_POLICIES = ("any", "eu_only")
 REFERENCE_SIZE = (1024, 1024)
-SETTINGS_FIELDS = ("image_generation_enabled", "billing_mode", "region_policy", "margin_percent")
+SETTINGS_FIELDS = (
+    "image_generation_enabled",
+    "billing_mode",
+    "region_policy",
+    "margin_percent",
+    "prc_models_allowed",
+)
 
 ChargePolicy = Literal["charge", "included", "record"]
 
@@ -70,8 +77,9 @@ def charge_policy(billing_mode: str, model: ModelSpec) -> ChargePolicy:
 
 
 def region_allows(region_policy: str, model: ModelSpec) -> bool:
-    """Whether the workspace's region policy lets ``model`` be enabled and used."""
-    return region_policy != "eu_only" or model.region == "eu"
+    """Whether the workspace's region policy lets ``model`` be enabled and used: it leaves
+    the model at least one route (under ``eu_only``, one that runs in the EU)."""
+    return routing.region_allows(region_policy, model)
 
 
 def reference_price(model: ModelSpec) -> int:
@@ -87,9 +95,17 @@ def price_eur(millicredits: int, micro_eur_per_credit: int, margin_percent: int)
 
 
 def first_time_models(catalog: Catalog, configured_providers: list[str]) -> list[str]:
-    """The models a new workspace starts with: those of configured providers, else the mock ones."""
+    """The models a new workspace starts with: those a configured provider serves through
+    one of their routes, else the mock ones."""
     configured = set(configured_providers) - {"mock"}
-    slugs = [m.slug for m in catalog if m.provider in configured and m.status != "legacy"]
+    slugs = [
+        m.slug
+        for m in catalog
+        if m.status != "legacy"
+        and not m.prc  # needs the admin's opt-in first
+        and routing.is_configured(m, configured)
+        and m.provider != "mock"
+    ]
     return slugs or [m.slug for m in catalog if m.provider == "mock"]
 
 
@@ -125,6 +141,7 @@ class Governance:
     billing_mode: str
     region_policy: str
     margin_percent: int
+    prc_models_allowed: bool = False
     # The workspace's governance_version as read (see migration 0005).
     version: int = 0
 
@@ -174,6 +191,7 @@ _GOVERNANCE = (
         _WS.billing_mode,
         _WS.region_policy,
         _WS.margin_percent,
+        _WS.prc_models_allowed,
         _WS.governance_version,
         _WM.model,
     )
@@ -207,6 +225,7 @@ async def governance(session: Tx | AsyncSession, workspace_id: str) -> Governanc
         billing_mode=first.billing_mode,
         region_policy=first.region_policy,
         margin_percent=first.margin_percent,
+        prc_models_allowed=first.prc_models_allowed,
         version=first.governance_version,
     )
     snapshots[workspace_id] = snapshot
@@ -220,6 +239,7 @@ def usable_models(catalog: Catalog, state: Governance) -> list[str]:
         for slug in state.enabled
         if (model := catalog.resolve(slug)) is not None
         and region_allows(state.region_policy, model)
+        and (state.prc_models_allowed or not model.prc)
     )
 
 
@@ -232,13 +252,17 @@ def ensure_generation_enabled(state: Governance) -> None:
         )
 
 
-def ensure_usable(state: Governance, model: ModelSpec) -> None:
-    """Raise unless a member of the workspace may generate with ``model`` right now."""
+def ensure_usable(state: Governance, model: ModelSpec, *, mock: bool = False) -> None:
+    """Raise unless a member of the workspace may generate with ``model`` right now.
+
+    ``mock``: a free placeholder, which reaches no provider: any model the workspace
+    could enable may be used, enabled or not.
+    """
     ensure_generation_enabled(state)
     enabled = sorted(state.enabled)
     if not region_allows(state.region_policy, model):
         raise PermissionDenied(
-            f"The model {model.slug!r} is hosted in region {model.region!r}; this workspace "
+            f"The model {model.slug!r} has no route in the EU; this workspace "
             f"requires EU hosting. Enabled: {', '.join(enabled)}.",
             code="region_not_allowed",
             param="model",
@@ -248,7 +272,9 @@ def ensure_usable(state: Governance, model: ModelSpec) -> None:
                 "enabled_models": enabled,
             },
         )
-    if model.slug not in state.enabled:
+    if model.prc and not state.prc_models_allowed:
+        raise prc_opt_in_required(model)
+    if model.slug not in state.enabled and not mock:
         raise PermissionDenied(
             f"The model {model.slug!r} is not enabled in this workspace. "
             f"Enabled: {', '.join(enabled)}.",
@@ -258,16 +284,27 @@ def ensure_usable(state: Governance, model: ModelSpec) -> None:
         )
 
 
+def prc_opt_in_required(model: ModelSpec) -> PermissionDenied:
+    return PermissionDenied(
+        f"The model {model.slug!r} is made by a PRC-based company; a workspace admin must "
+        'opt in first: PATCH /v1/admin/settings {"prc_models_allowed": true}.',
+        code="prc_opt_in_required",
+        param="model",
+    )
+
+
 async def check_job_allowed(
-    db: Database, catalog: Catalog, workspace_id: str, model_slug: str
-) -> None:
-    """A worker's check before it calls a provider: the rules as they are now, not at submit."""
+    db: Database, catalog: Catalog, workspace_id: str, model_slug: str, *, mock: bool = False
+) -> Governance | None:
+    """A worker's check before it calls a provider: the rules as they are now, not at
+    submit. The state it checked against (None when the model left the catalog)."""
     model = catalog.resolve(model_slug)
     if model is None:
-        return  # the runner reports a model that left the catalog
+        return None  # the runner reports a model that left the catalog
     async with db.read_session() as session:
         state = await governance(session, workspace_id)
-    ensure_usable(state, model)
+    ensure_usable(state, model, mock=mock)
+    return state
 
 
 # ---- changes ------------------------------------------------------------------------------
@@ -399,9 +436,11 @@ async def set_model_enabled(
             raise InvalidParameter(
                 "'replacement' only applies when disabling the default model.", param="replacement"
             )
+        if model.prc and not workspace.prc_models_allowed:
+            raise prc_opt_in_required(model)
         if not region_allows(workspace.region_policy, model):
             raise PermissionDenied(
-                f"The model {model.slug!r} is hosted in region {model.region!r}; this workspace "
+                f"The model {model.slug!r} has no route in the EU; this workspace "
                 "requires EU hosting (region_policy eu_only).",
                 code="region_not_allowed",
                 param="slug",
@@ -479,6 +518,8 @@ async def update_settings(
     """Change workspace settings; requiring EU hosting disables the enabled non-EU models."""
     workspace = await lock_workspace(session, actor.workspace_id)
     before, models_after = settings_of(workspace), None
+    if changes.get("prc_models_allowed") is False and workspace.prc_models_allowed:
+        await _refuse_opt_out_with_prc_models(session, catalog, workspace)
     if changes.get("region_policy") == "eu_only" and workspace.region_policy != "eu_only":
         before |= {"default_model": workspace.default_model}
         models_after = await _require_eu(session, catalog, workspace, replacement, before)
@@ -491,6 +532,20 @@ async def update_settings(
     if change.changed:
         await record(session, actor, workspace.id, "settings.updated", "settings", before, after)
     return change
+
+
+async def _refuse_opt_out_with_prc_models(
+    session: AsyncSession, catalog: Catalog, workspace: Workspace
+) -> None:
+    rows = await _model_rows(session, catalog, workspace.id)
+    enabled = sorted(s for s in _enabled(rows) if (m := catalog.resolve(s)) is not None and m.prc)
+    if enabled:
+        raise Conflict(
+            f"Disable the models made by PRC-based companies first: {', '.join(enabled)}.",
+            code="prc_models_enabled",
+            param="prc_models_allowed",
+            extra={"enabled_models": enabled},
+        )
 
 
 async def _require_eu(
@@ -506,7 +561,7 @@ async def _require_eu(
     before["enabled_models"] = sorted(enabled_now)
     keep = {s for s in enabled_now if region_allows("eu_only", _catalog_model(catalog, s, "model"))}
     if not keep:
-        eu = sorted(m.slug for m in catalog if m.region == "eu")
+        eu = sorted(m.slug for m in catalog if routing.hosting_region(m) == "eu")
         raise Conflict(
             "No EU-hosted model is enabled, so requiring EU hosting would leave none. Enable one "
             f"first: {', '.join(eu) or 'the catalog has none'}.",

@@ -72,6 +72,8 @@ class Workspace(Base):
     billing_mode: Mapped[str] = mapped_column(String(20), default="prepaid")
     region_policy: Mapped[str] = mapped_column(String(20), default="any")
     margin_percent: Mapped[int] = mapped_column(Integer, default=20)
+    # The admin's opt-in to models made by PRC-based companies (migration 0011).
+    prc_models_allowed: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     webhook_secret: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Changed by the database on every change to what generation checks (migration 0005).

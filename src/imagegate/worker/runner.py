@@ -38,7 +38,7 @@ from imagegate.providers.base import (
 from imagegate.providers.http import ReadLimit
 from imagegate.providers.registry import ProviderRegistry
 from imagegate.services import files as file_service
-from imagegate.services import jobs, workspace
+from imagegate.services import jobs, routing, workspace
 from imagegate.store.db import Database
 from imagegate.store.tables import File, Job, utcnow
 from imagegate.worker.tasks import cancel_and_wait
@@ -234,17 +234,19 @@ class JobRunner:
                     )
                     attempt.cancel()
 
-    def _routes(self, job: Job, model: ModelSpec) -> list[Route]:
-        """The routes an attempt may try, in order: the model's, or the one chosen (mock).
-
-        A plan bound to a region (use_case eu-only) only ever uses that region's routes:
-        falling back elsewhere would break the hosting promise.
+    def _routes(self, job: Job, model: ModelSpec, region_policy: str | None) -> list[Route]:
+        """The routes an attempt may try, in order: every route of the model that the plan's
+        region (a use_case's, or the EU policy at submit) and the workspace's region policy
+        now allow, or the one chosen (mock). Falling back outside the region would break
+        the hosting promise, so there is no such fallback.
         """
-        if not any(route.provider == job.provider for route in model.routes):
+        if job.request["plan"].get("mock") or not any(
+            route.provider == job.provider for route in model.routes
+        ):
             return [Route(provider=job.provider, upstream_id=model.routes[0].upstream_id)]
         region = job.request["plan"].get("region")
-        regional = [route for route in model.routes if region and route.region == region]
-        return regional or list(model.routes)
+        policy = routing.policy_region(region_policy) if region_policy else None
+        return routing.allowed_routes(model, region, policy)
 
     def _request(
         self, claim: jobs.Claim, model: ModelSpec, route: Route, on_submitted: SubmittedCallback
@@ -287,15 +289,21 @@ class JobRunner:
             message = f"Model {job.model!r} is no longer in the catalog."
             await self._fail(claim, code="model_not_found", message=message)
             return
+        region_policy: str | None = None
         try:
             if not claim.checked:
                 # The rules as they are now: a model disabled after submit is not used.
-                await patiently(
+                state = await patiently(
                     lambda: workspace.check_job_allowed(
-                        self.db, self.catalog, job.workspace_id, job.model
+                        self.db,
+                        self.catalog,
+                        job.workspace_id,
+                        job.model,
+                        mock=bool(job.request["plan"].get("mock")),
                     ),
                     f"the checks of {job.id}",
                 )
+                region_policy = state.region_policy if state is not None else None
             references = job.request["plan"].get("reference_files") or []
             inputs = (
                 await patiently(
@@ -337,7 +345,12 @@ class JobRunner:
 
         transient: tuple[str, str, float | None] | None = None
         final: ImagegateError | None = None
-        for route in self._routes(job, model):
+        routes = self._routes(job, model, region_policy)
+        if not routes:
+            message = f"No route of {model.slug!r} runs in the region this job must stay in."
+            await self._fail(claim, code="region_not_allowed", message=message)
+            return
+        for route in routes:
             try:
                 provider = self.providers.get(route.provider)
             except ProviderNotConfigured as exc:
