@@ -74,6 +74,7 @@ def model_object(model: ModelSpec, enabled: bool, default: bool, rates: Rates) -
         "premium": model.premium,
         "reference_images": model.reference_images,
         "stars": model.stars,
+        "safety_filter": model.safety_filter,
         "mode": model.mode,
         "enabled": enabled,
         "default": default,

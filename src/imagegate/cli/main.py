@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from imagegate.catalog.overlay import CatalogError
 from imagegate.config import Settings
 
 app = typer.Typer(help="imagegate: one API for every image model.", no_args_is_help=True)
@@ -207,8 +208,22 @@ def generate(
 
 
 @app.command()
-def models(url: UrlOption = None, key: KeyOption = None) -> None:
+def models(
+    url: UrlOption = None,
+    key: KeyOption = None,
+    source: Annotated[
+        bool,
+        typer.Option(
+            "--source", help="Where each value came from: shipped data, overlay file and line."
+        ),
+    ] = False,
+) -> None:
     """List the catalog's models (admins see all, with which are enabled)."""
+    if source:
+        from imagegate.cli.catalog import load, print_sources
+
+        print_sources(load(Settings()), out)
+        return
 
     async def main() -> list[dict[str, Any]]:
         async with _client(url, key) as client:
@@ -487,4 +502,9 @@ def main() -> None:
             name = "_".join(str(part) for part in error["loc"]).upper()
             where = f"IMAGEGATE_{name}" if name else "the settings"
             console.print(f"[red]Invalid {where}[/red]: {error['msg']} (got {error['input']!r})")
+        raise SystemExit(2) from None
+    except CatalogError as exc:
+        # A broken overlay: its file, line and field, not a traceback.
+        console.print("[red]The catalog did not load:[/red]")
+        console.print(str(exc), markup=False, highlight=False, soft_wrap=True)
         raise SystemExit(2) from None

@@ -8,6 +8,7 @@ row (fencing).
 from __future__ import annotations
 
 import functools
+from collections.abc import Collection
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -378,15 +379,24 @@ async def expire_stale(db: Database, queued_ttl_seconds: float) -> list[str]:
     return expired
 
 
-async def due_queued(db: Database, limit: int = 100) -> list[str]:
+async def due_queued(
+    db: Database,
+    limit: int = 100,
+    *,
+    only: Collection[str] | None = None,
+    elsewhere: Collection[str] = (),
+) -> list[str]:
+    """Queued jobs that are due; ``only`` those of these providers, none of ``elsewhere``."""
     now = utcnow()
+    query = select(Job.id).where(
+        Job.status == QUEUED, (Job.not_before.is_(None)) | (Job.not_before <= now)
+    )
+    if only is not None:
+        query = query.where(Job.provider.in_(list(only)))
+    if elsewhere:
+        query = query.where(Job.provider.not_in(list(elsewhere)))
     async with db.session() as session:
-        rows = await session.execute(
-            select(Job.id)
-            .where(Job.status == QUEUED, (Job.not_before.is_(None)) | (Job.not_before <= now))
-            .order_by(Job.id)
-            .limit(limit)
-        )
+        rows = await session.execute(query.order_by(Job.id).limit(limit))
         return [row[0] for row in rows]
 
 
