@@ -390,6 +390,13 @@ def admin_settings(
         str | None,
         typer.Option("--replacement", help="New default if eu_only disables the current one."),
     ] = None,
+    unfiltered_models: Annotated[
+        bool | None,
+        typer.Option(
+            "--unfiltered-models/--no-unfiltered-models",
+            help="Let members use models without a provider safety filter (self-hosted).",
+        ),
+    ] = None,
     url: UrlOption = None,
     key: KeyOption = None,
 ) -> None:
@@ -401,6 +408,7 @@ def admin_settings(
         ("region_policy", region_policy),
         ("margin_percent", margin),
         ("replacement", replacement),
+        ("unfiltered_models_allowed", unfiltered_models),
     ):
         if value is not None:
             changes[name] = value
@@ -415,6 +423,7 @@ def admin_settings(
         "billing_mode",
         "region_policy",
         "margin_percent",
+        "unfiltered_models_allowed",
         "default_model",
     ):
         value = result[name]

@@ -43,7 +43,13 @@ from imagegate.store.tx import Tx, as_tx
 BILLING_MODES = ("prepaid", "flat", "invoiced")
 REGION_POLICIES = ("any", "eu_only")
 REFERENCE_SIZE = (1024, 1024)
-SETTINGS_FIELDS = ("image_generation_enabled", "billing_mode", "region_policy", "margin_percent")
+SETTINGS_FIELDS = (
+    "image_generation_enabled",
+    "billing_mode",
+    "region_policy",
+    "margin_percent",
+    "unfiltered_models_allowed",
+)
 
 ChargePolicy = Literal["charge", "included", "record"]
 
@@ -125,6 +131,8 @@ class Governance:
     billing_mode: str
     region_policy: str
     margin_percent: int
+    # Members may use models without a provider safety filter (self-hosted ones).
+    unfiltered_models_allowed: bool = False
     # The workspace's governance_version as read (see migration 0005).
     version: int = 0
 
@@ -174,6 +182,7 @@ _GOVERNANCE = (
         _WS.billing_mode,
         _WS.region_policy,
         _WS.margin_percent,
+        _WS.unfiltered_models_allowed,
         _WS.governance_version,
         _WM.model,
     )
@@ -207,6 +216,7 @@ async def governance(session: Tx | AsyncSession, workspace_id: str) -> Governanc
         billing_mode=first.billing_mode,
         region_policy=first.region_policy,
         margin_percent=first.margin_percent,
+        unfiltered_models_allowed=first.unfiltered_models_allowed,
         version=first.governance_version,
     )
     snapshots[workspace_id] = snapshot
@@ -220,6 +230,7 @@ def usable_models(catalog: Catalog, state: Governance) -> list[str]:
         for slug in state.enabled
         if (model := catalog.resolve(slug)) is not None
         and region_allows(state.region_policy, model)
+        and (model.safety_filter or state.unfiltered_models_allowed)
     )
 
 
@@ -247,6 +258,15 @@ def ensure_usable(state: Governance, model: ModelSpec) -> None:
                 "region_policy": state.region_policy,
                 "enabled_models": enabled,
             },
+        )
+    if not model.safety_filter and not state.unfiltered_models_allowed:
+        raise PermissionDenied(
+            f"The model {model.slug!r} runs without a provider safety filter (self-hosted), "
+            "and this workspace does not allow such models. A workspace admin can allow them "
+            'with PATCH /v1/admin/settings {"unfiltered_models_allowed": true}.',
+            code="unfiltered_model_not_allowed",
+            param="model",
+            extra={"safety_filter": False},
         )
     if model.slug not in state.enabled:
         raise PermissionDenied(

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -71,6 +72,10 @@ class Workspace(Base):
     billing_mode: Mapped[str] = mapped_column(String(20), default="prepaid")
     region_policy: Mapped[str] = mapped_column(String(20), default="any")
     margin_percent: Mapped[int] = mapped_column(Integer, default=20)
+    # Whether members may use models without a provider safety filter (self-hosted).
+    unfiltered_models_allowed: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
     webhook_secret: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Changed by the database on every change to what generation checks (migration 0005).
