@@ -142,14 +142,16 @@ class Assembly:
                 return slug
         return None
 
-    def validate(self, entry: Entry, blame: tuple[str | int, ...] | None = None) -> ModelSpec:
-        """The entry as a model; errors point into the file at ``blame`` (default: the entry's
-        own place)."""
+    def validate(
+        self, entry: Entry, blame: tuple[Located, tuple[str | int, ...]] | None = None
+    ) -> ModelSpec:
+        """The entry as a model; errors point at ``blame`` (a file and a path in it; default:
+        the entry's own place)."""
         try:
             return ModelSpec.model_validate(self._priced(entry.data))
         except ValidationError as exc:
-            prefix = blame if blame is not None else entry.path
-            raise CatalogError(describe_errors(exc, entry.located, prefix)) from None
+            located, prefix = blame if blame is not None else (entry.located, entry.path)
+            raise CatalogError(describe_errors(exc, located, prefix)) from None
 
     def _priced(self, data: dict[str, Any]) -> dict[str, Any]:
         data = dict(data)
@@ -300,7 +302,7 @@ class Assembly:
                 self._check_price_source(located, (*path, "price_source"), data)
             entry.data = data
             entry.priced_by_operator |= "price" in fields or "price_source" in fields
-            self.validate(entry, blame=path)
+            self.validate(entry, blame=(located, path))
 
     def _price(self, located: Located, path: tuple[str | int, ...], value: Any) -> Any:
         """A price as an overlay may write it: a number of credits per image, or a rule."""
@@ -334,7 +336,7 @@ class Assembly:
             entry.sources["routes"] = ", ".join(
                 s for s in (entry.sources["routes"], located.where(path)) if s
             )
-            self.validate(entry, blame=path)
+            self.validate(entry, blame=(located, path))
 
     def _hide(self, located: Located, names: Any) -> None:
         if not isinstance(names, list):
