@@ -251,6 +251,8 @@ class Assembly:
         if route.base_url is None and route.provider != "local":
             raise fail(located, (*path, "base_url"), "a route of its own needs a base_url")
         name = route.name or self._endpoint_name(route.provider, slug)
+        if route.name is None and route.provider == "local" and "local" not in self.endpoints:
+            name = "local"  # the local runner's default name (imagegate worker --local)
         if name in self.endpoints:
             raise fail(located, (*path, "name"), f"the provider name {name!r} is taken")
         self.endpoints[name] = Endpoint(
