@@ -15,6 +15,10 @@ import httpx
 import pytest
 from PIL import Image
 
+# The extra imagegate[local]; .ci/run installs it (with the CPU build of PyTorch).
+pytest.importorskip("diffusers", reason="pip install torch==2.13.0 -e '.[local]'")
+pytest.importorskip("transformers", reason="pip install torch==2.13.0 -e '.[local]'")
+
 from imagegate.app import create_app
 from imagegate.config import Settings
 from imagegate.gateway import Gateway
