@@ -1,10 +1,11 @@
 """The local runner as a provider: jobs routed to it are batched by shape and run through
 one diffusers pipeline.
 
-Requests that arrive while the pipeline is busy (or within ``batch_window_s`` of each
-other) and ask for the same shape (size, steps, guidance, negative prompt) run as one
-batch of up to ``max_batch`` images: one pass of the pipeline instead of several, which
-is where an accelerator gains. Different shapes take turns, oldest first.
+Requests that arrive together or while the pipeline is busy (or within
+``batch_window_s`` of each other, where one is set) and ask for the same shape (size,
+steps, guidance, negative prompt) run as one batch of up to ``max_batch`` images: one
+pass of the pipeline instead of several, which is where an accelerator gains. Different
+shapes take turns, oldest first.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ class LocalProvider:
         *,
         name: str = "local",
         max_batch: int = 8,
-        batch_window_s: float = 0.005,
+        batch_window_s: float = 0.0,
     ) -> None:
         self.name = name
         self.pipeline = pipeline
@@ -131,7 +132,9 @@ class LocalProvider:
             if not any(self._queues.values()):
                 self._wake.clear()
                 await self._wake.wait()
-                # Requests sent together reach us a moment apart: let them gather.
+                # Let requests that arrived with this one join it: those of the same moment
+                # at once, and those up to batch_window_s later where one is set. Under load
+                # batches fill anyway, with what arrives while the pipeline is busy.
                 await asyncio.sleep(self.batch_window_s)
             shape, queue = next((s, q) for s, q in self._queues.items() if q)
             batch = [item for item in queue[: self.max_batch] if not item.done.done()]
