@@ -40,6 +40,7 @@ async def test_settings_show_and_change(client: httpx.AsyncClient) -> None:
         "billing_mode": "prepaid",
         "region_policy": "any",
         "margin_percent": 20,
+        "unfiltered_models_allowed": False,
         "default_model": "mock-image",
         "warnings": [],
     }
