@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -63,7 +64,12 @@ async def serve_local(
         f"local runner {name!r}: {pipeline.name} from {model_dir} on "
         f"{pipeline.device_description} ({pipeline.dtype}), batches of up to {max_batch}"
     )
+    if stop is None:  # a process of its own: SIGTERM and Ctrl-C stop it cleanly
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
     try:
-        await (stop or asyncio.Event()).wait()
+        await stop.wait()
     finally:
         await gateway.stop()
