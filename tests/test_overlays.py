@@ -16,6 +16,9 @@ from imagegate.catalog import load_catalog
 from imagegate.catalog.overlay import CatalogError
 from imagegate.cli import app as cli_app
 from imagegate.config import Settings
+from imagegate.errors import ProviderNotConfigured
+from imagegate.providers.endpoints import register_endpoints
+from imagegate.providers.registry import ProviderRegistry
 from tests.billing_support import grant
 from tests.fakes.compatible import FakeCompatible
 from tests.governance import as_key, new_member
@@ -234,3 +237,28 @@ def test_the_operator_picks_among_published_prices() -> None:
     # Models with one published price keep it.
     mini = chosen.resolve("gpt-image-2-mini")
     assert mini is not None and mini.price_source is None
+
+
+def test_a_route_of_its_own_uses_its_own_key_and_says_what_to_set(tmp_path: Path) -> None:
+    catalog = load_catalog(
+        [
+            _write(
+                tmp_path,
+                "add_routes:\n  flux-2-pro:\n"
+                "    - {provider: bfl, upstream_id: flux-2-pro, base_url: 'https://proxy.test/v1',"
+                " api_key_env: PROXY_KEY, region: eu}\n",
+            )
+        ]
+    )
+    model = catalog.resolve("flux-2-pro")
+    assert model is not None and model.routes[-1].provider == "bfl:flux-2-pro"
+    assert model.routes[-1].region == "eu"
+    missing = ProviderRegistry()
+    register_endpoints(missing, catalog.endpoints, Settings(), env={})
+    with pytest.raises(ProviderNotConfigured, match="PROXY_KEY"):
+        missing.get("bfl:flux-2-pro")
+    present = ProviderRegistry()
+    register_endpoints(present, catalog.endpoints, Settings(), env={"PROXY_KEY": "k"})
+    adapter = present.get("bfl:flux-2-pro")
+    assert adapter.name == "bfl:flux-2-pro"
+    assert getattr(adapter, "base_urls", {})["eu"] == "https://proxy.test/v1"

@@ -8,8 +8,8 @@ Without ``--model-dir`` a tiny random-weight pipeline is built in a temporary fo
 (``imagegate.local.tiny``). The device is the runner's choice (cuda, then mps, then
 cpu) unless ``--device`` names one.
 
-- plain loop: ``pipe(prompt, ...)`` once per image, one after another, in this process
-  (in a worker thread, as the runner's batches run).
+- plain loop: ``pipe(prompt, ...)`` once per image, one after another, each image saved
+  as a PNG file, in this process (in a worker thread, as the runner's batches run).
   A plain loop serves concurrent callers one at a time (a pipeline is not safe to call
   from two threads at once), so its images per second are the same at any concurrency.
 - gateway: ``POST /v1/images/generations`` through the whole HTTP app (in process, over
@@ -68,10 +68,12 @@ models:
 def plain_loop(pipeline: LocalPipeline, shape: Shape, count: int) -> dict[str, float]:
     latencies = []
     start = time.perf_counter()
-    for i in range(count):
-        began = time.perf_counter()
-        pipeline.run(shape, [f"a lighthouse {i}"], [i])
-        latencies.append(time.perf_counter() - began)
+    with tempfile.TemporaryDirectory() as out:
+        for i in range(count):
+            began = time.perf_counter()
+            [image] = pipeline.run(shape, [f"a lighthouse {i}"], [i])
+            image.save(Path(out) / f"{i}.png")
+            latencies.append(time.perf_counter() - began)
     wall = time.perf_counter() - start
     return {"images_per_s": count / wall, "p50_s": statistics.median(latencies)}
 
