@@ -200,6 +200,8 @@ async def test_a_gateway_without_the_runner_leaves_its_jobs_to_the_local_worker(
         accepted = (await client.post("/v1/jobs/tiny-local", json={"prompt": "a barn"})).json()
         assert accepted["status"] == "queued"
         await gateway.dispatcher.recover()  # a poll: the job is not this process's to run
+        # Nor can its runner claim it, however the job's id reaches it.
+        assert await gateway.runner.run(accepted["job_id"]) is False
         await asyncio.sleep(0.2)
         job = (await client.get(f"/v1/jobs/{accepted['job_id']}")).json()
         assert job["status"] == "queued"

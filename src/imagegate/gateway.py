@@ -97,6 +97,8 @@ class Gateway:
             only=only_providers,
             elsewhere=elsewhere,
         )
+        self.runner.only_providers = self.dispatcher.only
+        self.runner.elsewhere_providers = self.dispatcher.elsewhere
         self.run_workers = run_workers
         self._signer: Signer | None = None
         self.first_admin_key: str | None = None

@@ -72,8 +72,29 @@ _CLAIM = (
 )
 
 
-async def claim(db: Database, job_id: str, owner: str, lease_seconds: float) -> Claim | None:
-    """Take a queued, due job for ``owner``; None if someone else has it or it is not due.
+@functools.lru_cache(maxsize=16)
+def _claim_of(only: frozenset[str] | None, elsewhere: frozenset[str]) -> Any:
+    """The claim, for a process that runs only the jobs of some providers, or not those of
+    others (local routes, which their own worker runs)."""
+    statement = _CLAIM
+    if only is not None:
+        statement = statement.where(JOBS.c.provider.in_(sorted(only)))
+    if elsewhere:
+        statement = statement.where(JOBS.c.provider.not_in(sorted(elsewhere)))
+    return statement
+
+
+async def claim(
+    db: Database,
+    job_id: str,
+    owner: str,
+    lease_seconds: float,
+    *,
+    only: frozenset[str] | None = None,
+    elsewhere: frozenset[str] = frozenset(),
+) -> Claim | None:
+    """Take a queued, due job for ``owner``; None if someone else has it, it is not due, or
+    it is not for this process (``only`` / ``elsewhere``: by the job's provider).
 
     One statement (the update returns the claimed row), so a unit that commits it alone."""
     now = utcnow()
@@ -84,7 +105,8 @@ async def claim(db: Database, job_id: str, owner: str, lease_seconds: float) -> 
         "p_expires": now + timedelta(seconds=lease_seconds),
     }
     async with db.autocommit() as tx:
-        row = (await tx.execute(_CLAIM, params)).first()
+        statement = _CLAIM if only is None and not elsewhere else _claim_of(only, elsewhere)
+        row = (await tx.execute(statement, params)).first()
     if row is None:
         return None
     job = Job(**row._asdict())
