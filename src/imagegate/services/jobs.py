@@ -21,6 +21,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal_column,
     select,
     union_all,
     update,
@@ -76,11 +77,17 @@ _CLAIM = (
 def _claim_of(only: frozenset[str] | None, elsewhere: frozenset[str]) -> Any:
     """The claim, for a process that runs only the jobs of some providers, or not those of
     others (local routes, which their own worker runs)."""
+
+    # The names are written into the statement: one compiled for the driver (store/tx.py)
+    # takes no list parameters.
+    def names(providers: frozenset[str]) -> list[Any]:
+        return [literal_column("'" + name.replace("'", "''") + "'") for name in sorted(providers)]
+
     statement = _CLAIM
     if only is not None:
-        statement = statement.where(JOBS.c.provider.in_(sorted(only)))
+        statement = statement.where(JOBS.c.provider.in_(names(only)))
     if elsewhere:
-        statement = statement.where(JOBS.c.provider.not_in(sorted(elsewhere)))
+        statement = statement.where(JOBS.c.provider.not_in(names(elsewhere)))
     return statement
 
 
