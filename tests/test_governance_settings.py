@@ -41,6 +41,7 @@ async def test_settings_show_and_change(client: httpx.AsyncClient) -> None:
         "region_policy": "any",
         "margin_percent": 20,
         "prc_models_allowed": False,
+        "unfiltered_models_allowed": False,
         "default_model": "mock-image",
         "warnings": [],
     }

@@ -35,6 +35,11 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Extra folders of catalog YAML files, added to the built-in catalog.",
     )
+    price_sources: list[str] = Field(
+        default_factory=list,
+        description="Which of a model's shipped prices to use where public sources disagree, "
+        'best first, as a JSON list (e.g. ["usd_list", "tier_table"]); docs/catalog.md.',
+    )
     database_pool_size: int = Field(
         default=20,
         ge=1,

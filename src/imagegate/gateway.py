@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 from datetime import timedelta
 
 from imagegate.blobs import BlobStore, blob_store
 from imagegate.catalog import Catalog, load_catalog
 from imagegate.config import Settings
+from imagegate.providers.endpoints import register_endpoints
 from imagegate.providers.registry import ProviderRegistry, default_registry
 from imagegate.services import files, signing
 from imagegate.services.bootstrap import bootstrap
@@ -49,12 +51,22 @@ class Gateway:
         providers: ProviderRegistry | None = None,
         blobs: BlobStore | None = None,
         run_workers: bool = True,
+        only_providers: Collection[str] | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = catalog or load_catalog(
-            settings.catalog_dirs, credits_per_usd=settings.credits_per_usd
+            settings.catalog_dirs,
+            credits_per_usd=settings.credits_per_usd,
+            price_sources=settings.price_sources,
         )
         self.providers = providers or default_registry(settings)
+        register_endpoints(self.providers, self.catalog.endpoints, settings)
+        # Local routes another process serves (imagegate worker --local): not run here.
+        elsewhere = [
+            name
+            for name, endpoint in self.catalog.endpoints.items()
+            if endpoint.type == "local" and name not in self.providers.names()
+        ]
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.blobs: BlobStore = blobs or blob_store(settings)
         self.db = Database(
@@ -106,7 +118,11 @@ class Gateway:
             queued_ttl_seconds=settings.queued_ttl_seconds,
             idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
             webhooks=self.webhooks,
+            only=only_providers,
+            elsewhere=elsewhere,
         )
+        self.runner.only_providers = self.dispatcher.only
+        self.runner.elsewhere_providers = self.dispatcher.elsewhere
         self.run_workers = run_workers
         self._signer: Signer | None = None
         self.first_admin_key: str | None = None

@@ -65,6 +65,11 @@ class SettingsUpdate(_Body):
         default=None,
         description="Opt in to models made by PRC-based companies (e.g. qwen-image).",
     )
+    unfiltered_models_allowed: bool | None = Field(
+        default=None,
+        description="Whether members may use models without a provider safety filter "
+        "(self-hosted models, safety_filter false in the catalog).",
+    )
     replacement: str | None = Field(
         default=None,
         description="When requiring EU hosting disables the default model: the new default.",
@@ -133,14 +138,13 @@ async def _parse(request: Request, model: type[B]) -> B:
 
 def _price(gateway: Gateway, state: Governance, model: ModelSpec) -> dict[str, Any]:
     millicredits = workspace.reference_price(model)
-    eur = workspace.price_eur(
-        millicredits, gateway.settings.credit_value_micro_eur, state.margin_percent
-    )
+    margin = state.margin_percent if model.margin_percent is None else model.margin_percent
+    eur = workspace.price_eur(millicredits, gateway.settings.credit_value_micro_eur, margin)
     return {
         "size": "1024x1024",
         "credits": millicredits / 1000,
         "eur": str(eur),
-        "margin_percent": state.margin_percent,
+        "margin_percent": margin,
     }
 
 
@@ -165,6 +169,7 @@ def _model_entry(gateway: Gateway, state: Governance, model: ModelSpec) -> dict[
         "tier": model.tier,
         "stars": model.stars,
         "quality": quality(model, gateway.catalog.arena),
+        "safety_filter": model.safety_filter,
         "price": _price(gateway, state, model),
         "billing": workspace.charge_policy(state.billing_mode, model),
         "enabled": enabled,
@@ -201,6 +206,7 @@ def _listing(gateway: Gateway, state: Governance) -> dict[str, Any]:
         "billing_mode": state.billing_mode,
         "region_policy": state.region_policy,
         "margin_percent": state.margin_percent,
+        "unfiltered_models_allowed": state.unfiltered_models_allowed,
         "enabled_models": sorted(state.enabled),
         "warnings": _warnings(state),
         "providers": [
@@ -291,6 +297,7 @@ def _settings(state: Governance) -> dict[str, Any]:
         "region_policy": state.region_policy,
         "margin_percent": state.margin_percent,
         "prc_models_allowed": state.prc_models_allowed,
+        "unfiltered_models_allowed": state.unfiltered_models_allowed,
         "default_model": state.default_model,
         "warnings": _warnings(state),
     }

@@ -292,7 +292,9 @@ async def create_job_from_request(
             allowed_hosts=gateway.settings.fetch_allowed_hosts,
         )
     reserved = gateway.dispatcher.reserve()
-    lease = generation.Lease(gateway.runner.owner, gateway.runner.lease_seconds)
+    lease = generation.Lease(
+        gateway.runner.owner, gateway.runner.lease_seconds, gateway.dispatcher.elsewhere
+    )
     submission: generation.Submission | None = None
     try:
         submission = await generation.create_job(
@@ -324,5 +326,5 @@ def start_job(gateway: Gateway, submission: generation.Submission) -> None:
     """Set a just-created job going: in its reserved slot, or through the queue."""
     if submission.claim is not None:
         gateway.dispatcher.start_claimed(submission.claim)
-    elif not submission.replayed:
+    elif not submission.replayed and submission.job.provider not in gateway.dispatcher.elsewhere:
         gateway.dispatcher.submit(submission.job.id)

@@ -90,6 +90,7 @@ def model_object(
         "reference_images": model.reference_images,
         "stars": model.stars,
         "quality": quality(model, arena),
+        "safety_filter": model.safety_filter,
         "mode": model.mode,
         "enabled": enabled,
         "default": default,

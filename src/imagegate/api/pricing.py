@@ -13,7 +13,7 @@ from imagegate.api.deps import CurrentMember, GatewayDep, Session
 from imagegate.api.openapi import AUTHENTICATED, IMAGES_BODY, errors, json_body
 from imagegate.api.responses import JSONResponse
 from imagegate.api.schemas import ok
-from imagegate.catalog import ModelSpec
+from imagegate.catalog import ModelSpec, PriceSpec
 from imagegate.catalog.pricing import (
     REFERENCE_SIZE,
     Rates,
@@ -63,27 +63,65 @@ async def workspace_rates(session: AsyncSession, gateway: Gateway, workspace_id:
     return Rates(gateway.settings.credit_value_micro_eur, margin)
 
 
-def price_at_reference(model: ModelSpec, rates: Rates) -> dict[str, Any]:
+def model_rates(model: ModelSpec, rates: Rates) -> Rates:
+    """The workspace's rates with the operator's margin for this model, where it has one."""
+    if model.margin_percent is None:
+        return rates
+    return Rates(rates.micro_eur_per_credit, model.margin_percent)
+
+
+def price_at_reference(
+    model: ModelSpec, rates: Rates, price: PriceSpec | None = None
+) -> dict[str, Any]:
     """One image at the standard 1024x1024 (or the model's nearest 1:1 size)."""
     params = reference_params(model)
     width, height = output_dimensions(model, params)
+    if price is not None:
+        model = model.model_copy(update={"price": price})
     cost = estimate(model, params, 1, width, height)
     return {
         "width": width,
         "height": height,
         "credits": credits(cost),
-        "eur": euros(rates.micro_eur(cost)),
+        "eur": euros(model_rates(model, rates).micro_eur(cost)),
     }
 
 
-def price_object(model: ModelSpec, rates: Rates) -> dict[str, Any]:
+def price_set_by(model: ModelSpec, sources: dict[str, str]) -> str:
+    """Who chose the rule in force: the catalog, the operator's overlay, or the setting."""
+    if "price" in sources or (
+        "price_source" in sources and "IMAGEGATE" not in sources["price_source"]
+    ):
+        return "operator overlay"
+    if "price_source" in sources:
+        return "IMAGEGATE_PRICE_SOURCES"
+    if "replaces" in sources.get("entry", ""):
+        return "operator overlay"
+    return "catalog"
+
+
+def price_object(
+    model: ModelSpec, rates: Rates, sources: dict[str, str] | None = None
+) -> dict[str, Any]:
     price = model.price
     return {
         "rule": price.rule,
         "currency": price.currency,
         "description": describe_rule(price),
         "source": price.source,
+        "price_source": model.price_source or "default",
+        "set_by": price_set_by(model, sources or {}),
+        "margin_percent": model_rates(model, rates).margin_percent,
         "per_image_1024": price_at_reference(model, rates),
+        "alternatives": {
+            key: {
+                "description": describe_rule(alt),
+                "source": alt.source,
+                "per_image_1024": price_at_reference(model, rates, alt),
+            }
+            for key, alt in model.prices.items()
+            if key != model.price_source
+        },
     }
 
 
@@ -102,7 +140,7 @@ async def estimate_response(
         if not plan.mock:
             state = await governance(session, member.workspace_id)
             plan = generation.route_plan(plan, state.region_policy, None)
-        rates = await workspace_rates(session, gateway, member.workspace_id)
+        rates = model_rates(model, await workspace_rates(session, gateway, member.workspace_id))
     notices = [*choice.notices, *plan.notices]
     payload = {
         "object": "estimate",
@@ -146,8 +184,9 @@ async def price_table(
             "tier": model.tier,
             "premium": model.premium,
             "status": model.status,
+            "safety_filter": model.safety_filter,
             "enabled": model.slug in enabled,
-            **price_object(model, rates),
+            **price_object(model, rates, gateway.catalog.sources.get(model.slug)),
         }
         for model in gateway.catalog
     ]
@@ -157,9 +196,13 @@ async def price_table(
         "credits_per_usd": gateway.settings.credits_per_usd,
         "credit_value_eur": gateway.settings.credit_value_micro_eur / 1_000_000,
         "margin_percent": rates.margin_percent,
+        "price_sources": gateway.settings.price_sources,
         "rule": (
             "Prices stated in USD become credits at credits_per_usd; EUR prices are "
-            "credits x credit_value_eur x (100 + margin_percent) / 100."
+            "credits x credit_value_eur x (100 + margin_percent) / 100, with the model's own "
+            "margin_percent where the operator set one. price_source names which of a "
+            "model's published prices is in force (alternatives lists the others); set_by "
+            "says who chose it."
         ),
         "data": data,
     }

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from importlib import resources
-from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-from imagegate.catalog import _yaml
 from imagegate.catalog.arena import Arena, load_arena
 from imagegate.catalog.choice import Choices, load_choices
+from imagegate.catalog.overlay import Assembly, CatalogError, Endpoint
 from imagegate.catalog.spec import ModelSpec
+from imagegate.catalog.yamlpos import load_located
 
 DEFAULT_CREDITS_PER_USD = 200
 # Files in data/ that are not model files.
 _SPECIAL = {"arena.yaml", "choice.yaml"}
-
-
-class CatalogError(ValueError):
-    """A data file is malformed; the message names the file and the model."""
 
 
 class Catalog:
@@ -29,8 +25,17 @@ class Catalog:
         *,
         arena: Arena | None = None,
         choices: Choices | None = None,
+        sources: dict[str, dict[str, str]] | None = None,
+        endpoints: dict[str, Endpoint] | None = None,
+        hidden: Iterable[str] = (),
     ) -> None:
         self._models: dict[str, ModelSpec] = {}
+        # Where each model's entry and each field an overlay set came from (file:line).
+        self.sources = sources or {}
+        # Providers of routes with their own base URL and credential, by provider name.
+        self.endpoints = endpoints or {}
+        # Names the operator hid: presets and replacements naming them are let be.
+        self.hidden = frozenset(hidden)
         self._names: dict[str, str] = {}
         for model in models:
             for name in (model.slug, *model.aliases):
@@ -39,12 +44,15 @@ class Catalog:
                 self._names[name] = model.slug
             self._models[model.slug] = model
         for model in self._models.values():
-            if model.replacement is not None and model.replacement not in self._names:
+            if model.replacement is not None and model.replacement not in {
+                *self._names,
+                *self.hidden,
+            }:
                 raise CatalogError(f"{model.slug}: replacement {model.replacement!r} is unknown")
         self.arena = arena
         self.choices = choices or Choices()
         for slug in self.choices.slugs():
-            if slug not in self._names:
+            if slug not in self._names and slug not in self.hidden:
                 raise CatalogError(f"choice.yaml: unknown model {slug!r}")
 
     def __iter__(self) -> Iterator[ModelSpec]:
@@ -62,54 +70,71 @@ class Catalog:
         return list(self._models)
 
 
-def _parse_file(path: Traversable | Path, name: str, credits_per_usd: int) -> list[ModelSpec]:
-    data = _yaml.load(path.read_text(encoding="utf-8"))
-    defaults = {"provider": data.get("provider"), "provider_name": data.get("provider_name", "")}
-    models = []
-    for entry in data.get("models", []):
-        entry = {**defaults, **entry}
-        price: Any = entry.get("price")
-        if isinstance(price, dict):
-            entry["price"] = {**price, "credits_per_usd": credits_per_usd}
-        try:
-            models.append(ModelSpec.model_validate(entry))
-        except ValueError as exc:
-            raise CatalogError(f"{name}: {entry.get('slug', '?')}: {exc}") from exc
-    return models
+__all__ = ["Catalog", "CatalogError", "load_catalog"]
 
 
 def load_catalog(
-    extra_dirs: Iterable[Path] = (), *, credits_per_usd: int = DEFAULT_CREDITS_PER_USD
+    extra_dirs: Iterable[Path] = (),
+    *,
+    credits_per_usd: int = DEFAULT_CREDITS_PER_USD,
+    price_sources: Iterable[str] = (),
 ) -> Catalog:
-    """The built-in data files plus any operator-supplied directories.
+    """The built-in data files plus the operator's overlays (``docs/catalog.md``).
 
     Prices stated in US dollars become credits at ``credits_per_usd``; quality stars
-    come from the recorded arena snapshot (``data/arena.yaml``).
+    come from the recorded arena snapshot (``data/arena.yaml``) unless an overlay sets
+    them; ``price_sources`` names, best first, which of a model's shipped prices to use.
     """
-    models: list[ModelSpec] = []
+    assembly = Assembly(credits_per_usd)
     data = resources.files("imagegate.catalog") / "data"
     for item in sorted(data.iterdir(), key=lambda p: p.name):
         if item.name.endswith(".yaml") and item.name not in _SPECIAL:
-            models.extend(_parse_file(item, item.name, credits_per_usd))
-    builtin = {m.slug for m in models}
+            located = load_located(item.read_text(encoding="utf-8"), f"data/{item.name}")
+            assembly.add_file(located, overlay=False)
+    arena = load_arena((data / "arena.yaml").read_text(encoding="utf-8"))
+    choices = load_choices((data / "choice.yaml").read_text(encoding="utf-8"))
+    by_name = {
+        name: slug
+        for slug, entry in assembly.entries.items()
+        for name in (slug, *(entry.data.get("aliases") or []))
+    }
+    unknown = sorted(set(arena.models()) - set(by_name))
+    if unknown:
+        raise CatalogError(f"arena.yaml: unknown models {unknown}")
+    stars = {by_name[name]: value for name, value in arena.stars().items()}
+    for slug, value in stars.items():
+        assembly.entries[slug].data["stars"] = value
+        assembly.entries[slug].sources["stars"] = "data/arena.yaml"
     for directory in extra_dirs:
         if not directory.is_dir():
             raise CatalogError(f"{directory}: not a directory of catalog files")
         for path in sorted(directory.glob("*.yaml")):
-            # An operator's entry with a built-in slug replaces the built-in one (re-pricing).
-            extra = _parse_file(path, str(path), credits_per_usd)
-            replaced = {m.slug for m in extra} & builtin
-            models = [m for m in models if m.slug not in replaced] + extra
-    arena = load_arena((data / "arena.yaml").read_text(encoding="utf-8"))
-    choices = load_choices((data / "choice.yaml").read_text(encoding="utf-8"))
-    names = {name for m in models for name in (m.slug, *m.aliases)}
-    unknown = sorted(set(arena.models()) - names)
-    if unknown:
-        raise CatalogError(f"arena.yaml: unknown models {unknown}")
-    stars = arena.stars()
-    by_name = {name: m.slug for m in models for name in (m.slug, *m.aliases)}
-    filled = {by_name[name]: value for name, value in stars.items()}
-    models = [
-        m.model_copy(update={"stars": filled[m.slug]}) if m.slug in filled else m for m in models
+            try:
+                located = load_located(path.read_text(encoding="utf-8"), str(path))
+            except ValueError as exc:
+                raise CatalogError(str(exc)) from None
+            replacing = _replaced(assembly, located.data)
+            assembly.add_file(located, overlay=True)
+            for slug in replacing:  # a replaced entry keeps the arena's stars unless it says
+                entry = assembly.entries.get(slug)
+                if entry is not None and "stars" not in entry.data and slug in stars:
+                    entry.data["stars"] = stars[slug]
+    assembly.price_sources(price_sources)
+    return Catalog(
+        assembly.models(),
+        arena=arena,
+        choices=choices,
+        sources=assembly.sources(),
+        endpoints=assembly.endpoints,
+        hidden=assembly.hidden,
+    )
+
+
+def _replaced(assembly: Assembly, data: Any) -> list[str]:
+    if not isinstance(data, dict) or not isinstance(data.get("models"), list):
+        return []
+    return [
+        m["slug"]
+        for m in data["models"]
+        if isinstance(m, dict) and m.get("slug") in assembly.entries
     ]
-    return Catalog(models, arena=arena, choices=choices)

@@ -236,6 +236,21 @@ class ModelSpec(_Strict):
     sizes: SizeSpec = Field(default_factory=SizeSpec)
     limits: Limits = Field(default_factory=Limits)
     price: PriceSpec
+    prices: dict[str, PriceSpec] = Field(
+        default_factory=dict,
+        description="The model's price as other public sources state it, by source key; "
+        "the operator picks one with price_source (or IMAGEGATE_PRICE_SOURCES).",
+    )
+    price_source: str | None = Field(
+        default=None, description="The key in prices whose rule is in force; None: price."
+    )
+    margin_percent: int | None = Field(
+        default=None, ge=0, description="The operator's margin on EUR prices for this model."
+    )
+    safety_filter: bool = Field(
+        default=True,
+        description="The provider runs its own safety filter; false for self-hosted models.",
+    )
     routes: list[Route]
     provenance: str
     _validator: Any = PrivateAttr(default=None)

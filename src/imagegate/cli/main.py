@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from imagegate.catalog.overlay import CatalogError
 from imagegate.config import Settings
 from imagegate.errors import ImagegateError
 
@@ -332,8 +333,22 @@ def generate(
 
 
 @app.command()
-def models(url: UrlOption = None, key: KeyOption = None) -> None:
+def models(
+    url: UrlOption = None,
+    key: KeyOption = None,
+    source: Annotated[
+        bool,
+        typer.Option(
+            "--source", help="Where each value came from: shipped data, overlay file and line."
+        ),
+    ] = False,
+) -> None:
     """List the catalog's models (admins see all, with which are enabled)."""
+    if source:
+        from imagegate.cli.catalog import load, print_sources
+
+        print_sources(load(Settings()), out)
+        return
 
     async def main() -> list[dict[str, Any]]:
         async with _client(url, key) as client:
@@ -513,6 +528,13 @@ def admin_settings(
         str | None,
         typer.Option("--replacement", help="New default if eu_only disables the current one."),
     ] = None,
+    unfiltered_models: Annotated[
+        bool | None,
+        typer.Option(
+            "--unfiltered-models/--no-unfiltered-models",
+            help="Let members use models without a provider safety filter (self-hosted).",
+        ),
+    ] = None,
     url: UrlOption = None,
     key: KeyOption = None,
 ) -> None:
@@ -525,6 +547,7 @@ def admin_settings(
         ("margin_percent", margin),
         ("prc_models_allowed", prc_models),
         ("replacement", replacement),
+        ("unfiltered_models_allowed", unfiltered_models),
     ):
         if value is not None:
             changes[name] = value
@@ -540,6 +563,7 @@ def admin_settings(
         "region_policy",
         "margin_percent",
         "prc_models_allowed",
+        "unfiltered_models_allowed",
         "default_model",
     ):
         value = result[name]
@@ -647,3 +671,8 @@ def main() -> None:
     except KeyboardInterrupt:
         print(file=sys.stderr)
         raise SystemExit(130) from None
+    except CatalogError as exc:
+        # A broken overlay: its file, line and field, not a traceback.
+        console.print("[red]The catalog did not load:[/red]")
+        console.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None

@@ -608,7 +608,7 @@ async def submit(
         charge_policy=policy,
         created_at=now,
     )
-    if lease is not None:
+    if lease is not None and plan.provider not in lease.elsewhere:
         job.status, job.attempt, job.started_at = jobs.RUNNING, 1, now
         job.lease_owner = lease.owner
         job.lease_expires_at = now + timedelta(seconds=lease.seconds)
@@ -880,6 +880,9 @@ class Lease:
 
     owner: str
     seconds: float
+    # Providers this process does not run (local routes served by another process):
+    # their jobs are queued for that process instead.
+    elsewhere: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

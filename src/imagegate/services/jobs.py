@@ -8,6 +8,7 @@ row (fencing).
 from __future__ import annotations
 
 import functools
+from collections.abc import Collection
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,6 +22,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal_column,
     select,
     union_all,
     update,
@@ -72,8 +74,35 @@ _CLAIM = (
 )
 
 
-async def claim(db: Database, job_id: str, owner: str, lease_seconds: float) -> Claim | None:
-    """Take a queued, due job for ``owner``; None if someone else has it or it is not due.
+@functools.lru_cache(maxsize=16)
+def _claim_of(only: frozenset[str] | None, elsewhere: frozenset[str]) -> Any:
+    """The claim, for a process that runs only the jobs of some providers, or not those of
+    others (local routes, which their own worker runs)."""
+
+    # The names are written into the statement: one compiled for the driver (store/tx.py)
+    # takes no list parameters.
+    def names(providers: frozenset[str]) -> list[Any]:
+        return [literal_column("'" + name.replace("'", "''") + "'") for name in sorted(providers)]
+
+    statement = _CLAIM
+    if only is not None:
+        statement = statement.where(JOBS.c.provider.in_(names(only)))
+    if elsewhere:
+        statement = statement.where(JOBS.c.provider.not_in(names(elsewhere)))
+    return statement
+
+
+async def claim(
+    db: Database,
+    job_id: str,
+    owner: str,
+    lease_seconds: float,
+    *,
+    only: frozenset[str] | None = None,
+    elsewhere: frozenset[str] = frozenset(),
+) -> Claim | None:
+    """Take a queued, due job for ``owner``; None if someone else has it, it is not due, or
+    it is not for this process (``only`` / ``elsewhere``: by the job's provider).
 
     One statement (the update returns the claimed row), so a unit that commits it alone."""
     now = utcnow()
@@ -84,7 +113,8 @@ async def claim(db: Database, job_id: str, owner: str, lease_seconds: float) -> 
         "p_expires": now + timedelta(seconds=lease_seconds),
     }
     async with db.autocommit() as tx:
-        row = (await tx.execute(_CLAIM, params)).first()
+        statement = _CLAIM if only is None and not elsewhere else _claim_of(only, elsewhere)
+        row = (await tx.execute(statement, params)).first()
     if row is None:
         return None
     job = Job(**row._asdict())
@@ -390,15 +420,24 @@ async def expire_stale(db: Database, queued_ttl_seconds: float) -> list[str]:
     return expired
 
 
-async def due_queued(db: Database, limit: int = 100) -> list[str]:
+async def due_queued(
+    db: Database,
+    limit: int = 100,
+    *,
+    only: Collection[str] | None = None,
+    elsewhere: Collection[str] = (),
+) -> list[str]:
+    """Queued jobs that are due; ``only`` those of these providers, none of ``elsewhere``."""
     now = utcnow()
+    query = select(Job.id).where(
+        Job.status == QUEUED, (Job.not_before.is_(None)) | (Job.not_before <= now)
+    )
+    if only is not None:
+        query = query.where(Job.provider.in_(list(only)))
+    if elsewhere:
+        query = query.where(Job.provider.not_in(list(elsewhere)))
     async with db.session() as session:
-        rows = await session.execute(
-            select(Job.id)
-            .where(Job.status == QUEUED, (Job.not_before.is_(None)) | (Job.not_before <= now))
-            .order_by(Job.id)
-            .limit(limit)
-        )
+        rows = await session.execute(query.order_by(Job.id).limit(limit))
         return [row[0] for row in rows]
 
 

@@ -50,6 +50,7 @@ SETTINGS_FIELDS = (
     "region_policy",
     "margin_percent",
     "prc_models_allowed",
+    "unfiltered_models_allowed",
 )
 
 ChargePolicy = Literal["charge", "included", "record"]
@@ -142,6 +143,8 @@ class Governance:
     region_policy: str
     margin_percent: int
     prc_models_allowed: bool = False
+    # Members may use models without a provider safety filter (self-hosted ones).
+    unfiltered_models_allowed: bool = False
     # The workspace's governance_version as read (see migration 0005).
     version: int = 0
 
@@ -192,6 +195,7 @@ _GOVERNANCE = (
         _WS.region_policy,
         _WS.margin_percent,
         _WS.prc_models_allowed,
+        _WS.unfiltered_models_allowed,
         _WS.governance_version,
         _WM.model,
     )
@@ -226,6 +230,7 @@ async def governance(session: Tx | AsyncSession, workspace_id: str) -> Governanc
         region_policy=first.region_policy,
         margin_percent=first.margin_percent,
         prc_models_allowed=first.prc_models_allowed,
+        unfiltered_models_allowed=first.unfiltered_models_allowed,
         version=first.governance_version,
     )
     snapshots[workspace_id] = snapshot
@@ -240,6 +245,7 @@ def usable_models(catalog: Catalog, state: Governance) -> list[str]:
         if (model := catalog.resolve(slug)) is not None
         and region_allows(state.region_policy, model)
         and (state.prc_models_allowed or not model.prc)
+        and (model.safety_filter or state.unfiltered_models_allowed)
     )
 
 
@@ -274,6 +280,15 @@ def ensure_usable(state: Governance, model: ModelSpec, *, mock: bool = False) ->
         )
     if model.prc and not state.prc_models_allowed:
         raise prc_opt_in_required(model)
+    if not model.safety_filter and not state.unfiltered_models_allowed:
+        raise PermissionDenied(
+            f"The model {model.slug!r} runs without a provider safety filter (self-hosted), "
+            "and this workspace does not allow such models. A workspace admin can allow them "
+            'with PATCH /v1/admin/settings {"unfiltered_models_allowed": true}.',
+            code="unfiltered_model_not_allowed",
+            param="model",
+            extra={"safety_filter": False},
+        )
     if model.slug not in state.enabled and not mock:
         raise PermissionDenied(
             f"The model {model.slug!r} is not enabled in this workspace. "

@@ -74,6 +74,10 @@ class Workspace(Base):
     margin_percent: Mapped[int] = mapped_column(Integer, default=20)
     # The admin's opt-in to models made by PRC-based companies (migration 0011).
     prc_models_allowed: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # Whether members may use models without a provider safety filter (self-hosted).
+    unfiltered_models_allowed: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
     webhook_secret: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Changed by the database on every change to what generation checks (migration 0005).

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 
 from imagegate.services import idempotency, jobs
 from imagegate.services.webhooks import WebhookSender
@@ -29,8 +30,14 @@ class EmbeddedDispatcher:
         queued_ttl_seconds: float = 3600.0,
         idempotency_ttl_seconds: float = 48 * 3600.0,
         webhooks: WebhookSender | None = None,
+        only: Collection[str] | None = None,
+        elsewhere: Collection[str] = (),
     ) -> None:
         self.db = db
+        # Jobs of which providers this process runs: ``only`` these (a local runner), or
+        # none of ``elsewhere`` (local routes that another process serves).
+        self.only = frozenset(only) if only is not None else None
+        self.elsewhere = frozenset(elsewhere)
         self.runner = runner
         self.concurrency = concurrency
         self.poll_interval = poll_interval
@@ -119,7 +126,7 @@ class EmbeddedDispatcher:
             log.info("recovered job %s from an expired lease", job_id)
         for job_id in await jobs.expire_stale(self.db, self.queued_ttl_seconds):
             log.info("job %s expired in the queue", job_id)
-        for job_id in await jobs.due_queued(self.db):
+        for job_id in await jobs.due_queued(self.db, only=self.only, elsewhere=self.elsewhere):
             self.submit(job_id)
 
     async def drain(self, max_wait: float = 30.0) -> None:

@@ -142,6 +142,10 @@ class JobRunner:
         self.on_finished = on_finished
         self.on_requeued = on_requeued
         self.provider_concurrency = provider_concurrency
+        # Which jobs this process may claim, by provider: only those of a local runner's
+        # route, or none of the local routes that another process serves (gateway.py).
+        self.only_providers: frozenset[str] | None = None
+        self.elsewhere_providers: frozenset[str] = frozenset()
         self._limits: dict[str, asyncio.Semaphore] = {}
         self.output_retention_seconds = output_retention_seconds
         # Attempts running here, renewed together by one heartbeat; those past their
@@ -172,7 +176,14 @@ class JobRunner:
         True if this call ran an attempt."""
         if claim is None:
             claim = await patiently(
-                lambda: jobs.claim(self.db, job_id, self.owner, self.lease_seconds),
+                lambda: jobs.claim(
+                    self.db,
+                    job_id,
+                    self.owner,
+                    self.lease_seconds,
+                    only=self.only_providers,
+                    elsewhere=self.elsewhere_providers,
+                ),
                 f"the claim of {job_id}",
             )
         if claim is None:
