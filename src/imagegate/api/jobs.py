@@ -65,6 +65,7 @@ async def submit_job(
             job_id,
             wait,
             runs_here=lambda: gateway.runner.runs(job_id),
+            recheck_seconds=gateway.recheck_seconds(),
         )
     finally:
         gateway.dispatcher.unwatch(job.id)

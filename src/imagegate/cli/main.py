@@ -85,6 +85,10 @@ def serve(
         int | None,
         typer.Option(min=1, help="Server processes sharing the port (IMAGEGATE_WORKERS)."),
     ] = None,
+    no_worker: Annotated[
+        bool,
+        typer.Option("--no-worker", help="API only: jobs run in `imagegate worker` instances."),
+    ] = False,
 ) -> None:
     """Run the gateway (migrates the database and creates the first admin key on first start)."""
     import uvicorn
@@ -99,6 +103,8 @@ def serve(
         overrides["port"] = port
     if workers is not None:
         overrides["workers"] = workers
+    if no_worker:
+        overrides["run_worker"] = False
     settings = Settings(**overrides)
     address = f"http://{settings.host}:{settings.port}"
     options: dict[str, Any] = {

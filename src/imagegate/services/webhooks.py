@@ -27,6 +27,7 @@ from standardwebhooks.webhooks import Webhook
 from imagegate.errors import InvalidParameter
 from imagegate.ids import new_id
 from imagegate.money import as_credits
+from imagegate.observe.metrics import Metrics
 from imagegate.store.db import Database, insert_rows
 from imagegate.store.tables import FILES, JOBS, File, Job, WebhookDelivery, Workspace, utcnow
 from imagegate.store.tx import Tx
@@ -170,6 +171,7 @@ class WebhookSender:
         self.retry_base_seconds = retry_base_seconds
         self.allow_loopback = allow_loopback
         self.timeout = timeout
+        self.metrics: Metrics | None = None  # set by the gateway
         self._client: httpx.AsyncClient | None = None
 
     async def close(self) -> None:
@@ -260,6 +262,10 @@ class WebhookSender:
         self, delivery: WebhookDelivery, status_code: int | None, error: str | None
     ) -> None:
         attempts = delivery.attempts + 1
+        if self.metrics is not None:
+            outcome = "delivered" if error is None else "retry"
+            outcome = "failed" if error is not None and attempts >= MAX_ATTEMPTS else outcome
+            self.metrics.webhooks.labels(outcome).inc()
         values: dict[str, Any] = {
             "attempts": attempts,
             "last_status_code": status_code,
