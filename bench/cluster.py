@@ -264,3 +264,50 @@ async def ledger_report(database_url: str) -> dict[str, Any]:
         report["outputs"] = [row[0] for row in outputs]
     await engine.dispose()
     return report
+
+
+async def create_database(server_url: str) -> str:
+    """A new, empty database on the PostgreSQL server of ``server_url``; its URL."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(server_url)
+    name = f"imagegate_bench_{secrets.token_hex(4)}"
+    conn = await asyncpg.connect(
+        host=url.host,
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
+        database=url.database or "postgres",
+    )
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The nearest-rank percentile of ``values`` (0 for none)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+async def finished_at(database_url: str, job_ids: list[str]) -> dict[str, float]:
+    """Each job's end as the worker recorded it (Unix seconds)."""
+    from sqlalchemy import bindparam, text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(database_url)
+    statement = text("SELECT id, finished_at FROM jobs WHERE id IN :ids").bindparams(
+        bindparam("ids", expanding=True)
+    )
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(statement, {"ids": job_ids})
+            return {row[0]: row[1].timestamp() for row in rows if row[1] is not None}
+    finally:
+        await engine.dispose()
