@@ -70,3 +70,18 @@ def worker(
 ) -> None:
     """Run jobs from the shared database, without the API (scales apart from `serve`)."""
     run_worker(worker_settings(host, port, concurrency))
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database's schema up to this version (and, on an empty database, create
+    the first workspace and admin key), then exit: the step before an upgrade."""
+    import asyncio
+
+    from imagegate.app import announce_first_key
+    from imagegate.gateway import prepare
+
+    first_key = asyncio.run(prepare(Settings()))
+    if first_key is not None:
+        announce_first_key(first_key)
+    console.print("The database is up to date.")

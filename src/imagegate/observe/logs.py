@@ -44,6 +44,9 @@ def configure(log_format: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # One line per upstream request is the access log of the client: too much.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     for name in _SERVER_LOGGERS:
         logger = logging.getLogger(name)
         for existing in logger.handlers:

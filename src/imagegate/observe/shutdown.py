@@ -11,6 +11,7 @@ sending requests before the port closes. A second signal goes to uvicorn at once
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import signal
 import threading
 from types import FrameType
@@ -30,12 +31,15 @@ def drain_on_signals(gateway: Gateway) -> None:
 
     def handler(signum: int, frame: FrameType | None) -> None:
         first = not gateway.draining
-        loop.call_soon_threadsafe(gateway.begin_drain)
+        # In a context of its own: the signal interrupts whatever task was running.
+        loop.call_soon_threadsafe(gateway.begin_drain, context=contextvars.Context())
         then = previous[signum]
         if not callable(then):
             return
         if first and delay > 0:
-            loop.call_soon_threadsafe(loop.call_later, delay, then, signum, frame)
+            loop.call_soon_threadsafe(
+                loop.call_later, delay, then, signum, frame, context=contextvars.Context()
+            )
         else:
             then(signum, frame)
 
