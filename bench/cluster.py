@@ -36,7 +36,7 @@ def free_port() -> int:
         return port
 
 
-def _wait_http(url: str, process: subprocess.Popen[bytes], log: Path, within: float = 60) -> None:
+def _wait_http(url: str, process: subprocess.Popen[bytes], log: Path, within: float = 180) -> None:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -213,7 +213,8 @@ class Gateway:
                     configured_providers=self.providers.names(),
                 )
                 self._signer = await load_signer(session)
-        await self.signals.start()
+        if self.run_workers or self._serves_api_only:  # not for a CLI command's gateway
+            await self.signals.start()
         if self.run_workers:
             await self.dispatcher.start()
         if self.run_workers or self._serves_api_only:

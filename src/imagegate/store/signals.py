@@ -98,7 +98,7 @@ class Signals:
 
     def publish(self, kind: str, *ids: str) -> None:
         """Tell the other instances; sent soon, together with whatever else is waiting."""
-        if not self.enabled or not ids:
+        if self._task is None or not ids:
             return
         self._outbox.setdefault(kind, []).extend(ids)
         self._sent.clear()
