@@ -131,6 +131,7 @@ async def main() -> None:
     server = os.environ.get("BENCH_PG", DEFAULT_PG)
     with tempfile.TemporaryDirectory(prefix="imagegate-wakeup-") as tmp:
         results = [await run_mode(notify, server, Path(tmp), args) for notify in (False, True)]
+    results.append(await signal_alone(server))
     print(json.dumps(results, indent=2))
     print("\n| wake-up (job end on A → answer on B) | requests | p50 | p99 | max |")
     print("|---|---:|---:|---:|---:|")
