@@ -67,7 +67,7 @@ async def test_three_instances_lose_nothing_when_one_is_killed_and_one_stopped(
         shared = {
             "lease_seconds": LEASE_SECONDS,
             "notify_fallback_seconds": 1,
-            "shutdown_grace_seconds": 0.5,  # shorter than a job: some are handed back
+            "shutdown_grace_seconds": 0.2,  # far shorter than a job: some are handed back
         }
         a = cluster.start("a", ["serve"], worker_concurrency=6, **shared)
         b, c = await asyncio.gather(
