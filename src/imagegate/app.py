@@ -79,6 +79,10 @@ def _lifespan(gw: Gateway) -> Any:
         try:
             yield
         finally:
+            if served:
+                # Begun by SIGTERM already, or (a process of `serve --workers N`, which
+                # uvicorn stops itself) now: the running jobs still get their grace.
+                gw.begin_drain()
             await gw.stop()
 
     return lifespan
