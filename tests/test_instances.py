@@ -298,3 +298,20 @@ def test_the_roles_are_commands() -> None:
     assert served.exit_code == 0 and "--no-worker" in served.output
     worker = runner.invoke(cli_app, ["worker", "--help"])
     assert worker.exit_code == 0 and "--concurrency" in worker.output
+
+
+def test_a_charged_success_statement_builds_after_the_plain_one_ran() -> None:
+    """A success with a webhook (or not charged) runs the plain update first; building
+    the one-statement success afterwards used to inherit its memoized columns and fail
+    (every later charged success of that output count: 500, storing the images failed)."""
+    from sqlalchemy.dialects.postgresql.asyncpg import dialect
+
+    from imagegate.services import jobs as job_service
+    from imagegate.store.tx import StatementCache
+
+    StatementCache(dialect()).get(job_service._SUCCEED, {})
+    job_service._succeed_statement.cache_clear()
+    for outputs in (0, 1, 2):
+        assert "RETURNING jobs.id" in str(
+            job_service._succeed_statement(outputs).compile(dialect=dialect())
+        )

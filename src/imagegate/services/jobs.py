@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Select,
+    Update,
     bindparam,
     exists,
     func,
@@ -118,20 +119,25 @@ async def renew_owned(db: Database, owner: str, lease_seconds: float) -> set[tup
         return {(job_id, attempt) for job_id, attempt in rows}
 
 
-# Run for every image: built once (building and keying it costs about as much as running it).
-_SUCCEED = (
-    update(JOBS)
-    .where(_OWNED)
-    .values(
-        status=SUCCEEDED,
-        finished_at=bindparam("p_now"),
-        result=bindparam("p_result"),
-        provider_request_id=bindparam("p_request_id"),
-        lease_owner=None,
-        lease_expires_at=None,
-        charged_amount=bindparam("p_charged"),
+def _succeed_update() -> Update:
+    """The fenced update that marks a job succeeded."""
+    return (
+        update(JOBS)
+        .where(_OWNED)
+        .values(
+            status=SUCCEEDED,
+            finished_at=bindparam("p_now"),
+            result=bindparam("p_result"),
+            provider_request_id=bindparam("p_request_id"),
+            lease_owner=None,
+            lease_expires_at=None,
+            charged_amount=bindparam("p_charged"),
+        )
     )
-)
+
+
+# Run for every image: built once (building and keying it costs about as much as running it).
+_SUCCEED = _succeed_update()
 
 
 _CHARGED = (
@@ -214,7 +220,12 @@ def _succeed_statement(outputs: int) -> Select[Any]:
         .scalar_subquery()
     )
     succeeded = (
-        _SUCCEED.values(charged_amount=func.coalesce(held, 0)).returning(JOBS.c.id).cte("succeeded")
+        # A statement of its own: one compiled for the driver keeps memoized columns (its
+        # RETURNING-less exported_columns), which a statement derived from it would inherit.
+        _succeed_update()
+        .values(charged_amount=func.coalesce(held, 0))
+        .returning(JOBS.c.id)
+        .cte("succeeded")
     )
     settled, settle_rows = billing.settle_ctes(select(succeeded.c.id).scalar_subquery())
     ctes = list(settle_rows)
