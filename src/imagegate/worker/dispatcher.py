@@ -18,6 +18,9 @@ from imagegate.worker.tasks import cancel_and_wait
 
 log = logging.getLogger("imagegate.dispatcher")
 
+# Due jobs one look at the queue picks up.
+_DUE_BATCH = 100
+
 
 class EmbeddedDispatcher:
     def __init__(
@@ -162,9 +165,9 @@ class EmbeddedDispatcher:
         task.cancel()
         return True
 
-    async def recover(self) -> None:
+    async def recover(self) -> int:
         """Requeue what a crashed process left running, expire what waited too long,
-        and pick up everything due."""
+        and pick up what is due (a batch); how many due jobs it found."""
         recovered = await jobs.recover_expired_leases(self.db)
         for job_id in recovered:
             log.info("recovered job %s from an expired lease", job_id, extra={"job_id": job_id})
@@ -172,8 +175,10 @@ class EmbeddedDispatcher:
             self.announce_queued(recovered)
         for job_id in await jobs.expire_stale(self.db, self.queued_ttl_seconds):
             log.info("job %s expired in the queue", job_id)
-        for job_id in await jobs.due_queued(self.db):
+        due = await jobs.due_queued(self.db, _DUE_BATCH)
+        for job_id in due:
             self.submit(job_id)
+        return len(due)
 
     async def drain(self, max_wait: float = 30.0) -> None:
         """Burst mode: run queued jobs (waiting for retries to fall due) until none is left."""
@@ -238,10 +243,13 @@ class EmbeddedDispatcher:
     async def _poll(self) -> None:
         loop = asyncio.get_running_loop()
         purge_at = loop.time()
+        backlog = False
         while True:
-            await asyncio.sleep(self.poll_every())
+            # A full batch found: more may wait (a worker that starts on a backlog, or
+            # notifications lost), so look again soon.
+            await asyncio.sleep(self.poll_interval if backlog else self.poll_every())
             try:
-                await self.recover()
+                backlog = await self.recover() >= _DUE_BATCH
                 if loop.time() >= purge_at:
                     purge_at = loop.time() + 600  # about every ten minutes
                     await idempotency.purge(self.db, self.idempotency_ttl_seconds)
