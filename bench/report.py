@@ -242,6 +242,9 @@ def write_report(path: Path, results: dict[str, Any], table: str) -> None:
     profile = BENCH / "profile.md"
     if profile.exists():
         parts += [profile.read_text().rstrip(), ""]
+    instances = BENCH / "scale.md"  # bench/scale.py and bench/wakeup.py, run apart
+    if instances.exists():
+        parts += [instances.read_text().rstrip(), ""]
     path.write_text("\n".join(parts))
 
 

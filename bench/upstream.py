@@ -32,9 +32,9 @@ def noise_png(size: int = 1024, seed: int = 8) -> bytes:
 
 
 class Upstream:
-    def __init__(self, latency_ms: int) -> None:
+    def __init__(self, latency_ms: int, image_px: int = 1024) -> None:
         self.latency = latency_ms / 1000
-        png = noise_png()
+        png = noise_png(image_px)
         self.png_bytes = len(png)
         self.body = json.dumps(
             {
@@ -104,11 +104,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=9100)
     parser.add_argument("--latency-ms", type=int, default=0)
+    parser.add_argument(
+        "--image-px", type=int, default=1024, help="Side of the square PNG answered (pixels)."
+    )
     args = parser.parse_args()
     import uvicorn
 
     uvicorn.run(
-        Upstream(args.latency_ms),
+        Upstream(args.latency_ms, args.image_px),
         host="127.0.0.1",
         port=args.port,
         log_level="warning",

@@ -6,6 +6,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -17,6 +18,7 @@ from imagegate.api import (
     edits,
     errors,
     files,
+    health,
     images,
     jobs,
     me,
@@ -30,6 +32,9 @@ from imagegate.api.responses import JSONResponse
 from imagegate.collector import tune_for_serving
 from imagegate.config import Settings
 from imagegate.gateway import Gateway
+from imagegate.observe import logs, tracing
+from imagegate.observe.metrics import RequestContext
+from imagegate.observe.shutdown import drain_on_signals
 
 log = logging.getLogger("imagegate")
 
@@ -61,21 +66,53 @@ def served_by_uvicorn(app: FastAPI) -> FastAPI:
     return app
 
 
-def create_app(settings: Settings | None = None, gateway: Gateway | None = None) -> FastAPI:
-    settings = settings or (gateway.settings if gateway else Settings())
-    gw = gateway or Gateway(settings)
-
+def _lifespan(gw: Gateway) -> Any:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        served = getattr(app.state, "tune_collector", False)
+        if served:  # a server process: its logging, and a graceful stop on SIGTERM
+            logs.configure(gw.settings.log_format, gw.settings.log_level)
         await gw.start()
         if gw.first_admin_key is not None:
             announce_first_key(gw.first_admin_key)
-        if getattr(app.state, "tune_collector", False):
+        if served:
             tune_for_serving()
+            drain_on_signals(gw)
         try:
             yield
         finally:
+            if served:
+                # Begun by SIGTERM already, or (a process of `serve --workers N`, which
+                # uvicorn stops itself) now: the running jobs still get their grace.
+                gw.begin_drain()
             await gw.stop()
+
+    return lifespan
+
+
+def create_worker_app(settings: Settings | None = None, gateway: Gateway | None = None) -> FastAPI:
+    """The app of ``imagegate worker``: it runs jobs; its HTTP port answers only
+    ``/healthz``, ``/readyz`` and ``/metrics``."""
+    settings = settings or (gateway.settings if gateway else Settings())
+    gw = gateway or Gateway(settings, run_workers=True)
+    app = FastAPI(title="imagegate worker", version=__version__, lifespan=_lifespan(gw))
+    app.state.gateway = gw
+    errors.install(app)
+    app.include_router(health.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.add_middleware(RequestContext, metrics=gw.metrics if settings.metrics_enabled else None)
+    tracing.instrument(app, settings)
+    return app
+
+
+def create_app(settings: Settings | None = None, gateway: Gateway | None = None) -> FastAPI:
+    settings = settings or (gateway.settings if gateway else Settings())
+    gw = gateway or Gateway(settings)
+    lifespan = _lifespan(gw)
 
     app = FastAPI(
         title="imagegate",
@@ -92,6 +129,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         app.include_router(router)
     app.include_router(admin.router)
     app.include_router(me.router)
+    app.include_router(health.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -100,4 +138,6 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RejectNul)
     app.add_middleware(FullAllow)
+    app.add_middleware(RequestContext, metrics=gw.metrics if settings.metrics_enabled else None)
+    tracing.instrument(app, settings)
     return app

@@ -120,6 +120,57 @@ class Settings(BaseSettings):
     )
     log_level: str = "info"
 
+    # Several instances (docs/deployment.md).
+    run_worker: bool = Field(
+        default=True,
+        description="Run jobs in this process; false (`imagegate serve --no-worker`): API only.",
+    )
+    listen_notify: bool = Field(
+        default=True,
+        description=(
+            "On PostgreSQL, wake other instances with LISTEN/NOTIFY (job ends, new jobs, "
+            "cancels, key and governance changes); false: they find out by polling."
+        ),
+    )
+    notify_fallback_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description=(
+            "While notifications arrive, how often waiting requests and idle workers still "
+            "look at the database, in case one was missed (without them: every second)."
+        ),
+    )
+    shutdown_grace_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description=(
+            "On SIGTERM, how long running jobs may take to finish before their leases are "
+            "handed back to other instances."
+        ),
+    )
+    shutdown_delay_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description=(
+            "On SIGTERM, how long the server keeps accepting requests while /readyz says "
+            "unready, so that a load balancer stops sending new ones first."
+        ),
+    )
+    metrics_enabled: bool = Field(
+        default=False, description="Serve Prometheus metrics at /metrics (no key needed)."
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="json: one JSON object per log line, with request_id and job_id.",
+    )
+    otel_enabled: bool = Field(
+        default=False,
+        description=(
+            "Send OpenTelemetry traces (needs the imagegate[otel] extra; the exporter is "
+            "set with the standard OTEL_* variables)."
+        ),
+    )
+
     # Providers (docs/providers.md). A credential left unset here falls back to the
     # provider's own environment variable (OPENAI_API_KEY, BFL_API_KEY, ...).
     openai_api_key: SecretStr | None = Field(

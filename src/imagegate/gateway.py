@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Collection
+from collections.abc import AsyncIterator, Collection
 from datetime import timedelta
+
+from sqlalchemy import text
 
 from imagegate.blobs import BlobStore, blob_store
 from imagegate.catalog import Catalog, load_catalog
 from imagegate.config import Settings
+from imagegate.observe.metrics import Metrics
 from imagegate.providers.endpoints import register_endpoints
 from imagegate.providers.registry import ProviderRegistry, default_registry
 from imagegate.services import files, signing
@@ -20,6 +24,7 @@ from imagegate.services.signing import Signer, load_signer
 from imagegate.services.sources import SourceImages
 from imagegate.services.webhooks import WebhookSender
 from imagegate.services.workspace import GovernanceMemo
+from imagegate.store import signals as sig
 from imagegate.store.db import Database
 from imagegate.store.tables import File
 from imagegate.worker.dispatcher import EmbeddedDispatcher
@@ -50,7 +55,7 @@ class Gateway:
         catalog: Catalog | None = None,
         providers: ProviderRegistry | None = None,
         blobs: BlobStore | None = None,
-        run_workers: bool = True,
+        run_workers: bool | None = None,
         only_providers: Collection[str] | None = None,
     ) -> None:
         self.settings = settings
@@ -123,10 +128,113 @@ class Gateway:
         )
         self.runner.only_providers = self.dispatcher.only
         self.runner.elsewhere_providers = self.dispatcher.elsewhere
-        self.run_workers = run_workers
+        self.run_workers = settings.run_worker if run_workers is None else run_workers
+        # An API-only instance (not a CLI command's gateway) still sweeps and picks up
+        # rotated signing keys.
+        self._serves_api_only = run_workers is None and not settings.run_worker
         self._signer: Signer | None = None
         self.first_admin_key: str | None = None
         self._maintenance: asyncio.Task[None] | None = None
+        self.metrics = Metrics()
+        self.runner.metrics = self.metrics
+        self.webhooks.metrics = self.metrics
+        self.signals = sig.Signals(self.db.engine, enabled=settings.listen_notify)
+        self._wire_signals()
+        self.dispatcher.poll_every = self.recheck_seconds
+        self.runner.on_finished = self._attempt_ended
+        self.dispatcher.announce_queued = lambda ids: self.signals.publish(sig.JOB_QUEUED, *ids)
+        self.started = False
+        self.draining = False
+        self._drain: asyncio.Task[None] | None = None
+        self._metrics_task: asyncio.Task[None] | None = None
+
+    def _wire_signals(self) -> None:
+        """What each signal from another instance does here."""
+        signals = self.signals
+
+        def ended(job_ids: list[str]) -> None:
+            for job_id in job_ids:
+                self.dispatcher.notify(job_id)
+
+        def canceled(job_ids: list[str]) -> None:
+            for job_id in job_ids:
+                if self.dispatcher.cancel_local(job_id):
+                    log.info("job %s canceled elsewhere; stopped here", job_id)
+                self.dispatcher.notify(job_id)
+
+        def governance(workspace_ids: list[str]) -> None:
+            for workspace_id in workspace_ids:
+                self.governance.forget(workspace_id)
+
+        signals.on(sig.JOB_ENDED, ended)
+        signals.on(sig.JOB_CANCELED, canceled)
+        signals.on(sig.JOB_QUEUED, self.dispatcher.offer)
+        signals.on(sig.KEYS_CHANGED, lambda _: self.principals.clear())
+        signals.on(sig.GOVERNANCE_CHANGED, governance)
+        signals.on_connect(self._resync)
+
+    def _resync(self) -> None:
+        """The listener (re)connected: what was sent meanwhile is lost, so forget what the
+        caches hold and let every waiting request look at its job again."""
+        self.principals.clear()
+        self.governance.clear()
+        self.dispatcher.notify_all()
+
+    def recheck_seconds(self) -> float:
+        """How often a waiting request or an idle worker looks at the database itself."""
+        return self.settings.notify_fallback_seconds if self.signals.live else 1.0
+
+    def _attempt_ended(self, job_id: str) -> None:
+        self.dispatcher.notify(job_id)
+        self.signals.publish(sig.JOB_ENDED, job_id)
+
+    def queue_job(self, job_id: str) -> None:
+        """A job queued without a worker of this process on it: this process takes it when
+        a slot is free, and every other worker hears of it at once."""
+        if self.dispatcher.running:
+            self.dispatcher.submit(job_id)
+        self.signals.publish(sig.JOB_QUEUED, job_id)
+
+    @property
+    def ready(self) -> bool:
+        """Whether this instance takes new requests (started, not shutting down)."""
+        return self.started and not self.draining
+
+    def begin_drain(self) -> None:
+        """Start a graceful shutdown: unready at once, no new attempts here, running ones
+        get ``shutdown_grace_seconds`` to finish, then the rest are handed back."""
+        if self._drain is None:
+            self.draining = True
+            self.metrics.draining.set(1)
+            self._drain = asyncio.create_task(self._wind_down(self.settings.shutdown_grace_seconds))
+
+    async def _wind_down(self, grace_seconds: float) -> None:
+        if not self.run_workers:
+            return
+        log.info("shutting down: no new jobs here; %gs for the running ones", grace_seconds)
+        try:
+            queued = await self.dispatcher.wind_down(grace_seconds)
+        except Exception:
+            log.exception("handing back this instance's jobs failed; their leases will expire")
+            return
+        self.signals.publish(sig.JOB_QUEUED, *queued)
+        await self.signals.flush()
+
+    @contextlib.asynccontextmanager
+    async def _startup_lock(self) -> AsyncIterator[None]:
+        """One instance at a time migrates and bootstraps (PostgreSQL): several starting
+        together would race to create the schema and the first workspace."""
+        if self.db.dialect_name != "postgresql":
+            yield
+            return
+        async with self.db.engine.connect() as conn:
+            await conn.execute(text("SELECT pg_advisory_lock(7120190822)"))
+            await conn.commit()
+            try:
+                yield
+            finally:
+                await conn.execute(text("SELECT pg_advisory_unlock(7120190822)"))
+                await conn.commit()
 
     @property
     def signer(self) -> Signer:
@@ -134,22 +242,39 @@ class Gateway:
         return self._signer
 
     async def start(self) -> None:
-        await self.db.migrate()
-        async with self.db.session() as session:
-            self.first_admin_key = await bootstrap(
-                session,
-                self.catalog,
-                self.settings.bootstrap_workspace,
-                configured_providers=self.providers.names(),
-            )
-            self._signer = await load_signer(session)
+        async with self._startup_lock():
+            await self.db.migrate()
+            async with self.db.session() as session:
+                self.first_admin_key = await bootstrap(
+                    session,
+                    self.catalog,
+                    self.settings.bootstrap_workspace,
+                    configured_providers=self.providers.names(),
+                )
+                self._signer = await load_signer(session)
+        if self.run_workers or self._serves_api_only:  # not for a CLI command's gateway
+            await self.signals.start()
         if self.settings.public_url is not None:
             self.runner.input_link = self.input_link
         if self.run_workers:
             await self.dispatcher.start()
+        if self.run_workers or self._serves_api_only:
             self.start_maintenance()
+        if self.settings.metrics_enabled:
+            self._metrics_task = asyncio.create_task(self.metrics.refresh_every(self.db, 5.0))
+        self.started = True
 
     async def stop(self) -> None:
+        if self.started and self.run_workers:
+            if self._drain is None:
+                # Stopped without a signal first (tests, an embedding program): no grace,
+                # the jobs still running here are handed back now.
+                self.draining = True
+                self._drain = asyncio.create_task(self._wind_down(0))
+            await self._drain
+        self.started = False
+        await cancel_and_wait(self._metrics_task)
+        await self.signals.stop()
         await self.stop_maintenance()
         await self.dispatcher.stop()
         await self.webhooks.close()

@@ -14,6 +14,7 @@ from imagegate.api.responses import Base64Text
 from imagegate.errors import InvalidParameter, InvalidRequest, UpstreamError
 from imagegate.gateway import Gateway
 from imagegate.money import as_credits
+from imagegate.observe import context
 from imagegate.providers.base import GeneratedImage
 from imagegate.services import generation, idempotency, jobs, webhooks
 from imagegate.services.keys import Principal
@@ -324,7 +325,13 @@ async def create_job_from_request(
 
 def start_job(gateway: Gateway, submission: generation.Submission) -> None:
     """Set a just-created job going: in its reserved slot, or through the queue."""
+    job = submission.job
+    context.job_id.set(job.id)  # the request's later log lines are about the job
+    if not submission.replayed:
+        gateway.metrics.job("queued", job.model, job.provider)
+        if job.charge_policy == "charge":
+            gateway.metrics.credits.labels("held").inc(job.estimated_cost)
     if submission.claim is not None:
         gateway.dispatcher.start_claimed(submission.claim)
-    elif not submission.replayed and submission.job.provider not in gateway.dispatcher.elsewhere:
-        gateway.dispatcher.submit(submission.job.id)
+    elif not submission.replayed and job.provider not in gateway.dispatcher.elsewhere:
+        gateway.queue_job(job.id)

@@ -159,6 +159,7 @@ async def generate_response(
             just_submitted=not submission.replayed,
             finished=lambda: delivery.result().job if delivery and delivery.done() else None,
             runs_here=lambda: gateway.runner.runs(event_job),
+            recheck_seconds=gateway.recheck_seconds(),
         )
     finally:
         gateway.dispatcher.unwatch(event_job)

@@ -121,6 +121,7 @@ async def submit_job(
             wait,
             finished=lambda: delivery.result().job if delivery and delivery.done() else None,
             runs_here=lambda: gateway.runner.runs(job_id),
+            recheck_seconds=gateway.recheck_seconds(),
         )
     finally:
         gateway.dispatcher.unwatch(job_id)

@@ -2,6 +2,7 @@
 
 from imagegate.cli import local as _local  # noqa: F401  (adds the local-worker command)
 from imagegate.cli import operators as operators
+from imagegate.cli import roles  # noqa: F401  (adds `imagegate worker`)
 from imagegate.cli import upscale as upscale
 from imagegate.cli.main import app, main
 

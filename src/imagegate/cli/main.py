@@ -168,6 +168,10 @@ def serve(
         int | None,
         typer.Option(min=1, help="Server processes sharing the port (IMAGEGATE_WORKERS)."),
     ] = None,
+    no_worker: Annotated[
+        bool,
+        typer.Option("--no-worker", help="API only: jobs run in `imagegate worker` instances."),
+    ] = False,
 ) -> None:
     """Run the gateway (migrates the database and creates the first admin key on first start)."""
     import uvicorn
@@ -182,6 +186,8 @@ def serve(
         overrides["port"] = port
     if workers is not None:
         overrides["workers"] = workers
+    if no_worker:
+        overrides["run_worker"] = False
     settings = _settings(**overrides)
     address = f"http://{settings.host}:{settings.port}"
     _check_port_free(settings.host, settings.port)
@@ -644,15 +650,16 @@ def _hide_flag_types() -> None:
     and other flags, which take no value: show types only for options that take one."""
     from typer.core import TyperOption
 
-    shown = TyperOption.display_type_rich
-    if getattr(shown, "_flags_hidden", False):
+    # Typer releases before the one that added this hook print no type after flags.
+    shown: Any = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "_flags_hidden", False):
         return
 
     def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
         return None if self.is_flag else shown(self, ctx)
 
     display_type_rich._flags_hidden = True  # type: ignore[attr-defined]
-    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+    setattr(TyperOption, "display_type_rich", display_type_rich)  # noqa: B010
 
 
 _hide_flag_types()

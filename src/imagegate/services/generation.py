@@ -1139,6 +1139,7 @@ async def wait_for_job(
     just_submitted: bool = False,
     finished: Callable[[], Job | None] | None = None,
     runs_here: Callable[[], bool] | None = None,
+    recheck_seconds: float = 1.0,
 ) -> Job:
     """Wait until the job is terminal or ``timeout`` passes; the job as it then is.
 
@@ -1146,7 +1147,9 @@ async def wait_for_job(
     database is skipped (it could only say "queued"); the event wakes us when it ends.
     ``finished``: the job as it ended when this process ran it (no need to read it back),
     else None. ``runs_here``: whether an attempt at the job runs in this process now; its
-    end sets the event, so the database is not polled meanwhile.
+    end sets the event, so the database is not polled meanwhile. ``recheck_seconds``: how
+    often the database is read while the job runs elsewhere (its end sets the event too
+    when instances signal each other; the reads catch a signal that was lost).
     """
     deadline = time.monotonic() + timeout
     skip_read = just_submitted
@@ -1154,7 +1157,7 @@ async def wait_for_job(
         if skip_read:
             skip_read = False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), min(timeout, 1.0))
+                await asyncio.wait_for(event.wait(), min(timeout, recheck_seconds))
             event.clear()
         known = finished() if finished is not None else None
         if known is not None:
@@ -1170,7 +1173,7 @@ async def wait_for_job(
         remaining = deadline - time.monotonic()
         if job.status in jobs.TERMINAL or remaining <= 0:
             return job
-        # Another process may run the job: look again at least every second.
+        # Another process may run the job: look again now and then.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), min(remaining, 1.0))
+            await asyncio.wait_for(event.wait(), min(remaining, recheck_seconds))
         event.clear()

@@ -354,6 +354,27 @@ async def cancel(
     return job, canceled
 
 
+async def hand_back(db: Database, owner: str) -> list[str]:
+    """Put the jobs ``owner`` runs back in the queue, due now (a graceful shutdown whose
+    attempts ran out of time): another worker takes them without waiting for the leases
+    to expire. The stopped attempt does not count against the job's attempts; a write it
+    might still make is fenced off by its lease owner."""
+    async with db.session() as session:
+        rows = await session.execute(
+            update(JOBS)
+            .where(JOBS.c.lease_owner == owner, JOBS.c.status == RUNNING)
+            .values(
+                status=QUEUED,
+                not_before=utcnow(),
+                attempt=JOBS.c.attempt - 1,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+            .returning(JOBS.c.id)
+        )
+        return [row[0] for row in rows]
+
+
 async def recover_expired_leases(db: Database) -> list[str]:
     """Running jobs whose worker vanished: requeue them, or fail those out of attempts."""
     now = utcnow()

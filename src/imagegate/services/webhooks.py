@@ -24,6 +24,7 @@ from standardwebhooks.webhooks import Webhook
 from imagegate.errors import InvalidParameter
 from imagegate.ids import new_id
 from imagegate.money import as_credits
+from imagegate.observe.metrics import Metrics
 from imagegate.services.fetcher import AddressPolicy, Fetcher, Resolver, URLRefused
 from imagegate.store.db import Database, insert_rows
 from imagegate.store.tables import FILES, JOBS, File, Job, WebhookDelivery, Workspace, utcnow
@@ -153,6 +154,7 @@ class WebhookSender:
             allowed_hosts=allowed_hosts, allow_loopback=allow_loopback, resolver=resolver
         )
         self.fetcher = Fetcher(self.policy, max_bytes=1, total_timeout=timeout)
+        self.metrics: Metrics | None = None  # set by the gateway
 
     async def close(self) -> None:
         await self.fetcher.aclose()
@@ -236,6 +238,10 @@ class WebhookSender:
         self, delivery: WebhookDelivery, status_code: int | None, error: str | None
     ) -> None:
         attempts = delivery.attempts + 1
+        if self.metrics is not None:
+            outcome = "delivered" if error is None else "retry"
+            outcome = "failed" if error is not None and attempts >= MAX_ATTEMPTS else outcome
+            self.metrics.webhooks.labels(outcome).inc()
         values: dict[str, Any] = {
             "attempts": attempts,
             "last_status_code": status_code,

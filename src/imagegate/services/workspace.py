@@ -183,6 +183,9 @@ class GovernanceMemo:
     def forget(self, workspace_id: str) -> None:
         self._states.pop(workspace_id, None)
 
+    def clear(self) -> None:
+        self._states.clear()
+
 
 # Read by submits (see GovernanceMemo) and job attempts: built once (building and keying it
 # costs about as much as running it), on the tables, so its rows are plain rows.

@@ -7,6 +7,7 @@ import dataclasses
 import io
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -29,6 +30,8 @@ from imagegate.errors import (
     UpstreamError,
 )
 from imagegate.ids import new_id
+from imagegate.observe import context, tracing
+from imagegate.observe.metrics import Metrics
 from imagegate.providers.base import (
     GeneratedImage,
     ProviderRequest,
@@ -158,6 +161,7 @@ class JobRunner:
         self._deliveries: dict[str, asyncio.Future[Delivery]] = {}
         # A signed link to an input image (set by the gateway where a public URL is set).
         self.input_link: Callable[[File], str | None] | None = None
+        self.metrics: Metrics | None = None  # set by the gateway
 
     def expect_delivery(self, job_id: str) -> asyncio.Future[Delivery]:
         """Where the job's success will arrive if it happens in this process; take it
@@ -189,6 +193,10 @@ class JobRunner:
         if claim is None:
             return False
         self._ensure_heartbeat()
+        context.job_id.set(job_id)  # this task's log lines are about the job
+        if self.metrics is not None:
+            self.metrics.job("running", claim.job.model, claim.job.provider)
+            self.metrics.attempts_running.inc()
         attempt = asyncio.create_task(self._attempt_in_scope(claim))
         self._active[job_id] = (claim, attempt)
         try:
@@ -202,14 +210,18 @@ class JobRunner:
             if self._active.get(job_id, (None, None))[1] is attempt:
                 del self._active[job_id]
             self._finishing.discard(job_id)
+            if self.metrics is not None:
+                self.metrics.attempts_running.dec()
             self.on_finished(job_id)
         return True
 
     async def _attempt_in_scope(self, claim: jobs.Claim) -> None:
         # A large upstream body's read slot is kept until the outputs are stored: the
         # decoded images are in memory until then (see ReadLimit).
-        async with ReadLimit.attempt():
-            await self._attempt(claim)
+        job = claim.job
+        with tracing.span("job.attempt", job_id=job.id, model=job.model, attempt=claim.attempt):
+            async with ReadLimit.attempt():
+                await self._attempt(claim)
 
     def _ensure_heartbeat(self) -> None:
         if self._heartbeat_task is None or self._heartbeat_task.done():
@@ -375,8 +387,7 @@ class JobRunner:
                 route.provider, asyncio.Semaphore(self.provider_concurrency)
             )
             try:
-                async with limit:
-                    result = await asyncio.wait_for(provider.generate(request), request.timeout_s)
+                result = await self._generate(provider, request, limit, route.provider)
                 if len(result.images) == 0:
                     raise UpstreamError(
                         "The provider returned no image.", code="upstream_empty_result"
@@ -417,6 +428,37 @@ class JobRunner:
         elif final is not None:
             await self._fail(claim, code=final.code, message=final.message)
 
+    async def _generate(
+        self,
+        provider: Any,
+        request: ProviderRequest,
+        limit: asyncio.Semaphore,
+        provider_name: str,
+    ) -> ProviderResult:
+        """One provider call in the provider's slot, timed for the metrics."""
+        async with limit:
+            started = time.perf_counter()
+            error: str | None = "internal_error"
+            try:
+                result: ProviderResult = await asyncio.wait_for(
+                    provider.generate(request), request.timeout_s
+                )
+                error = None
+                return result
+            except ImagegateError as exc:
+                error = exc.code
+                raise
+            except TimeoutError:
+                error = "upstream_timeout"
+                raise
+            except asyncio.CancelledError:
+                error = None
+                raise
+            finally:
+                if self.metrics is not None:
+                    seconds = time.perf_counter() - started
+                    self.metrics.provider_call(provider_name, request.model, seconds, error)
+
     async def _fail(self, claim: jobs.Claim, **kwargs: Any) -> bool:
         self._finishing.add(claim.job.id)
 
@@ -425,6 +467,9 @@ class JobRunner:
                 return await jobs.fail(session, claim, **kwargs)
 
         failed = await patiently(record, f"the outcome of {claim.job.id}")
+        if failed and self.metrics is not None:
+            state = "retried" if kwargs.get("retry_at") is not None else "failed"
+            self.metrics.job(state, claim.job.model, claim.job.provider)
         if failed and kwargs.get("retry_at") is None:
             await self._release_sources(claim.job)
         return failed
@@ -500,6 +545,9 @@ class JobRunner:
         charged = await patiently(record, f"the success of {job.id}")
         if charged is None:
             return False
+        if self.metrics is not None:
+            self.metrics.job("succeeded", job.model, provider)
+            self.metrics.credits.labels("captured").inc(charged)
         waiting = self._deliveries.get(job.id)
         if waiting is not None and not waiting.done():
             # The job as the database now has it: the request need not read it back.
