@@ -17,6 +17,7 @@ from imagegate.api.responses import JSONResponse
 from imagegate.collector import tune_for_serving
 from imagegate.config import Settings
 from imagegate.gateway import Gateway
+from imagegate.web import install as install_console
 
 log = logging.getLogger("imagegate")
 
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         app.include_router(router)
     app.include_router(admin.router)
     app.include_router(me.router)
+    install_console(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
