@@ -109,7 +109,12 @@ async def sign_out(request: Request, form: UserForm) -> Response:
 
 
 async def _invite_page(
-    request: Request, token: str, *, error: str | None = None, status_code: int = 200
+    request: Request,
+    token: str,
+    *,
+    error: str | None = None,
+    status_code: int = 200,
+    login: str | None = None,
 ) -> Response:
     gateway: Gateway = request.app.state.gateway
     try:
@@ -126,7 +131,7 @@ async def _invite_page(
         status_code=status_code,
         csrf_token=csrf,
         member=pending.member,
-        login=pending.login or accounts.normal_login(pending.member.name).replace(" ", "."),
+        login=login or pending.login or accounts.normal_login(pending.member.name).replace(" ", "."),
         error=error,
         min_password=accounts.MIN_PASSWORD,
     )
@@ -142,17 +147,19 @@ async def invite_form(request: Request, token: str) -> Response:
 async def accept_invite(request: Request, token: str) -> Response:
     form = await checked_form(request, request.cookies.get(FORM_COOKIE))
     gateway: Gateway = request.app.state.gateway
-    password = text(form, "password")
+    password, login = text(form, "password"), text(form, "login")
     if password != text(form, "password_again"):
         return await _invite_page(
-            request, token, error="The two passwords differ.", status_code=400
+            request, token, error="The two passwords differ.", status_code=400, login=login
         )
     try:
         async with gateway.db.session() as session:
-            member = await accounts.accept_invite(session, token, text(form, "login"), password)
+            member = await accounts.accept_invite(session, token, login, password)
             opened = await accounts.open_session(session, member)
     except ImagegateError as exc:
-        return await _invite_page(request, token, error=exc.message, status_code=exc.status_code)
+        return await _invite_page(
+            request, token, error=exc.message, status_code=exc.status_code, login=login
+        )
     response = RedirectResponse("/", status_code=303)
     set_session_cookie(request, response, opened.token)
     response.delete_cookie(FORM_COOKIE, path="/")
