@@ -100,9 +100,7 @@ def test_sign_in_invite_member_roles_csrf_and_sign_out(
         headers={"Origin": "http://attacker.example"},
     )
     assert cross_site.status == 403
-    put = member.request.put(
-        console.url + "/v1/me/selected-model", data={"model": "mock-vector"}
-    )
+    put = member.request.put(console.url + "/v1/me/selected-model", data={"model": "mock-vector"})
     assert put.status == 403 and put.json()["error"]["code"] == "csrf_failed"
     put = member.request.put(
         console.url + "/v1/me/selected-model",

@@ -53,7 +53,9 @@ def test_image_models_page_follows_every_rule(
     price = _row(page, "gpt-image-1.5").locator("[data-price-eur]")
     assert price.get_attribute("data-price-eur") == rows["gpt-image-1.5"]["price"]["eur"]
     expect(price).to_have_text("€" + rows["gpt-image-1.5"]["price"]["eur"].rstrip("0"))
-    expect(page.get_by_role("columnheader").filter(has_text="incl. 20 % margin").first).to_be_visible()
+    expect(
+        page.get_by_role("columnheader").filter(has_text="incl. 20 % margin").first
+    ).to_be_visible()
     # the guide, from the same advice as model choice
     guide = page.locator("#guide")
     expect(guide.locator('tr[data-use-case="photo"]')).to_contain_text("GPT Image 2")
@@ -93,7 +95,9 @@ def test_image_models_page_follows_every_rule(
         "Mock Image (placeholder) is disabled. FLUX.2 [pro] is now the default model."
     )
     expect(_switch(page, "mock-image")).to_have_attribute("aria-checked", "false")
-    expect(page.get_by_role("combobox", name="Default model", exact=True)).to_have_value("flux-2-pro")
+    expect(page.get_by_role("combobox", name="Default model", exact=True)).to_have_value(
+        "flux-2-pro"
+    )
     expect(_row(page, "flux-2-pro").locator('[data-badge="default"]')).to_be_visible()
     audit = page.request.get(console.url + "/v1/admin/audit?limit=1").json()["data"][0]
     assert audit["action"] == "image_model.disabled"
@@ -111,7 +115,9 @@ def test_image_models_page_follows_every_rule(
     _switch(page, "mock-image").click()
     page.get_by_role("combobox", name="Default model", exact=True).select_option("mock-image")
     page.get_by_role("button", name="Set default").click()
-    expect(page.get_by_role("status")).to_contain_text("Mock Image (placeholder) is now the default")
+    expect(page.get_by_role("status")).to_contain_text(
+        "Mock Image (placeholder) is now the default"
+    )
 
     # enabling a model while no default is set makes it the default, visibly
     console.sql("UPDATE workspaces SET default_model = NULL")
@@ -121,7 +127,9 @@ def test_image_models_page_follows_every_rule(
     expect(page.get_by_role("status")).to_contain_text(
         "Mock Vector (SVG placeholder) is enabled. Mock Vector (SVG placeholder) is now the default"
     )
-    expect(page.get_by_role("combobox", name="Default model", exact=True)).to_have_value("mock-vector")
+    expect(page.get_by_role("combobox", name="Default model", exact=True)).to_have_value(
+        "mock-vector"
+    )
 
     # image generation off: a warning that links to the workspace settings
     page.goto(console.url + "/settings/workspace")

@@ -41,6 +41,8 @@ def generator_model(model: ModelSpec) -> dict[str, Any]:
         "id": model.slug,
         "name": model.name,
         "allowedParams": allowed_params(model),
+        # A model whose native size is an aspect ratio is asked for one; others for a size.
+        "size_kind": "aspect_ratio" if model.sizes.style == "aspect_ratio" else "size",
         "quality": quality,
         "quality_default": params["quality"].default if quality else None,
         "reference_images": model.reference_images,

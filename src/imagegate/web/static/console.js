@@ -104,9 +104,10 @@
     function fillOptions(model) {
       const allowed = model.allowedParams;
       sizeSelect.replaceChildren();
-      const sizes = allowed.supported_sizes && allowed.supported_sizes.length
-        ? allowed.supported_sizes : allowed.aspect_ratios || [];
-      sizeSelect.dataset.kind = allowed.supported_sizes && allowed.supported_sizes.length ? "size" : "aspect_ratio";
+      const kind = model.size_kind === "aspect_ratio" || !(allowed.supported_sizes || []).length
+        ? "aspect_ratio" : "size";
+      const sizes = (kind === "size" ? allowed.supported_sizes : allowed.aspect_ratios) || [];
+      sizeSelect.dataset.kind = kind;
       $("size-field").querySelector("label").textContent =
         sizeSelect.dataset.kind === "size" ? "Size" : "Aspect ratio";
       const preferred = sizes.includes("1024x1024") ? "1024x1024" : sizes.includes("1:1") ? "1:1" : sizes[0];
