@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from argon2 import PasswordHasher, profiles
 import pytest
 import uvicorn
+from argon2 import PasswordHasher, profiles
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 from sqlalchemy import text
 from sqlalchemy.engine import make_url

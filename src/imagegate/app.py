@@ -18,6 +18,7 @@ from imagegate.collector import tune_for_serving
 from imagegate.config import Settings
 from imagegate.gateway import Gateway
 from imagegate.web import install as install_console
+from imagegate.web.first_start import announce_first_admin_link
 
 log = logging.getLogger("imagegate")
 
@@ -27,7 +28,8 @@ def announce_first_key(key: str) -> None:
     print(
         "\n  imagegate created a workspace and its first admin API key.\n"
         "  It is shown only this once; keep it somewhere safe:\n\n"
-        f"    {key}\n",
+        f"    {key}\n\n"
+        "  It also signs you in to the web console (Sign in with an API key).\n",
         file=sys.stderr,
         flush=True,
     )
@@ -58,6 +60,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         await gw.start()
         if gw.first_admin_key is not None:
             announce_first_key(gw.first_admin_key)
+            await announce_first_admin_link(gw)
         if getattr(app.state, "tune_collector", False):
             tune_for_serving()
         try:

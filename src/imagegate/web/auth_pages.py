@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response
 
 from imagegate.errors import AuthenticationError, ImagegateError
 from imagegate.gateway import Gateway
 from imagegate.services import accounts
-from imagegate.web.render import page, security_headers
+from imagegate.web.render import page
 from imagegate.web.session import (
     FORM_COOKIE,
     UserForm,
@@ -21,6 +21,11 @@ from imagegate.web.session import (
 )
 
 router = APIRouter(include_in_schema=False)
+
+
+def suggested_login(name: str) -> str:
+    """A login to start from: the member's name in lower case, dots for spaces."""
+    return ".".join(accounts.normal_login(name).split())
 
 
 def _local(next_path: str | None) -> str:
@@ -131,7 +136,7 @@ async def _invite_page(
         status_code=status_code,
         csrf_token=csrf,
         member=pending.member,
-        login=login or pending.login or accounts.normal_login(pending.member.name).replace(" ", "."),
+        login=login or pending.login or suggested_login(pending.member.name),
         error=error,
         min_password=accounts.MIN_PASSWORD,
     )
@@ -164,12 +169,3 @@ async def accept_invite(request: Request, token: str) -> Response:
     set_session_cookie(request, response, opened.token)
     response.delete_cookie(FORM_COOKIE, path="/")
     return response
-
-
-def refused(request: Request, message: str, status_code: int) -> HTMLResponse:
-    return page(
-        request, "message.html", status_code=status_code, title="Not allowed", message=message
-    )
-
-
-__all__ = ["refused", "router", "security_headers"]
