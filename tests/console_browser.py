@@ -8,11 +8,11 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -29,6 +29,7 @@ from imagegate.gateway import Gateway
 from imagegate.services import accounts
 from tests.conftest import POSTGRES_URL, _admin, on_postgres
 
+T = TypeVar("T")
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -60,9 +61,14 @@ class Console:
             finally:
                 await engine.dispose()
 
-        # Playwright's sync API keeps an event loop running in this thread.
-        with ThreadPoolExecutor(1) as pool:
-            return pool.submit(asyncio.run, run()).result()
+        return in_thread(run())
+
+
+def in_thread(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` to its end on a thread of its own: Playwright's sync API keeps an
+    event loop running in the test's thread."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def _free_port() -> int:
@@ -82,7 +88,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     patch.setattr(accounts, "_DUMMY_HASH", cheap.hash("not a password"))
     if on_postgres():
         name = f"imagegate_console_{secrets.token_hex(6)}"
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+        in_thread(_admin(f'CREATE DATABASE "{name}"'))
         url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
     else:
         name, url = "", f"sqlite+aiosqlite:///{tmp / 'imagegate.db'}"
@@ -115,7 +121,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
         thread.join(timeout=10)
         patch.undo()
         if name:
-            asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            in_thread(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="module")

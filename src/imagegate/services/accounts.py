@@ -73,9 +73,17 @@ class PendingInvite:
 
 
 async def create_invite(
-    session: AsyncSession, actor: Principal | None, workspace_id: str, member_id: str
+    session: AsyncSession,
+    actor: Principal | None,
+    workspace_id: str,
+    member_id: str,
+    *,
+    audit: bool = True,
 ) -> tuple[ConsoleInvite, str]:
-    """A one-time link for a member to set (or reset) their password; the token once."""
+    """A one-time link for a member to set (or reset) their password; the token once.
+
+    ``audit=False`` only for the link printed at first start, which is no admin's change.
+    """
     await lock_workspace(session, workspace_id)
     member = await session.get(Member, member_id)
     if member is None or member.workspace_id != workspace_id:
@@ -95,8 +103,9 @@ async def create_invite(
     )
     session.add(invite)
     await session.flush()
-    after = {"member_id": member.id, "expires_at": int(invite.expires_at.timestamp())}
-    await record(session, actor, workspace_id, "invite.created", invite.id, None, after)
+    if audit:
+        after = {"member_id": member.id, "expires_at": int(invite.expires_at.timestamp())}
+        await record(session, actor, workspace_id, "invite.created", invite.id, None, after)
     return invite, token
 
 

@@ -12,7 +12,9 @@ from imagegate.services import accounts
 from imagegate.store.tables import Member, Workspace
 
 
-async def invite_link(gateway: Gateway, member: str | None = None) -> tuple[Member, str]:
+async def invite_link(
+    gateway: Gateway, member: str | None = None, *, audit: bool = True
+) -> tuple[Member, str]:
     """A link for ``member`` (an id or a name) of the first workspace to set a password;
     its first admin when none is named."""
     async with gateway.db.session() as session:
@@ -27,13 +29,15 @@ async def invite_link(gateway: Gateway, member: str | None = None) -> tuple[Memb
         found = (await session.execute(query.limit(1))).scalar_one_or_none()
         if found is None:
             raise NotFound(f"No member {member!r} in the workspace.", code="member_not_found")
-        _, token = await accounts.create_invite(session, None, workspace.id, found.id)
+        _, token = await accounts.create_invite(
+            session, None, workspace.id, found.id, audit=audit
+        )
     return found, f"{gateway.settings.base_url}/invite/{token}"
 
 
 async def announce_first_admin_link(gateway: Gateway) -> None:
     """At first start: a one-time link for the first admin to set a console password."""
-    _, link = await invite_link(gateway)
+    _, link = await invite_link(gateway, audit=False)
     print(
         "  Or open the web console and set the admin's password with this one-time link\n"
         f"  (valid for {accounts.INVITE_TTL.days} days):\n\n"
