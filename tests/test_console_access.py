@@ -49,6 +49,12 @@ def test_sign_in_invite_member_roles_csrf_and_sign_out(
 
     # an admin invites a member and copies the link
     admin.goto(console.url + "/settings/members")
+    # keyboard: the first Tab reaches the skip link, with a visible focus ring
+    admin.keyboard.press("Tab")
+    focused = admin.evaluate(
+        "[document.activeElement.textContent, getComputedStyle(document.activeElement).outlineStyle]"
+    )
+    assert focused == ["Skip to content", "solid"]
     admin.get_by_label("Name", exact=True).fill("Mia Staff")
     admin.get_by_label("Role", exact=True).select_option("member")
     admin.get_by_role("button", name="Create invite link").click()

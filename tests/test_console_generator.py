@@ -135,6 +135,7 @@ def test_errors_inline_and_the_switch_to_the_default(
         "Mock Vector (SVG placeholder) is no longer enabled; switched to the workspace default"
     )
     expect(page.get_by_label("Model")).to_have_value("mock-image")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
     screenshot(page, "generator-phone")
 
     # a model disabled while the page is open: the API's message, inline

@@ -67,8 +67,7 @@ _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 async def console_member(request: Request, gateway: Gateway) -> Principal:
     """The member signed in to the console, for the API calls its pages make: a request
     that changes anything must carry the session's CSRF token in ``X-CSRF-Token``."""
-    async with gateway.db.session() as session:
-        signed_in = await accounts.signed_in(session, request.cookies[accounts.SESSION_COOKIE])
+    signed_in = await accounts.signed_in(gateway.db, request.cookies[accounts.SESSION_COOKIE])
     if signed_in is None:
         raise AuthenticationError(
             "Your console session has ended; sign in again.", code="session_expired"

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagegate.errors import AuthenticationError, Conflict, InvalidParameter, NotFound
@@ -32,6 +32,7 @@ from imagegate.store.console_tables import (
     LoginAttempts,
     MemberPassword,
 )
+from imagegate.store.db import Database
 from imagegate.store.tables import ApiKey, Member, utcnow
 
 SESSION_COOKIE = "imagegate_session"
@@ -347,32 +348,47 @@ class SignedIn:
         return sent is not None and hmac.compare_digest(sent.encode(), self.csrf_token.encode())
 
 
-async def signed_in(session: AsyncSession, token: str) -> SignedIn | None:
-    """The member behind a session token, or None when it is unknown or has expired."""
-    row = await session.get(ConsoleSession, token_hash(token))
-    if row is None:
-        return None
+async def signed_in(db: Database, token: str) -> SignedIn | None:
+    """The member behind a session token, or None when it is unknown or has expired.
+
+    Read without a write lock (pages and the generator's polling call this on every
+    request); written only to forget an ended session or, once a minute, to note that it
+    is still in use.
+    """
+    key = token_hash(token)
     now = utcnow()
-    if row.expires_at <= now or row.last_seen_at + SESSION_IDLE <= now:
-        await session.delete(row)
-        return None
-    member = await session.get(Member, row.member_id)
-    if member is None:
-        return None
-    if row.key_id is not None:
-        key = await session.get(ApiKey, row.key_id)
-        if key is None or key.revoked_at is not None:
-            await session.delete(row)
+    async with db.read_session() as session:
+        row = await session.get(ConsoleSession, key)
+        if row is None:
             return None
-    if row.last_seen_at + TOUCH_EVERY <= now:
-        row.last_seen_at = now
+        member = await session.get(Member, row.member_id)
+        ended = member is None or row.expires_at <= now or row.last_seen_at + SESSION_IDLE <= now
+        if not ended and row.key_id is not None:
+            api_key = await session.get(ApiKey, row.key_id)
+            ended = api_key is None or api_key.revoked_at is not None
+        touch = row.last_seen_at + TOUCH_EVERY <= now
+        key_id, csrf = row.key_id, row.csrf_token
+    if ended or touch:
+        async with db.session() as session:
+            if ended:
+                await session.execute(
+                    delete(ConsoleSession).where(ConsoleSession.token_hash == key)
+                )
+            else:
+                await session.execute(
+                    update(ConsoleSession)
+                    .where(ConsoleSession.token_hash == key)
+                    .values(last_seen_at=now)
+                )
+    if ended or member is None:
+        return None
     principal = Principal(
         workspace_id=member.workspace_id,
         member_id=member.id,
         role=member.role,
-        key_id=row.key_id or "console",
+        key_id=key_id or "console",
     )
-    return SignedIn(principal, member.name, row.csrf_token)
+    return SignedIn(principal, member.name, csrf)
 
 
 async def end_session(session: AsyncSession, token: str) -> None:

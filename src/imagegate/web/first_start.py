@@ -29,9 +29,7 @@ async def invite_link(
         found = (await session.execute(query.limit(1))).scalar_one_or_none()
         if found is None:
             raise NotFound(f"No member {member!r} in the workspace.", code="member_not_found")
-        _, token = await accounts.create_invite(
-            session, None, workspace.id, found.id, audit=audit
-        )
+        _, token = await accounts.create_invite(session, None, workspace.id, found.id, audit=audit)
     return found, f"{gateway.settings.base_url}/invite/{token}"
 
 

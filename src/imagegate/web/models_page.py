@@ -66,6 +66,9 @@ async def _render(
     listing = _listing(gateway, state)
     names = {model.slug: model.name for model in gateway.catalog}
     for provider in listing["providers"]:
+        if provider["name"] == provider["id"] and provider["models"]:
+            first = gateway.catalog.resolve(provider["models"][0]["id"])
+            provider["name"] = (first.provider_name if first else "") or provider["name"]
         for row in provider["models"]:
             model = gateway.catalog.resolve(row["id"])
             assert model is not None

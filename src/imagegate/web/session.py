@@ -69,8 +69,7 @@ async def signed_in(request: Request) -> SignedIn | None:
     if not token:
         return None
     gateway: Gateway = request.app.state.gateway
-    async with gateway.db.session() as session:
-        return await accounts.signed_in(session, token)
+    return await accounts.signed_in(gateway.db, token)
 
 
 async def current_user(request: Request) -> SignedIn:
