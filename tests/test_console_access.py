@@ -139,6 +139,14 @@ def test_sign_in_invite_member_roles_csrf_and_sign_out(
     row.get_by_label("Role of Mia Staff").select_option("admin")
     row.get_by_role("button", name="Change role").click()
     expect(admin.get_by_role("status")).to_contain_text("Mia Staff is now an admin")
+
+    # a session unused for longer than the idle limit has ended
+    console.sql("UPDATE console_sessions SET last_seen_at = '2000-01-01 00:00:00'")
+    admin.goto(console.url + "/settings/members")
+    assert "/sign-in" in admin.url
+    expect(admin.get_by_role("status")).to_contain_text("session has ended")
+    sign_in_with_key(admin, console)  # and ended sessions are forgotten
+    assert console.sql("SELECT count(*) FROM console_sessions") == [(1,)]
     admin.context.close()
     member_context.close()
 

@@ -305,6 +305,12 @@ async def open_session(
 ) -> OpenedSession:
     token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     now = utcnow()
+    # Forget the sessions that have ended unused (a sign-in is rare enough to pay for it).
+    await session.execute(
+        delete(ConsoleSession).where(
+            (ConsoleSession.expires_at <= now) | (ConsoleSession.last_seen_at <= now - SESSION_IDLE)
+        )
+    )
     session.add(
         ConsoleSession(
             token_hash=token_hash(token),
