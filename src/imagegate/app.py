@@ -28,8 +28,7 @@ def announce_first_key(key: str) -> None:
     print(
         "\n  imagegate created a workspace and its first admin API key.\n"
         "  It is shown only this once; keep it somewhere safe:\n\n"
-        f"    {key}\n\n"
-        "  It also signs you in to the web console (Sign in with an API key).\n",
+        f"    {key}\n",
         file=sys.stderr,
         flush=True,
     )

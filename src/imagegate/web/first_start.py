@@ -37,8 +37,9 @@ async def announce_first_admin_link(gateway: Gateway) -> None:
     """At first start: a one-time link for the first admin to set a console password."""
     _, link = await invite_link(gateway, audit=False)
     print(
-        "  Or open the web console and set the admin's password with this one-time link\n"
-        f"  (valid for {accounts.INVITE_TTL.days} days):\n\n"
+        f"  The web console is at {gateway.settings.base_url}/ : sign in with this key\n"
+        "  (Sign in with an API key), or set the admin's password with this one-time\n"
+        f"  link, valid for {accounts.INVITE_TTL.days} days:\n\n"
         f"    {link}\n",
         file=sys.stderr,
         flush=True,
