@@ -266,8 +266,8 @@
         upscale.type = "button";
         upscale.textContent = "Upscale";
         upscale.addEventListener("click", () => run(
-          "/v1/jobs/" + encodeURIComponent(data.upscale_model),
-          { image_url: output.file_id },
+          "/v1/images/upscale",
+          { model: data.upscale_model, image: output.file_id },
         ));
         actions.append(upscale);
       }
