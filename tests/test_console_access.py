@@ -140,6 +140,17 @@ def test_sign_in_invite_member_roles_csrf_and_sign_out(
     row.get_by_role("button", name="Change role").click()
     expect(admin.get_by_role("status")).to_contain_text("Mia Staff is now an admin")
 
+    # an admin revokes the member's sign-in: signed out everywhere, the password gone
+    sign_in(member, console, "mia", "correct horse battery")
+    member.wait_for_url("**/generate")
+    admin.goto(console.url + "/settings/members")
+    admin.get_by_role("button", name="Revoke sign-in of Mia Staff").click()
+    expect(admin.get_by_role("status")).to_contain_text("Mia Staff can no longer sign in")
+    member.goto(console.url + "/generate")
+    assert "/sign-in" in member.url
+    sign_in(member, console, "mia", "correct horse battery")
+    expect(member.get_by_role("alert")).to_contain_text("Wrong login or password")
+
     # a session unused for longer than the idle limit has ended
     console.sql("UPDATE console_sessions SET last_seen_at = '2000-01-01 00:00:00'")
     admin.goto(console.url + "/settings/members")

@@ -141,6 +141,42 @@ async def revoke_invite(session: AsyncSession, actor: Principal, invite_id: str)
         )
 
 
+async def revoke_sign_in(session: AsyncSession, actor: Principal, member_id: str) -> bool:
+    """Take a member's console access away: their password, sessions and open invite
+    links (their API keys are revoked on their own). Whether they had any."""
+    await lock_workspace(session, actor.workspace_id)
+    member = await session.get(Member, member_id)
+    if member is None or member.workspace_id != actor.workspace_id:
+        raise NotFound(
+            f"No member {member_id!r} in this workspace.", code="member_not_found", param="member"
+        )
+    if member.id == actor.member_id:
+        raise Conflict("You cannot revoke your own sign-in; ask another admin.", code="own_sign_in")
+    now = utcnow()
+    password = await session.get(MemberPassword, member.id)
+    ended = await session.execute(
+        delete(ConsoleSession).where(ConsoleSession.member_id == member.id)
+    )
+    invites = await session.execute(
+        update(ConsoleInvite)
+        .where(
+            ConsoleInvite.member_id == member.id,
+            ConsoleInvite.used_at.is_(None),
+            ConsoleInvite.revoked_at.is_(None),
+        )
+        .values(revoked_at=now)
+    )
+    if password is not None:
+        await session.delete(password)
+    had = password is not None or bool(ended.rowcount) or bool(invites.rowcount)  # type: ignore[attr-defined]
+    if had:
+        before = {"login": password.login if password else None}
+        await record(
+            session, actor, actor.workspace_id, "member.sign_in_revoked", member.id, before, None
+        )
+    return had
+
+
 def _invalid_invite() -> NotFound:
     return NotFound(
         "This invite link is not valid: it was used, revoked or has expired. "

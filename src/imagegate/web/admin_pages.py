@@ -208,6 +208,25 @@ async def set_role(request: Request, member_id: str, user: Admin, form: AdminFor
     return flash.redirect(request, "/settings/members", notice if change.changed else None)
 
 
+@router.post("/settings/members/{member_id}/revoke-sign-in")
+async def revoke_sign_in(
+    request: Request, member_id: str, user: Admin, form: AdminForm
+) -> Response:
+    """Sign a member out everywhere and remove their password (a departing colleague)."""
+    gateway = _gateway(request)
+    try:
+        async with gateway.db.session() as session:
+            member = await members.get_member(session, user.principal.workspace_id, member_id)
+            await accounts.revoke_sign_in(session, user.principal, member_id)
+    except ImagegateError as exc:
+        return await _members_page(request, user, error=exc.message, status_code=exc.status_code)
+    return flash.redirect(
+        request,
+        "/settings/members",
+        f"{member.name} can no longer sign in to the console (their API keys are unchanged).",
+    )
+
+
 @router.post("/settings/invites/{invite_id}/revoke")
 async def revoke_invite(request: Request, invite_id: str, user: Admin, form: AdminForm) -> Response:
     gateway = _gateway(request)
