@@ -7,7 +7,7 @@ import io
 import re
 
 from PIL import Image
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Route, expect
 
 from tests.console_browser import (
     Console,
@@ -104,6 +104,34 @@ def test_generate_download_keep_reference_and_history(
     expect(page.locator("#reference-list")).to_contain_text("result")
     expect(page.get_by_label("Prompt")).to_be_focused()
     screenshot(page, "generator-reference")
+
+    # upscale of a result goes to POST /v1/images/upscale with the result's file id (the
+    # upscaler has no provider here: its answer is stood in for by the job just made)
+    admin = {"Authorization": f"Bearer {console.admin_key}"}
+    page.request.patch(
+        console.url + "/v1/admin/image-models/topaz_upscale_image",
+        data={"enabled": True},
+        headers=admin,
+    )
+    page.reload()
+    page.get_by_label("Prompt").fill("to upscale")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#results li")).to_have_count(1)
+    first = page.request.get(console.url + "/v1/jobs?limit=1").json()["data"][0]
+    sent: list[dict[str, object]] = []
+
+    def stand_in(route: Route) -> None:
+        sent.append(route.request.post_data_json)
+        assert route.request.headers["x-csrf-token"]
+        route.fulfill(status=202, json={"id": first["id"], "status": "queued"})
+
+    page.route("**/v1/images/upscale", stand_in)
+    source = page.locator("#results li img").first.get_attribute("src") or ""
+    page.locator("#results li").first.get_by_role("button", name="Upscale").click()
+    expect(page.locator("#results li")).to_have_count(1)
+    assert sent and sent[0]["model"] == "topaz_upscale_image"
+    assert str(sent[0]["image"]).startswith("file_") and sent[0]["image"] in source
+    page.unroute("**/v1/images/upscale")
 
     # the choice is kept for the next visit
     model.select_option("mock-vector")
