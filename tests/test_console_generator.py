@@ -134,9 +134,10 @@ def test_generate_download_keep_reference_and_history(
     page.unroute("**/v1/images/upscale")
 
     # the choice is kept for the next visit
-    model.select_option("mock-vector")
+    with page.expect_response("**/v1/me/selected-model") as kept_choice:
+        model.select_option("mock-vector")
+    assert kept_choice.value.ok
     expect(page.get_by_label("Aspect ratio")).to_have_value("1:1")
-    page.wait_for_timeout(300)
     page.reload()
     expect(page.get_by_label("Model")).to_have_value("mock-vector")
     assert not errors, errors
@@ -149,8 +150,9 @@ def test_errors_inline_and_the_switch_to_the_default(
 ) -> None:
     page = new_context(browser, viewport={"width": 390, "height": 844}).new_page()
     sign_in_with_key(page, console)
-    page.get_by_label("Model").select_option("mock-vector")
-    page.wait_for_timeout(300)
+    with page.expect_response("**/v1/me/selected-model") as kept_choice:
+        page.get_by_label("Model").select_option("mock-vector")
+    assert kept_choice.value.ok
 
     # an admin disables the model the member had chosen: switched to the default, with a notice
     admin = {"Authorization": f"Bearer {console.admin_key}"}

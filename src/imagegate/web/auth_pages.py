@@ -30,7 +30,7 @@ def suggested_login(name: str) -> str:
 
 def _local(next_path: str | None) -> str:
     """Only a path of this site to go back to after signing in."""
-    if next_path and next_path.startswith("/") and not next_path.startswith("//"):
+    if next_path and next_path.startswith("/") and not next_path.startswith(("//", "/\\")):
         return next_path
     return "/"
 
