@@ -160,13 +160,18 @@ def test_errors_inline_and_the_switch_to_the_default(
         console.url + "/v1/admin/image-models/mock-vector", data={"enabled": False}, headers=admin
     )
     assert off.status == 200
-    page.reload()
+    with page.expect_response("**/v1/me/selected-model") as switch:
+        page.reload()
+    assert switch.value.ok
     expect(page.locator("#model-notice")).to_contain_text(
         "Mock Vector (SVG placeholder) is no longer enabled; switched to the workspace default"
     )
     expect(page.get_by_label("Model")).to_have_value("mock-image")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     screenshot(page, "generator-phone")
+    page.reload()  # the switch is recorded: no notice the next time
+    expect(page.get_by_label("Model")).to_have_value("mock-image")
+    expect(page.locator("#model-notice")).to_have_count(0)
 
     # a model disabled while the page is open: the API's message, inline
     page.request.patch(

@@ -94,6 +94,8 @@ async def generator(request: Request, user: User) -> Response:
         "default_model": state.default_model,
         "upscale_model": upscaler if upscaler in usable else None,
         "billing_mode": state.billing_mode,
+        # The page records the switch (as a generation without a model would), once shown.
+        "switched": notice is not None,
     }
     return page(
         request,

@@ -355,6 +355,9 @@
       addFiles(Array.from(event.dataTransfer.files));
     });
 
+    if (data.switched && current()) {
+      api("PUT", "/v1/me/selected-model", { model: modelSelect.value }).catch(() => {});
+    }
     if (current()) {
       fillOptions(current());
       updateEstimate();
