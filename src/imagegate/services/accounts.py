@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagegate.errors import AuthenticationError, Conflict, InvalidParameter, NotFound
 from imagegate.ids import new_id
-from imagegate.services.keys import KEY_PREFIX, Principal, authenticate
+from imagegate.services.keys import Principal, authenticate
 from imagegate.services.workspace import lock_workspace, record
 from imagegate.store.console_tables import (
     ConsoleInvite,
@@ -369,10 +369,6 @@ async def sign_in_with_key(session: AsyncSession, secret: str) -> OpenedSession:
     member = await session.get(Member, principal.member_id)
     assert member is not None
     return await open_session(session, member, key_id=principal.key_id)
-
-
-def looks_like_key(text: str) -> bool:
-    return text.strip().startswith(KEY_PREFIX)
 
 
 # ---- the session behind a request --------------------------------------------------------
