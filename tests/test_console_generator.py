@@ -3,7 +3,9 @@ results, download and "keep in Files", references, history, and errors inline.""
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import re
 
 from PIL import Image
@@ -95,11 +97,27 @@ def test_generate_download_keep_reference_and_history(
     )
     expect(page.locator("#reference-list li")).to_have_count(1)
     expect(page.locator("#reference-list")).to_contain_text("photo.png")
+    # … and by drag and drop
+    page.evaluate(
+        """async (b64) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const data = new DataTransfer();
+            data.items.add(new File([bytes], "dropped.png", { type: "image/png" }));
+            const zone = document.getElementById("dropzone");
+            zone.dispatchEvent(new DragEvent("drop", { dataTransfer: data, bubbles: true, cancelable: true }));
+        }""",
+        base64.b64encode(_png(40, 40)).decode(),
+    )
+    expect(page.locator("#reference-list li")).to_have_count(2)
+    expect(page.locator("#reference-list")).to_contain_text("dropped.png")
     page.get_by_label("Images").fill("1")
     page.get_by_role("button", name="Generate").click()
     expect(page.locator("#results li")).to_have_count(1)
     job = page.request.get(console.url + "/v1/jobs?limit=1").json()["data"][0]
     assert job["status"] == "succeeded"
+    (stored,) = console.sql("SELECT request FROM jobs WHERE id = :id", id=job["id"])
+    request = stored[0] if isinstance(stored[0], dict) else json.loads(stored[0])
+    assert len(request["body"]["reference_files"]) == 2
     page.locator("#results li").first.get_by_role("button", name="Edit").click()
     expect(page.locator("#reference-list")).to_contain_text("result")
     expect(page.get_by_label("Prompt")).to_be_focused()
