@@ -18,7 +18,7 @@ import httpx
 import pytest
 import uvicorn
 from argon2 import PasswordHasher, profiles
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -40,6 +40,8 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 SCREENSHOTS = Path(__file__).parent.parent / "docs" / "console"
+# Generous waits: CI machines are shared and a page can take a while under load.
+expect.set_options(timeout=15_000)
 
 
 @dataclass
@@ -137,7 +139,7 @@ def browser() -> Iterator[Browser]:
 def new_context(browser: Browser, **options: Any) -> BrowserContext:
     options.setdefault("viewport", {"width": 1280, "height": 860})
     context = browser.new_context(**options)
-    context.set_default_timeout(10_000)
+    context.set_default_timeout(20_000)
     return context
 
 
