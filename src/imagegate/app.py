@@ -35,6 +35,8 @@ from imagegate.gateway import Gateway
 from imagegate.observe import logs, tracing
 from imagegate.observe.metrics import RequestContext
 from imagegate.observe.shutdown import drain_on_signals
+from imagegate.web import install as install_console
+from imagegate.web.first_start import announce_first_admin_link
 
 log = logging.getLogger("imagegate")
 
@@ -75,6 +77,7 @@ def _lifespan(gw: Gateway) -> Any:
         await gw.start()
         if gw.first_admin_key is not None:
             announce_first_key(gw.first_admin_key)
+            await announce_first_admin_link(gw)
         if served:
             tune_for_serving()
             drain_on_signals(gw)
@@ -130,6 +133,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     app.include_router(admin.router)
     app.include_router(me.router)
     app.include_router(health.router)
+    install_console(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagegate.errors import AuthenticationError, PermissionDenied
 from imagegate.gateway import Gateway
+from imagegate.services import accounts
 from imagegate.services.keys import Principal, authenticate
 
 
@@ -43,6 +44,8 @@ def bearer_token(request: Request) -> str | None:
 
 async def current_member(request: Request, gateway: GatewayDep) -> Principal:
     token = bearer_token(request)
+    if token is None and accounts.SESSION_COOKIE in request.cookies:
+        return await console_member(request, gateway)
     if token is None:
         raise AuthenticationError(
             "Missing API key. Send 'Authorization: Bearer <key>'.", code="missing_api_key"
@@ -57,6 +60,26 @@ async def current_member(request: Request, gateway: GatewayDep) -> Principal:
 
 
 CurrentMember = Annotated[Principal, Depends(current_member)]
+
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+async def console_member(request: Request, gateway: Gateway) -> Principal:
+    """The member signed in to the console, for the API calls its pages make: a request
+    that changes anything must carry the session's CSRF token in ``X-CSRF-Token``."""
+    signed_in = await accounts.signed_in(gateway.db, request.cookies[accounts.SESSION_COOKIE])
+    if signed_in is None:
+        raise AuthenticationError(
+            "Your console session has ended; sign in again.", code="session_expired"
+        )
+    if request.method not in _SAFE_METHODS and not signed_in.csrf_ok(
+        request.headers.get(accounts.CSRF_HEADER)
+    ):
+        raise PermissionDenied(
+            "Missing or wrong CSRF token: send the page's token in X-CSRF-Token.",
+            code="csrf_failed",
+        )
+    return signed_in.principal
 
 
 async def current_admin(member: CurrentMember) -> Principal:
