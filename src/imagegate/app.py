@@ -17,6 +17,8 @@ from imagegate.api.responses import JSONResponse
 from imagegate.collector import tune_for_serving
 from imagegate.config import Settings
 from imagegate.gateway import Gateway
+from imagegate.mcp.http import PATH as MCP_PATH
+from imagegate.mcp.http import McpEndpoint
 
 log = logging.getLogger("imagegate")
 
@@ -60,7 +62,8 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         if getattr(app.state, "tune_collector", False):
             tune_for_serving()
         try:
-            yield
+            async with mcp.running():
+                yield
         finally:
             await gw.stop()
 
@@ -72,6 +75,10 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         default_response_class=JSONResponse,
     )
     app.state.gateway = gw
+    mcp = McpEndpoint(gw, app)
+    # An ASGI app as the route's endpoint: it answers the exact path, GET, POST and DELETE.
+    methods = ["GET", "POST", "DELETE"]
+    app.add_route(MCP_PATH, mcp, methods=methods, include_in_schema=False)  # type: ignore[arg-type]
     errors.install(app)
     routers = (models.router, pricing.router, images.router, jobs.router, files.router)
     for router in (*routers, edits.router, credits.router):

@@ -1,0 +1,91 @@
+"""The agent's working directory over stdio: where ``out`` is written and sources are read.
+
+Paths are relative to it and must stay inside it: an absolute path, ``..`` or a symlink
+that leads outside is refused, as is anything that is not a regular file to read.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePath
+
+from imagegate.mcp.errors import ToolError
+
+EXTENSIONS = {
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/webp": ".webp",
+    "image/gif": ".gif",
+    "image/avif": ".avif",
+    "image/svg+xml": ".svg",
+}
+# What Pillow can write an output as, when ``out`` asks for another format.
+CONVERTIBLE = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+class Workdir:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def _inside(self, value: str, param: str) -> Path:
+        if not isinstance(value, str) or not value.strip() or "\x00" in value:
+            raise ToolError(f"Invalid value for {param!r}: expected a path.", param=param)
+        relative = PurePath(value)
+        if relative.is_absolute() or value.startswith("~"):
+            raise ToolError(
+                f"Invalid value for {param!r}: {value!r} is absolute; give a path relative "
+                f"to the working directory ({self.root}).",
+                code="path_outside_workdir",
+                param=param,
+            )
+        resolved = (self.root / relative).resolve()  # follows symlinks, and resolves ..
+        if not resolved.is_relative_to(self.root):
+            raise ToolError(
+                f"Invalid value for {param!r}: {value!r} leads outside the working "
+                f"directory ({self.root}).",
+                code="path_outside_workdir",
+                param=param,
+            )
+        return resolved
+
+    def source(self, value: str, param: str) -> Path:
+        path = self._inside(value, param)
+        if not path.is_file():
+            raise ToolError(
+                f"Invalid value for {param!r}: no file {value!r} in the working directory. "
+                "Give a path relative to it, an https URL, a file id or a data URI.",
+                code="file_not_found",
+                param=param,
+            )
+        return path
+
+    def outputs(self, out: str, count: int, content_type: str) -> list[Path]:
+        """Where each of ``count`` outputs goes: ``out`` itself, or numbered ``name-1.ext``
+        …; without a suffix, the output's own extension is added."""
+        path = self._inside(out, "out")
+        if path.is_dir():
+            raise ToolError(
+                f"Invalid value for 'out': {out!r} is a directory; give a file name.",
+                param="out",
+            )
+        if not path.suffix:
+            path = path.with_name(path.name + EXTENSIONS.get(content_type, ".png"))
+        if count == 1:
+            return [path]
+        return [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(1, count + 1)]
+
+    def write(self, path: Path, data: bytes) -> str:
+        """Write ``data`` at ``path`` (checked by :meth:`outputs`), making its folders;
+        the path as the agent would name it."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Checked again once the folders exist: one may have been a symlink made meanwhile.
+        if not path.parent.resolve().is_relative_to(self.root) or path.is_symlink():
+            raise ToolError(
+                f"Invalid value for 'out': {path} leads outside the working directory.",
+                code="path_outside_workdir",
+                param="out",
+            )
+        temporary = path.with_name(f".{path.name}.part")
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+        return path.relative_to(self.root).as_posix()
