@@ -27,7 +27,6 @@ from imagegate.providers.fake import FakeProvider
 from imagegate.providers.mock import MockProvider
 from imagegate.providers.registry import ProviderRegistry
 
-
 # The models the tool picks by itself: the tiers' presets, the editor and the upscaler.
 TOOL_MODELS = (
     "flux_schnell",
@@ -147,10 +146,9 @@ async def stdio_session(
         cwd=workdir,
         env={"PYTHONPATH": os.pathsep.join(sys.path), **(env or {})},
     )
-    with open(os.devnull, "w") as errlog:
-        async with (
-            stdio_client(params, errlog=errlog) as (read, write),
-            ClientSession(read, write) as session,
-        ):
-            await session.initialize()
-            yield session
+    async with (
+        stdio_client(params, errlog=sys.stderr) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        yield session

@@ -180,9 +180,11 @@ async def test_http_bad_calls_come_back_as_tool_errors(served: Served) -> None:
 async def test_http_cancel_cancels_the_job_and_releases_its_hold(served: Served) -> None:
     await served.grant(50)
     progress: list[str] = []
+    told = asyncio.Event()
 
     async def on_progress(step: float, total: float | None, message: str | None) -> None:
         progress.append(message or "")
+        told.set()
 
     async with http_session(served.url, served.admin_key) as session:
         call = asyncio.create_task(
@@ -191,8 +193,7 @@ async def test_http_cancel_cancels_the_job_and_releases_its_hold(served: Served)
             )
         )
         await asyncio.wait_for(served.upstream.started.wait(), 10)
-        while not progress:
-            await asyncio.sleep(0.05)
+        await asyncio.wait_for(told.wait(), 10)
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call

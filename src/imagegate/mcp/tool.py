@@ -163,7 +163,7 @@ class ImageTool:
                 f"Model {model['id']!r} cannot {action} (it can: "
                 f"{', '.join(model.get('capabilities', []))}); read imagegate://models for "
                 f"models whose capabilities include {CAPABILITY[action]!r}.",
-                code="model_cannot_" + action,
+                code=f"model_cannot_{action}",
                 param="model",
             )
         return model
