@@ -267,3 +267,77 @@ async def test_stdio_on_the_local_data_dir(settings: Settings, tmp_path: Path) -
     with Image.open(workdir / "kite.jpg") as saved:
         assert saved.format == "JPEG"  # the PNG placeholder, written as out asked
         assert saved.size == (body["width"], body["height"])
+
+
+# ---- edit and upscale --------------------------------------------------------------------
+
+
+def png_data_uri(size: tuple[int, int] = (64, 48)) -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (200, 40, 40)).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+async def test_stdio_edits_and_upscales_local_files(served: Served, tmp_path: Path) -> None:
+    workdir = tmp_path / "project"
+    workdir.mkdir()
+    env = {"IMAGEGATE_API_KEY": served.admin_key}
+    async with stdio_session(workdir, "--url", served.url, env=env) as session:
+        made = await session.call_tool(
+            "image", {"prompt": "a cat", "mock": True, "out": "src/cat.png"}
+        )
+        edited = await session.call_tool(
+            "image",
+            {
+                "action": "edit",
+                "image_url": "src/cat.png",
+                "prompt": "make the cat blue",
+                "mock": True,
+                "out": "edits/blue.png",
+            },
+        )
+        upscaled = await session.call_tool(
+            "image",
+            {
+                "action": "upscale",
+                "image_url": "edits/blue.png",
+                "upscale_factor": 2,
+                "mock": True,
+                "out": "big/blue.png",
+            },
+        )
+    structured(made)
+    edit = structured(edited)
+    assert edit["model"] == "seedream_v5_edit" and edit["action"] == "edit"
+    upscale = structured(upscaled)
+    assert upscale["model"] == "topaz_upscale_image"
+    for body, path in ((edit, "edits/blue.png"), (upscale, "big/blue.png")):
+        with Image.open(workdir / path) as saved:
+            assert saved.size == (body["width"], body["height"])
+    async with served.api() as admin:
+        uploads = (await admin.get("/v1/files", params={"purpose": "reference"})).json()["data"]
+    assert sorted(f["filename"] for f in uploads) == ["blue.png", "cat.png"]
+
+
+async def test_http_edit_from_a_data_uri_and_upscale_from_a_file_id(served: Served) -> None:
+    await served.grant(100)
+    async with http_session(served.url, served.admin_key) as session:
+        edited = await session.call_tool(
+            "image",
+            {"action": "edit", "image_urls": [png_data_uri()], "prompt": "add a hat"},
+        )
+        edit = structured(edited)
+        upscaled = await session.call_tool(
+            "image",
+            {"action": "upscale", "image_url": edit["file_ids"][0], "upscale_factor": 2},
+        )
+        no_source = await session.call_tool("image", {"action": "edit", "prompt": "x"})
+    upscale = structured(upscaled)
+    assert edit["model"] == "seedream_v5_edit" and edit["charged_credits"] == 7
+    assert upscale["model"] == "topaz_upscale_image" and upscale["charged_credits"] == 16
+    assert [r.model for r in served.upstream.requests] == [
+        "seedream_v5_edit",
+        "topaz_upscale_image",
+    ]
+    assert no_source.is_error and "image_url_required" in text_of(no_source)
+    assert (await served.credits())["available"] == 100 - 7 - 16

@@ -140,7 +140,7 @@ class ImageTool:
             data={"purpose": "reference"},
             files={"file": (path.name, data, "application/octet-stream")},
         )
-        if response.status_code != 200:
+        if response.status_code not in (200, 201):
             error = ToolError.from_response(response)
             error.param = param
             raise error
