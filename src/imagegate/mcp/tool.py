@@ -24,7 +24,7 @@ from PIL import Image
 from imagegate.catalog import Catalog
 from imagegate.mcp.errors import ToolError
 from imagegate.mcp.schema import ACTIONS, REFUSED_FIELDS, TOOL_FIELDS
-from imagegate.mcp.workdir import CONVERTIBLE, Workdir
+from imagegate.mcp.workdir import CONVERTIBLE, EXTENSIONS, Workdir
 
 Progress = Callable[[float, str], Awaitable[None]]
 FILE_ID = re.compile(r"file_[0-9a-z]{26}")
@@ -280,7 +280,10 @@ class ImageTool:
             suffix = path.suffix.lower()
             wanted = CONVERTIBLE.get(suffix)
             if wanted is not None and output.item["content_type"] != Image.MIME.get(wanted):
-                data = converted(data, suffix)
+                try:
+                    data = converted(data, suffix)
+                except (OSError, ValueError):  # e.g. an SVG: kept as it is, named for what it is
+                    path = path.with_suffix(EXTENSIONS.get(output.item["content_type"], suffix))
             saved.append(self.workdir.write(path, data))
         return saved
 
