@@ -86,7 +86,7 @@ class ImageTool:
         *,
         workdir: Workdir | None,
         links: bool = True,
-        poll_seconds: float = 0.25,
+        poll_seconds: float = 0.05,
     ) -> None:
         self.catalog = catalog
         self.workdir = workdir
@@ -247,7 +247,7 @@ class ImageTool:
                 step += 1
                 await progress(step, f"{job['model']}: {job['status']}")
                 await anyio.sleep(delay)
-                delay = min(delay * 1.5, 2.0)
+                delay = min(delay * 1.5, 1.0)
                 response = await client.get(f"/v1/jobs/{job['id']}")
                 if response.status_code != 200:
                     raise ToolError.from_response(response)
@@ -315,8 +315,13 @@ class ImageTool:
         response = await client.post(f"/v1/jobs/{model['id']}", json=body)
         if response.status_code not in (200, 202):
             raise ToolError.from_response(response)
-        notice = response.headers.get("x-imagegate-notice")
-        notices = [notice] if notice else []
+        notices = []
+        if args.get("model") is None:
+            tier = args.get("tier") or next(iter(self.catalog.choices.tiers))
+            chosen = f"tier {tier!r}" if action == "create" else action
+            notices.append(f"{chosen} uses {model['id']}.")
+        if model.get("deprecated") and model.get("replacement"):
+            notices.append(f"{model['id']} is on its way out; use {model['replacement']}.")
         job = await self._follow(client, response.json(), progress)
         if job["status"] != "succeeded":
             error = job.get("error") or {}
