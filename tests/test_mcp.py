@@ -129,6 +129,9 @@ async def test_http_creates_with_each_tier_and_charges_once(served: Served) -> N
     async with httpx.AsyncClient() as anyone:  # the signed link needs no key
         signed = await anyone.get(body["images"][0]["url"])
     assert signed.status_code == 200 and signed.content == base64.b64decode(blob.blob)
+    async with served.api() as admin:  # out: kept in the Files API under that name
+        kept = (await admin.get(f"/v1/files/{body['file_ids'][0]}")).json()
+    assert kept["filename"] == "lighthouse.png" and kept["expires_at"] is None
 
     expected = {"draft": "flux_schnell", "fine": "flux_pro", "photo": "flux_realism"}
     entries = (await served.credits())["entries"]

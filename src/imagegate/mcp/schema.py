@@ -140,7 +140,7 @@ def input_schema(catalog: Catalog) -> dict[str, Any]:
             "type": "string",
             "description": "Output filename or path relative to the working directory "
             "(stdio: written there, folders made; numbered when several images). Over "
-            "HTTP it names the stored file.",
+            "HTTP the image is kept in the gateway's files under that name.",
         },
         "mock": {
             "type": "boolean",

@@ -13,7 +13,7 @@ import io
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import anyio
@@ -24,7 +24,7 @@ from PIL import Image
 from imagegate.catalog import Catalog
 from imagegate.mcp.errors import ToolError
 from imagegate.mcp.schema import ACTIONS, REFUSED_FIELDS, TOOL_FIELDS
-from imagegate.mcp.workdir import CONVERTIBLE, EXTENSIONS, Workdir
+from imagegate.mcp.workdir import CONVERTIBLE, EXTENSIONS, Workdir, numbered
 
 Progress = Callable[[float, str], Awaitable[None]]
 FILE_ID = re.compile(r"file_[0-9a-z]{26}")
@@ -66,11 +66,23 @@ def converted(data: bytes, suffix: str) -> bytes:
     buffer = io.BytesIO()
     kind = CONVERTIBLE[suffix]
     with Image.open(io.BytesIO(data)) as opened:
-        image = (
-            opened.convert("RGB") if kind == "JPEG" and opened.mode not in ("RGB", "L") else opened
-        )
-        image.save(buffer, format=kind)
+        flatten = kind == "JPEG" and opened.mode not in ("RGB", "L")
+        (opened.convert("RGB") if flatten else opened).save(buffer, format=kind)
     return buffer.getvalue()
+
+
+def as_named(data: bytes, content_type: str, name: str) -> tuple[bytes, str]:
+    """The image as its name says: converted when ``name`` asks for another format Pillow
+    writes, else (an SVG, say) kept and named for what it is."""
+    path = PurePath(name)
+    suffix = path.suffix.lower()
+    wanted = CONVERTIBLE.get(suffix)
+    if wanted is None or content_type == Image.MIME.get(wanted):
+        return data, name
+    try:
+        return converted(data, suffix), name
+    except (OSError, ValueError):
+        return data, path.with_suffix(EXTENSIONS.get(content_type, suffix)).as_posix()
 
 
 def _credits(value: Any) -> str:
@@ -268,6 +280,31 @@ class ImageTool:
             outputs.append(Output(item, response.content))
         return outputs
 
+    async def _keep_as(
+        self, client: httpx.AsyncClient, out: str, outputs: list[Output]
+    ) -> list[Output]:
+        """Over HTTP, ``out`` keeps the images in the Files API under that name (outputs
+        themselves expire with their job's retention)."""
+        names = numbered(out, len(outputs), outputs[0].item["content_type"]) if outputs else []
+        kept = []
+        for output, wanted in zip(outputs, names, strict=True):
+            data, name = as_named(output.data, output.item["content_type"], wanted)
+            response = await client.post(
+                "/v1/files",
+                data={"purpose": "user_data"},
+                files={"file": (PurePath(name).name, data, "application/octet-stream")},
+            )
+            if response.status_code not in (200, 201):
+                error = ToolError.from_response(response)
+                error.param = "out"
+                raise error
+            file = response.json()
+            item = {key: file.get(key) for key in ("url", "url_expires_at", "width", "height")}
+            item |= {"file_id": file["id"], "content_type": file["content_type"]}
+            item |= {"bytes": file["bytes"], "name": file["filename"]}
+            kept.append(Output(item, data))
+        return kept
+
     def _save(self, out: str | None, job: dict[str, Any], outputs: list[Output]) -> list[str]:
         if self.workdir is None or not outputs:
             return []
@@ -276,15 +313,8 @@ class ImageTool:
         paths: list[Path] = self.workdir.outputs(name, len(outputs), content_type)
         saved = []
         for output, path in zip(outputs, paths, strict=True):
-            data = output.data
-            suffix = path.suffix.lower()
-            wanted = CONVERTIBLE.get(suffix)
-            if wanted is not None and output.item["content_type"] != Image.MIME.get(wanted):
-                try:
-                    data = converted(data, suffix)
-                except (OSError, ValueError):  # e.g. an SVG: kept as it is, named for what it is
-                    path = path.with_suffix(EXTENSIONS.get(output.item["content_type"], suffix))
-            saved.append(self.workdir.write(path, data))
+            data, name = as_named(output.data, output.item["content_type"], path.name)
+            saved.append(self.workdir.write(path.with_name(name), data))
         return saved
 
     async def call(
@@ -331,6 +361,8 @@ class ImageTool:
                 extra={"job_id": job["id"], "provider_reason": error.get("provider_reason")},
             )
         outputs = await self._outputs(client, job)
+        if self.workdir is None and out is not None:
+            outputs = await self._keep_as(client, out, outputs)
         saved = await asyncio.to_thread(self._save, out, job, outputs)
         return self._result(action, job, outputs, saved, out, notices, bool(body.get("mock")))
 
@@ -348,10 +380,7 @@ class ImageTool:
         content: list[types.ContentBlock] = []
         for index, output in enumerate(outputs):
             item = output.item
-            name = saved[index] if saved else (out or f"{item['file_id']}")
-            if not saved and out is not None and len(outputs) > 1:
-                stem, dot, suffix = out.rpartition(".")
-                name = f"{stem}-{index + 1}.{suffix}" if dot else f"{out}-{index + 1}"
+            name = saved[index] if saved else item.get("name") or item["file_id"]
             image = {
                 "file_id": item["file_id"],
                 "uri": file_uri(item["file_id"]),

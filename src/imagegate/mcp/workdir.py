@@ -23,6 +23,17 @@ EXTENSIONS = {
 CONVERTIBLE = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 
 
+def numbered(out: str, count: int, content_type: str) -> list[str]:
+    """The name of each of ``count`` outputs: ``out`` itself, or ``name-1.ext`` …; without
+    a suffix, the output's own extension is added."""
+    path = PurePath(out)
+    if not path.suffix:
+        path = path.with_name(path.name + EXTENSIONS.get(content_type, ".png"))
+    if count == 1:
+        return [path.as_posix()]
+    return [path.with_name(f"{path.stem}-{i}{path.suffix}").as_posix() for i in range(1, count + 1)]
+
+
 class Workdir:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
@@ -60,19 +71,13 @@ class Workdir:
         return path
 
     def outputs(self, out: str, count: int, content_type: str) -> list[Path]:
-        """Where each of ``count`` outputs goes: ``out`` itself, or numbered ``name-1.ext``
-        …; without a suffix, the output's own extension is added."""
-        path = self._inside(out, "out")
-        if path.is_dir():
+        """Where each of ``count`` outputs goes (see :func:`numbered`), each checked."""
+        if self._inside(out, "out").is_dir():
             raise ToolError(
                 f"Invalid value for 'out': {out!r} is a directory; give a file name.",
                 param="out",
             )
-        if not path.suffix:
-            path = path.with_name(path.name + EXTENSIONS.get(content_type, ".png"))
-        if count == 1:
-            return [path]
-        return [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(1, count + 1)]
+        return [self._inside(name, "out") for name in numbered(out, count, content_type)]
 
     def write(self, path: Path, data: bytes) -> str:
         """Write ``data`` at ``path`` (checked by :meth:`outputs`), making its folders;
