@@ -71,3 +71,23 @@ def test_the_preview_is_small() -> None:
 def test_out_with_another_suffix_is_converted() -> None:
     with Image.open(io.BytesIO(converted(_png((40, 30), "RGBA"), ".jpg"))) as image:
         assert image.format == "JPEG" and image.size == (40, 30)
+
+
+async def test_an_unreachable_gateway_is_a_tool_error(tmp_path: Path) -> None:
+    import httpx
+
+    from imagegate.catalog import load_catalog
+    from imagegate.config import Settings
+    from imagegate.mcp.tool import ImageTool
+
+    settings = Settings(data_dir=tmp_path)
+    tool = ImageTool(load_catalog(settings.catalog_dirs), workdir=Workdir(tmp_path))
+
+    async def progress(step: float, message: str) -> None:
+        pass
+
+    async with httpx.AsyncClient(base_url="http://127.0.0.1:9") as client:
+        result = await tool.call(client, {"prompt": "x", "mock": True}, progress)
+    assert result.is_error
+    text = result.content[0]
+    assert text.type == "text" and "gateway_unreachable" in text.text

@@ -324,6 +324,10 @@ class ImageTool:
             return await self._call(client, dict(arguments), progress)
         except ToolError as error:
             return error_result(error)
+        except httpx.TransportError as exc:
+            where = client.base_url
+            message = f"The gateway at {where} did not answer ({type(exc).__name__}: {exc})."
+            return error_result(ToolError(message, code="gateway_unreachable"))
 
     async def _call(
         self, client: httpx.AsyncClient, args: dict[str, Any], progress: Progress
