@@ -167,11 +167,17 @@ async def test_http_bad_calls_come_back_as_tool_errors(served: Served) -> None:
         local_path = await session.call_tool(
             "image", {"action": "upscale", "image_url": "photos/cat.png"}
         )
+        escapes = [
+            await session.call_tool("image", {"prompt": "x", "mock": True, "out": out})
+            for out in ("../x.png", "/tmp/x.png", "a/../../x.png")
+        ]
     assert unknown.is_error and "'colour'" in text_of(unknown) and "Allowed:" in text_of(unknown)
     assert bad_value.is_error and "num_images" in text_of(bad_value)
     assert disabled.is_error and "model_not_enabled" in text_of(disabled)
     assert broke.is_error and "insufficient_credits" in text_of(broke)
     assert local_path.is_error and "stdio only" in text_of(local_path)
+    for escape in escapes:
+        assert escape.is_error and "path_outside_workdir" in text_of(escape)
     async with http_session(served.url, member) as session:
         hidden = await session.call_tool("image", {"prompt": "x", "model": "nano_banana"})
         allowed = await session.call_tool("image", {"prompt": "x", "mock": True})

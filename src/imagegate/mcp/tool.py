@@ -24,7 +24,7 @@ from PIL import Image
 from imagegate.catalog import Catalog
 from imagegate.mcp.errors import ToolError
 from imagegate.mcp.schema import ACTIONS, REFUSED_FIELDS, TOOL_FIELDS
-from imagegate.mcp.workdir import CONVERTIBLE, EXTENSIONS, Workdir, numbered
+from imagegate.mcp.workdir import CONVERTIBLE, EXTENSIONS, Workdir, numbered, relative_path
 
 Progress = Callable[[float, str], Awaitable[None]]
 FILE_ID = re.compile(r"file_[0-9a-z]{26}")
@@ -341,8 +341,11 @@ class ImageTool:
         out = args.get("out")
         if out is not None and (not isinstance(out, str) or not out.strip()):
             raise ToolError("Invalid value for 'out': expected a file name or path.", param="out")
-        if self.workdir is not None and out is not None:
-            self.workdir.outputs(out, 1, "image/png")  # refuse an escape before paying
+        if out is not None:  # refuse an escape before paying
+            if self.workdir is not None:
+                self.workdir.outputs(out, 1, "image/png")
+            else:
+                relative_path(out, "out")
         slug = self._model_for(action, args)
         model = await self._describe(client, slug, action)
         body = await self._body(client, action, args, model)

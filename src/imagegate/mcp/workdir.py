@@ -23,6 +23,33 @@ EXTENSIONS = {
 CONVERTIBLE = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 
 
+def relative_path(value: object, param: str, root: Path | None = None) -> PurePath:
+    """``value`` as a relative path that does not climb out with ``..``; the working
+    directory's own checks (symlinks) come on top of this one."""
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+        raise ToolError(f"Invalid value for {param!r}: expected a path.", param=param)
+    relative = PurePath(value)
+    where = f" ({root})" if root is not None else ""
+    if relative.is_absolute() or value.startswith("~"):
+        raise ToolError(
+            f"Invalid value for {param!r}: {value!r} is absolute; give a path relative "
+            f"to the working directory{where}.",
+            code="path_outside_workdir",
+            param=param,
+        )
+    depth = 0
+    for part in relative.parts:
+        depth += -1 if part == ".." else (0 if part == "." else 1)
+        if depth < 0:
+            raise ToolError(
+                f"Invalid value for {param!r}: {value!r} leads outside the working "
+                f"directory{where}.",
+                code="path_outside_workdir",
+                param=param,
+            )
+    return relative
+
+
 def numbered(out: str, count: int, content_type: str) -> list[str]:
     """The name of each of ``count`` outputs: ``out`` itself, or ``name-1.ext`` …; without
     a suffix, the output's own extension is added."""
@@ -39,16 +66,7 @@ class Workdir:
         self.root = root.resolve()
 
     def _inside(self, value: str, param: str) -> Path:
-        if not isinstance(value, str) or not value.strip() or "\x00" in value:
-            raise ToolError(f"Invalid value for {param!r}: expected a path.", param=param)
-        relative = PurePath(value)
-        if relative.is_absolute() or value.startswith("~"):
-            raise ToolError(
-                f"Invalid value for {param!r}: {value!r} is absolute; give a path relative "
-                f"to the working directory ({self.root}).",
-                code="path_outside_workdir",
-                param=param,
-            )
+        relative = relative_path(value, param, self.root)
         resolved = (self.root / relative).resolve()  # follows symlinks, and resolves ..
         if not resolved.is_relative_to(self.root):
             raise ToolError(
