@@ -46,16 +46,20 @@ async def serve_stdio(settings: Settings, url: str | None, key: str | None, root
     from mcp.server.stdio import stdio_server
 
     from imagegate.catalog import load_catalog
-    from imagegate.client import local_client, remote_client
     from imagegate.mcp.server import ImagegateServer
     from imagegate.mcp.workdir import Workdir
 
     catalog = load_catalog(settings.catalog_dirs, credits_per_usd=settings.credits_per_usd)
     # Claimed first: from here on stray prints go to stderr, never into the protocol.
     async with stdio_server() as (read_stream, write_stream):
-        connect: AbstractAsyncContextManager[httpx.AsyncClient] = (
-            remote_client(url, key) if url and key else local_client(settings)
-        )
+        connect: AbstractAsyncContextManager[httpx.AsyncClient]
+        if url and key:
+            headers = {"Authorization": f"Bearer {key}"}
+            connect = httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=600)
+        else:
+            from imagegate.client import local_client  # the whole gateway, in this process
+
+            connect = local_client(settings)
         async with connect as client:
 
             @asynccontextmanager
