@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 import httpx
@@ -160,7 +161,7 @@ class ImageTool:
         return file_id
 
     async def _describe(self, client: httpx.AsyncClient, slug: str, action: str) -> dict[str, Any]:
-        response = await client.get(f"/v1/models/{slug}")
+        response = await client.get(f"/v1/models/{quote(slug, safe='')}")
         if response.status_code != 200:
             error = ToolError.from_response(response)
             if error.code == "model_not_found":
@@ -185,14 +186,16 @@ class ImageTool:
     ) -> dict[str, Any]:
         properties: dict[str, Any] = model.get("input_schema", {}).get("properties", {})
         spec = self.catalog.resolve(model["id"])
-        prompt_field = spec.prompt_field if spec is not None else "prompt"
+        prompt_field = spec.prompt_field if spec is not None else None
+        if prompt_field not in properties:  # e.g. Topaz's optional guide for Redefine
+            prompt_field = "prompt" if "prompt" in properties else None
         body: dict[str, Any] = {}
         prompt = args.get("prompt")
         if prompt is not None:
-            if prompt_field is None or prompt_field not in properties:
+            if prompt_field is None:
                 raise ToolError(f"Model {model['id']!r} takes no prompt.", param="prompt")
             body[prompt_field] = prompt
-        elif action in ("create", "edit") and prompt_field in properties:
+        elif action in ("create", "edit") and prompt_field is not None:
             what = "what to draw" if action == "create" else "the edit to make"
             raise ToolError(f"'prompt' is required: {what}.", param="prompt")
         sources: list[tuple[str, Any]] = []
@@ -212,18 +215,18 @@ class ImageTool:
                 code="image_url_required",
                 param="image_url",
             )
-        resolved = [await self._source(client, value, param) for param, value in sources]
-        if resolved:
+        field = None
+        if sources:
             if "image_urls" in properties:
-                body["image_urls"] = resolved
+                field = "image_urls"
             elif "image_url" in properties:
-                if len(resolved) > 1:
+                field = "image_url"
+                if len(sources) > 1:
                     raise ToolError(
-                        f"Model {model['id']!r} takes one source image; {len(resolved)} given.",
+                        f"Model {model['id']!r} takes one source image; {len(sources)} given.",
                         code="too_many_references",
                         param="image_urls",
                     )
-                body["image_url"] = resolved[0]
             else:
                 raise ToolError(
                     f"Model {model['id']!r} takes no source image.", param=sources[0][0]
@@ -245,6 +248,12 @@ class ImageTool:
         for name in ("mock", "format", "idempotency_key"):
             if args.get(name) is not None:
                 body[name] = args[name]
+        # Last, once the call is otherwise checked: a local source is uploaded here.
+        resolved = [await self._source(client, value, param) for param, value in sources]
+        if field == "image_urls":
+            body[field] = resolved
+        elif field == "image_url":
+            body[field] = resolved[0]
         return body
 
     async def _follow(
