@@ -351,3 +351,12 @@ async def test_http_edit_from_a_data_uri_and_upscale_from_a_file_id(served: Serv
     ]
     assert no_source.is_error and "image_url_required" in text_of(no_source)
     assert (await served.credits())["available"] == 100 - 7 - 16
+
+
+async def test_http_with_several_processes_runs_stateless(settings: Settings) -> None:
+    settings.workers = 2  # each request may reach another process: no sessions
+    async with serve(settings) as running, http_session(running.url, running.admin_key) as s:
+        made = await s.call_tool("image", {"prompt": "a boat", "mock": True})
+        tools = await s.list_tools()
+    assert structured(made)["model"] == "flux_schnell"
+    assert "image" in [tool.name for tool in tools.tools]

@@ -35,7 +35,10 @@ class McpEndpoint:
         self.gateway = gateway
         self.app = app
         self.server = ImagegateServer(gateway.catalog, self._client_for)
-        self.sessions = StreamableHTTPSessionManager(self.server.server)
+        # Sessions live in one process: with several sharing the port, each request
+        # stands alone (progress still streams back on its own response).
+        stateless = gateway.settings.workers > 1
+        self.sessions = StreamableHTTPSessionManager(self.server.server, stateless=stateless)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
