@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -32,6 +33,8 @@ from imagegate.api.responses import JSONResponse
 from imagegate.collector import tune_for_serving
 from imagegate.config import Settings
 from imagegate.gateway import Gateway
+from imagegate.mcp.http import PATH as MCP_PATH
+from imagegate.mcp.http import McpEndpoint
 from imagegate.observe import logs, tracing
 from imagegate.observe.metrics import RequestContext
 from imagegate.observe.shutdown import drain_on_signals
@@ -82,7 +85,10 @@ def _lifespan(gw: Gateway) -> Any:
             tune_for_serving()
             drain_on_signals(gw)
         try:
-            yield
+            # The MCP endpoint's sessions live as long as the app (the worker app has none).
+            mcp = getattr(app.state, "mcp", None)
+            async with mcp.running() if mcp is not None else contextlib.nullcontext():
+                yield
         finally:
             if served:
                 # Begun by SIGTERM already, or (a process of `serve --workers N`, which
@@ -125,6 +131,10 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         default_response_class=JSONResponse,
     )
     app.state.gateway = gw
+    mcp = app.state.mcp = McpEndpoint(gw, app)
+    # An ASGI app as the route's endpoint: it answers the exact path, GET, POST and DELETE.
+    methods = ["GET", "POST", "DELETE"]
+    app.add_route(MCP_PATH, mcp, methods=methods, include_in_schema=False)  # type: ignore[arg-type]
     errors.install(app)
     describe_as_answered(app)
     routers = (models.router, pricing.router, images.router, jobs.router, files.router)

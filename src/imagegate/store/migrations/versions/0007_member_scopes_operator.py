@@ -1,7 +1,7 @@
 """members.operator (the instance-wide operator role); files.member_id (whose file it is)
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 
 Members see and act on their own jobs and files, admins on all of their workspace's:
 files now record the member they belong to (an output: its job's member). The operator
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007"
-down_revision: str | None = "0005"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

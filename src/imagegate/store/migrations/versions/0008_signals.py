@@ -2,7 +2,7 @@
 governance change (``NOTIFY imagegate``, see ``store/signals.py``)
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0007
 
 PostgreSQL only: a notification is sent by the transaction that made the change, when it
 commits, whoever made it (an instance, the CLI, an operator by hand). SQLite has no
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0008"
-down_revision: str | None = "0005"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -2,7 +2,7 @@
 provider safety filter (self-hosted ones)
 
 Revision ID: 0009
-Revises: 0005
+Revises: 0008
 
 On PostgreSQL the governance-version trigger of migration 0005 is made anew with the new
 column among the settings it watches: a submit planned before an admin disallowed such
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0009"
-down_revision: str | None = "0005"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

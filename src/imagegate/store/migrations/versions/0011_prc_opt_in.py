@@ -1,7 +1,7 @@
 """workspaces: prc_models_allowed, the admin's opt-in to models made by PRC-based companies
 
 Revision ID: 0011
-Revises: 0005
+Revises: 0009
 
 Off by default: such models (``prc: true`` in the catalog, e.g. ``qwen-image``) can be
 enabled only once an admin opts in. On PostgreSQL the setting joins the columns whose
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0011"
-down_revision: str | None = "0005"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
