@@ -15,16 +15,27 @@ from fastapi import APIRouter, Request
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from imagegate.api import schemas
 from imagegate.api.common import json_object
 from imagegate.api.deps import CurrentMember, GatewayDep
 from imagegate.api.edits import _coerce, _source
 from imagegate.api.images import generate_response
+from imagegate.api.openapi import (
+    AUTHENTICATED,
+    GENERATION_ERRORS,
+    UPSCALE_JSON_BODY,
+    UPSCALE_MULTIPART_BODY,
+    creating_work,
+    errors,
+    request_body,
+)
 from imagegate.api.responses import JSONResponse
+from imagegate.api.schemas import ok
 from imagegate.errors import InvalidParameter, InvalidRequest
 from imagegate.gateway import Gateway
 from imagegate.services.generation import upscale_body
 
-router = APIRouter(prefix="/v1/images", tags=["images"])
+router = APIRouter(prefix="/v1/images", tags=["images"], responses=errors(*AUTHENTICATED))
 
 _NUMBERS = ("upscale_factor", "face_enhancement_creativity", "face_enhancement_strength")
 
@@ -74,7 +85,20 @@ def _prepare(gateway: Gateway, body: dict[str, Any]) -> dict[str, Any]:
     return upscale_body(gateway.catalog, body)
 
 
-@router.post("/upscale", response_model=None)
+@router.post(
+    "/upscale",
+    response_model=None,
+    responses={
+        **ok(schemas.ImagesResponse),
+        **ok(schemas.Job, 202, "Prefer: respond-async (or a wait that ran out): the job."),
+        **errors(*GENERATION_ERRORS, 415),
+    },
+    openapi_extra=creating_work(
+        request_body(
+            {"multipart/form-data": UPSCALE_MULTIPART_BODY, "application/json": UPSCALE_JSON_BODY}
+        )
+    ),
+)
 async def upscale_image(
     request: Request, member: CurrentMember, gateway: GatewayDep
 ) -> JSONResponse:
