@@ -9,6 +9,8 @@ covers (about 24 megapixels for Topaz) are refused with 400 ``upscale_too_large`
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -70,14 +72,19 @@ async def _from_multipart(request: Request) -> tuple[dict[str, Any], FormData]:
     return body, form
 
 
+# A JSON number, as a JSON body would carry it (float() would also take "inf", "nan",
+# spaces, underscores and other scripts' digits).
+_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+
+
 def _number(name: str, value: str) -> float | int:
-    try:
-        number = float(value)
-    except ValueError:
+    number = float(value) if _NUMBER.fullmatch(value) else math.nan
+    if not math.isfinite(number):
         raise InvalidParameter(
             f"Invalid value for {name!r}: {value!r} is not a number.", param=name
-        ) from None
-    return int(number) if number.is_integer() else number
+        )
+    # Integral values become integers only within 64 bits, as in a JSON body.
+    return int(number) if number.is_integer() and abs(number) < 2**63 else number
 
 
 def _prepare(gateway: Gateway, body: dict[str, Any]) -> dict[str, Any]:
