@@ -112,7 +112,7 @@ def register_endpoints(
             continue
         if endpoint.type == "local":
             registry.register_elsewhere(
-                name, f"run `imagegate local-worker MODEL_DIR --name {name}` next to the gateway"
+                name, f"run `imagegate worker --local MODEL_DIR --local-name {name}` beside it"
             )
             continue
         adapter, missing = build(endpoint, settings, options, env)

@@ -47,7 +47,7 @@ class ProviderRegistry:
         self._refresh()
 
     def register_elsewhere(self, name: str, note: str) -> None:
-        """A provider that another process runs (``imagegate local-worker``): requests for it
+        """A provider that another process runs (``imagegate worker --local``): requests for it
         are accepted and queued here; this process never calls it."""
         if name not in self._providers:
             self._elsewhere[name] = note
