@@ -28,7 +28,7 @@ from imagegate.local.tiny import build_tiny_pipeline
 from imagegate.local.worker import local_gateway
 from imagegate.providers.registry import default_registry
 from tests.billing_support import credits, grant, kinds
-from tests.helpers import decode_image, enable_models
+from tests.helpers import decode_image
 
 LOCAL_MODEL = """
 models:
@@ -56,6 +56,12 @@ models:
     routes: [{provider: local, upstream_id: tiny}]
     provenance: a pipeline folder of our own
 """
+
+
+async def _enable(client: httpx.AsyncClient, slug: str) -> None:
+    """As an admin enables a model (the first start may have enabled it already)."""
+    response = await client.patch(f"/v1/admin/image-models/{slug}", json={"enabled": True})
+    assert response.status_code == 200, response.text
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +102,7 @@ async def _poll(client: httpx.AsyncClient, job_id: str, seconds: float = 60) -> 
 
 
 async def _ready(client: httpx.AsyncClient, gateway: Gateway) -> None:
-    await enable_models(gateway, "tiny-local")
+    await _enable(client, "tiny-local")
     await client.patch("/v1/admin/settings", json={"unfiltered_models_allowed": True})
     await grant(client, 10)
 

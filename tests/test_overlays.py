@@ -22,7 +22,7 @@ from imagegate.providers.registry import ProviderRegistry
 from tests.billing_support import grant
 from tests.fakes.compatible import FakeCompatible
 from tests.governance import as_key, new_member
-from tests.helpers import assert_error, decode_image, enable_models
+from tests.helpers import assert_error, decode_image
 
 KEY = "sk-self-hosted"
 
@@ -57,6 +57,12 @@ change:
     margin_percent: 35
 hide: [dall-e-3]
 """
+
+
+async def _enable(client: httpx.AsyncClient, slug: str) -> None:
+    """As an admin enables a model (the first start may have enabled it already)."""
+    response = await client.patch(f"/v1/admin/image-models/{slug}", json={"enabled": True})
+    assert response.status_code == 200, response.text
 
 
 @pytest.fixture
@@ -114,7 +120,7 @@ async def test_lists_prices_and_routes_the_overlay(
     assert table["flux-self"]["per_image_1024"]["credits"] == 1
     assert table["flux-self"]["safety_filter"] is False
 
-    await enable_models(gateway, "flux-self")
+    await _enable(client, "flux-self")
     await client.patch("/v1/admin/settings", json={"unfiltered_models_allowed": True})
     await grant(client, 10)
     response = await client.post(
@@ -140,7 +146,7 @@ async def test_lists_prices_and_routes_the_overlay(
 async def test_members_need_the_admins_leave_for_unfiltered_models(
     client: httpx.AsyncClient, member: httpx.AsyncClient, gateway: Any
 ) -> None:
-    await enable_models(gateway, "flux-self")
+    await _enable(client, "flux-self")
     await grant(client, 10)
     body = {"model": "flux-self", "prompt": "a lighthouse"}
     refused = await member.post("/v1/images/generations", json=body)

@@ -1,7 +1,6 @@
-"""``imagegate local-worker MODEL_DIR``: the local runner as a process of its own.
-
-Once ``imagegate worker`` exists, this is its ``--local MODEL_DIR`` option: both call
-:func:`imagegate.local.worker.serve_local`.
+"""``imagegate local-worker MODEL_DIR``: the local runner as a process of its own, without
+the worker's HTTP port. ``imagegate worker --local MODEL_DIR`` (cli/roles.py) is the same
+runner as a full worker; both load it with :mod:`imagegate.local.worker`.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ ones (``imagegate serve --no-worker``) take requests, workers run the jobs, and 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -31,7 +32,12 @@ def worker_settings(
     return Settings(**overrides)
 
 
-def run_worker(settings: Settings, *, providers: ProviderRegistry | None = None) -> None:
+def run_worker(
+    settings: Settings,
+    *,
+    providers: ProviderRegistry | None = None,
+    only_providers: list[str] | None = None,
+) -> None:
     """Serve a worker until SIGTERM. ``providers``: the registry to run jobs with (a
     worker for a local model passes one that holds its runner); default, the configured
     providers."""
@@ -40,7 +46,9 @@ def run_worker(settings: Settings, *, providers: ProviderRegistry | None = None)
     from imagegate.app import create_worker_app, served_by_uvicorn
     from imagegate.gateway import Gateway
 
-    gateway = Gateway(settings, providers=providers, run_workers=True)
+    gateway = Gateway(
+        settings, providers=providers, run_workers=True, only_providers=only_providers
+    )
     worker_app = served_by_uvicorn(create_worker_app(settings, gateway))
     console.print(
         f"imagegate worker: {settings.worker_concurrency} jobs at once; health, readiness "
@@ -67,9 +75,38 @@ def worker(
         int | None,
         typer.Option(min=1, help="Jobs run at once (IMAGEGATE_WORKER_CONCURRENCY)."),
     ] = None,
+    local: Annotated[
+        Path | None,
+        typer.Option(
+            "--local",
+            exists=True,
+            file_okay=False,
+            help="Run only the jobs of a local route, through this diffusers pipeline folder "
+            "(docs/self-hosted.md; needs imagegate[local]).",
+        ),
+    ] = None,
+    local_name: Annotated[
+        str, typer.Option(help="With --local: the provider name of the route it serves.")
+    ] = "local",
+    device: Annotated[
+        str, typer.Option(help="With --local: auto (cuda, mps, cpu) or a torch device.")
+    ] = "auto",
+    max_batch: Annotated[
+        int, typer.Option(min=1, help="With --local: images of one shape in one pass.")
+    ] = 8,
 ) -> None:
     """Run jobs from the shared database, without the API (scales apart from `serve`)."""
-    run_worker(worker_settings(host, port, concurrency))
+    settings = worker_settings(host, port, concurrency)
+    if local is None:
+        run_worker(settings)
+        return
+    from imagegate.local.worker import local_runner
+
+    settings, registry, description = local_runner(
+        settings, local, name=local_name, device=device, max_batch=max_batch
+    )
+    console.print(description)
+    run_worker(settings, providers=registry, only_providers=[local_name])
 
 
 @app.command()

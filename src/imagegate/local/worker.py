@@ -22,6 +22,35 @@ from imagegate.providers.registry import ProviderRegistry
 log = logging.getLogger("imagegate.local")
 
 
+def local_runner(
+    settings: Settings,
+    model_dir: Path,
+    *,
+    name: str = "local",
+    device: str | None = None,
+    dtype: str | None = None,
+    max_batch: int = 8,
+) -> tuple[Settings, ProviderRegistry, str]:
+    """For ``imagegate worker --local``: the pipeline loaded, a registry holding only its
+    runner, the settings that let a batch fill, and the device in words."""
+    pipeline = LocalPipeline(model_dir, device=device, dtype=dtype)
+    provider = LocalProvider(pipeline, name=name, max_batch=max_batch)
+    registry = ProviderRegistry()
+    registry.register(provider)
+    concurrency = max(settings.provider_concurrency, max_batch)
+    settings = settings.model_copy(
+        update={
+            "provider_concurrency": concurrency,
+            "worker_concurrency": max(settings.worker_concurrency, concurrency),
+        }
+    )
+    description = (
+        f"local runner {name!r}: {pipeline.name} from {model_dir} on "
+        f"{pipeline.device_description} ({pipeline.dtype}), batches of up to {max_batch}"
+    )
+    return settings, registry, description
+
+
 def local_gateway(
     settings: Settings, provider: LocalProvider, *, poll_interval: float = 0.1
 ) -> Gateway:

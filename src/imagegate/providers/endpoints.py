@@ -111,8 +111,8 @@ def register_endpoints(
         if name in present:
             continue
         if endpoint.type == "local":
-            registry.register_missing(
-                name, f"run `imagegate worker --local MODEL_DIR --name {name}` next to the gateway"
+            registry.register_elsewhere(
+                name, f"run `imagegate worker --local MODEL_DIR --local-name {name}` beside it"
             )
             continue
         adapter, missing = build(endpoint, settings, options, env)

@@ -33,23 +33,37 @@ class ProviderRegistry:
     def __init__(self) -> None:
         self._providers: dict[str, Provider] = {}
         self._missing: dict[str, str] = {}
+        # Providers another process runs (local runners): planned on here, never called.
+        self._elsewhere: dict[str, str] = {}
         self._configured = ConfiguredProviders((), {})
+
+    def _refresh(self) -> None:
+        self._configured = ConfiguredProviders([*self._providers, *self._elsewhere], self._missing)
 
     def register(self, provider: Provider) -> None:
         self._providers[provider.name] = provider
         self._missing.pop(provider.name, None)
-        self._configured = ConfiguredProviders(self._providers, self._missing)
+        self._elsewhere.pop(provider.name, None)
+        self._refresh()
+
+    def register_elsewhere(self, name: str, note: str) -> None:
+        """A provider that another process runs (``imagegate worker --local``): requests for it
+        are accepted and queued here; this process never calls it."""
+        if name not in self._providers:
+            self._elsewhere[name] = note
+            self._missing.pop(name, None)
+            self._refresh()
 
     def register_missing(self, name: str, what_to_set: str) -> None:
         """Remember a known provider that lacks credentials, and what would configure it."""
         if name not in self._providers:
             self._missing[name] = what_to_set
-            self._configured = ConfiguredProviders(self._providers, self._missing)
+            self._refresh()
 
     def get(self, name: str) -> Provider:
         provider = self._providers.get(name)
         if provider is None:
-            needs = self._missing.get(name)
+            needs = self._missing.get(name) or self._elsewhere.get(name)
             hint = f"To use it, {needs}" if needs else "Set its credentials"
             raise ProviderNotConfigured(
                 f"Provider {name!r} is not configured on this gateway. {hint} "
