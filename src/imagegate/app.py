@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import logging
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -71,6 +71,36 @@ def served_by_uvicorn(app: FastAPI) -> FastAPI:
     return app
 
 
+@asynccontextmanager
+async def _nothing() -> AsyncIterator[None]:
+    yield
+
+
+@asynccontextmanager
+async def _in_own_task(context: AbstractAsyncContextManager[None]) -> AsyncIterator[None]:
+    """Enter and leave ``context`` in a task of its own. anyio's task groups (the MCP
+    sessions') must be left by the task that entered them, and whoever runs a lifespan
+    may start it in one task and end it in another (pytest's async fixtures do)."""
+    entered, leave = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        async with context:
+            entered.set()
+            await leave.wait()
+
+    holder = asyncio.create_task(hold())
+    waiting = asyncio.create_task(entered.wait())
+    await asyncio.wait({holder, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    if holder.done():
+        waiting.cancel()
+        holder.result()  # its failure to start, raised here
+    try:
+        yield
+    finally:
+        leave.set()
+        await holder
+
+
 def _lifespan(gw: Gateway) -> Any:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -87,7 +117,7 @@ def _lifespan(gw: Gateway) -> Any:
         try:
             # The MCP endpoint's sessions live as long as the app (the worker app has none).
             mcp = getattr(app.state, "mcp", None)
-            async with mcp.running() if mcp is not None else contextlib.nullcontext():
+            async with _in_own_task(mcp.running()) if mcp is not None else _nothing():
                 yield
         finally:
             if served:
