@@ -27,6 +27,7 @@ from imagegate.app import create_app
 from imagegate.config import Settings
 from imagegate.gateway import Gateway
 from imagegate.services import accounts
+from tests.billing_support import write_paid_catalog
 from tests.conftest import POSTGRES_URL, _admin, on_postgres
 
 T = TypeVar("T")
@@ -80,8 +81,13 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
+def console(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Console]:
+    """The gateway of one test module; with ``PAID_CATALOG = True`` in the module, the
+    priced mock models of tests/billing_support.py are in the catalog too (turned off)."""
     tmp = tmp_path_factory.mktemp("console")
+    paid = getattr(request.module, "PAID_CATALOG", False)
     # Argon2's cheapest parameters: the tests check the sign-in rules, not the hash's cost
     # (about a second per hash with the default parameters on a busy CI machine).
     patch = pytest.MonkeyPatch()
@@ -94,7 +100,12 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
         url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
     else:
         name, url = "", f"sqlite+aiosqlite:///{tmp / 'imagegate.db'}"
-    settings = Settings(environment="test", data_dir=tmp / "data", database_url=url)
+    settings = Settings(
+        environment="test",
+        data_dir=tmp / "data",
+        database_url=url,
+        catalog_dirs=[write_paid_catalog(tmp / "catalog")] if paid else [],
+    )
     gateway = Gateway(settings)
     port = _free_port()
     config = uvicorn.Config(
@@ -116,6 +127,13 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
         except httpx.TransportError:
             time.sleep(0.05)
     assert gateway.first_admin_key is not None
+    for slug in ("paid-image", "premium-image") if paid else ():
+        off = httpx.patch(
+            f"{base}/v1/admin/image-models/{slug}",
+            json={"enabled": False},
+            headers={"Authorization": f"Bearer {gateway.first_admin_key}"},
+        )
+        assert off.status_code == 200, off.text
     try:
         yield Console(base, gateway.first_admin_key, url, gateway)
     finally:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import re
 
 from PIL import Image
 from playwright.sync_api import Browser, Route, expect
@@ -20,6 +19,7 @@ from tests.console_browser import (
     sign_in_with_key,
 )
 
+PAID_CATALOG = True  # a priced mock model, for "not enough credits"
 TIMES = "\u00d7"  # the multiplication sign, as the page writes sizes
 
 
@@ -124,7 +124,7 @@ def test_generate_download_keep_reference_and_history(
     screenshot(page, "generator-reference")
 
     # upscale of a result goes to POST /v1/images/upscale with the result's file id (the
-    # upscaler has no provider here: its answer is stood in for by the job just made)
+    # upscaler has no provider here: the request goes on with the wrapper's "mock": true)
     admin = {"Authorization": f"Bearer {console.admin_key}"}
     page.request.patch(
         console.url + "/v1/admin/image-models/topaz_upscale_image",
@@ -133,22 +133,25 @@ def test_generate_download_keep_reference_and_history(
     )
     page.reload()
     page.get_by_label("Prompt").fill("to upscale")
+    page.get_by_label("Size").select_option("256x256")
     page.get_by_role("button", name="Generate").click()
     expect(page.locator("#results li")).to_have_count(1)
-    first = page.request.get(console.url + "/v1/jobs?limit=1").json()["data"][0]
     sent: list[dict[str, object]] = []
 
-    def stand_in(route: Route) -> None:
+    def as_mock(route: Route) -> None:
         sent.append(route.request.post_data_json)
         assert route.request.headers["x-csrf-token"]
-        route.fulfill(status=202, json={"id": first["id"], "status": "queued"})
+        route.continue_(post_data=json.dumps({**sent[-1], "mock": True}))
 
-    page.route("**/v1/images/upscale", stand_in)
+    page.route("**/v1/images/upscale", as_mock)
     source = page.locator("#results li img").first.get_attribute("src") or ""
     page.locator("#results li").first.get_by_role("button", name="Upscale").click()
     expect(page.locator("#results li")).to_have_count(1)
     assert sent and sent[0]["model"] == "topaz_upscale_image"
     assert str(sent[0]["image"]).startswith("file_") and sent[0]["image"] in source
+    expect(page.locator("#results li img").first).not_to_have_attribute("src", source)
+    upscaled = page.request.get(console.url + "/v1/jobs?limit=1").json()["data"][0]
+    assert upscaled["model"] == "topaz_upscale_image" and upscaled["status"] == "succeeded"
     page.unroute("**/v1/images/upscale")
 
     # the choice is kept for the next visit
@@ -206,11 +209,11 @@ def test_errors_inline_and_the_switch_to_the_default(
 
     # no credits: the estimate does not fit the balance
     page.request.patch(
-        console.url + "/v1/admin/image-models/flux-2-pro", data={"enabled": True}, headers=admin
+        console.url + "/v1/admin/image-models/paid-image", data={"enabled": True}, headers=admin
     )
     page.reload()
-    page.get_by_label("Model").select_option("flux-2-pro")
-    expect(page.locator("#estimate")).to_contain_text(re.compile(r"[1-9][0-9.]* credits"))
+    page.get_by_label("Model").select_option("paid-image")
+    expect(page.locator("#estimate")).to_contain_text("2 credits")
     page.get_by_label("Prompt").fill("a red bicycle")
     page.get_by_role("button", name="Generate").click()
     expect(page.locator("#form-error")).to_contain_text("credits")

@@ -350,3 +350,28 @@ async def test_a_405_lists_every_method_of_the_path(client: httpx.AsyncClient) -
         response = await client.request(method, path)
         assert_error(response, 405, "method_not_allowed")
         assert response.headers["allow"] == allowed, (method, path)
+
+
+async def test_multipart_numbers_take_the_forms_a_json_body_would(
+    client: httpx.AsyncClient,
+) -> None:
+    png = base64.b64decode(
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+    )
+    image = {"image": ("a.png", png, "image/png")}
+    for n in ("99999999999999999999999", "\u0665", " 5", "1_0"):
+        data = {"prompt": "p", "model": "mock-image", "n": n}
+        response = await client.post("/v1/images/edits", files=image, data=data)
+        assert_error(response, 400, "invalid_parameter", "n")
+    for factor in ("inf", "nan", "1e400", "\u0662"):
+        response = await client.post(
+            "/v1/images/upscale", files=image, data={"upscale_factor": factor}
+        )
+        assert_error(response, 400, "invalid_parameter", "upscale_factor")
+    huge = await client.post(
+        "/v1/images/upscale",
+        files=image,
+        data={"upscale_factor": "1.2287892145320677e+308"},
+        headers={"Idempotency-Key": "huge"},
+    )
+    assert huge.status_code in (400, 403), huge.text  # not a 500

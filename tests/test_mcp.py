@@ -159,6 +159,10 @@ async def test_http_idempotency_key_gives_the_same_job_charged_once(served: Serv
 
 async def test_http_bad_calls_come_back_as_tool_errors(served: Served) -> None:
     member = await served.member_key()
+    async with served.api() as admin:
+        off = {"enabled": False}
+        response = await admin.patch("/v1/admin/image-models/nano_banana", json=off)
+        assert response.status_code == 200, response.text
     async with http_session(served.url, served.admin_key) as session:
         unknown = await session.call_tool("image", {"prompt": "x", "mock": True, "colour": "red"})
         bad_value = await session.call_tool("image", {"prompt": "x", "num_images": 9})
@@ -321,6 +325,7 @@ async def test_stdio_edits_and_upscales_local_files(served: Served, tmp_path: Pa
     assert edit["model"] == "seedream_v5_edit" and edit["action"] == "edit"
     upscale = structured(upscaled)
     assert upscale["model"] == "topaz_upscale_image"
+    assert (upscale["width"], upscale["height"]) == (edit["width"] * 2, edit["height"] * 2)
     for body, path in ((edit, "edits/blue.png"), (upscale, "big/blue.png")):
         with Image.open(workdir / path) as saved:
             assert saved.size == (body["width"], body["height"])
@@ -349,6 +354,10 @@ async def test_http_edit_from_a_data_uri_and_upscale_from_a_file_id(served: Serv
         "seedream_v5_edit",
         "topaz_upscale_image",
     ]
+    source, again = (request.inputs[0] for request in served.upstream.requests)
+    assert (source.width, source.height) == (64, 48)  # the data URI's image reached the model
+    assert (again.width, again.height) == (edit["width"], edit["height"])
+    assert (upscale["width"], upscale["height"]) == (edit["width"] * 2, edit["height"] * 2)
     assert no_source.is_error and "image_url_required" in text_of(no_source)
     assert (await served.credits())["available"] == 100 - 7 - 16
 

@@ -9,6 +9,7 @@ input images.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -38,6 +39,7 @@ router = APIRouter(prefix="/v1/images", tags=["images"], responses=errors(*AUTHE
 MAX_SOURCE_IMAGES = 16
 _INTEGERS = ("n", "seed", "output_compression", "partial_images")
 _BOOLEANS = ("mock", "sync_mode")
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
 _MULTIPART_NAMES = {"reference_files": "image"}
 _JSON_NAMES = {"reference_files": "images"}
 
@@ -49,12 +51,13 @@ def _coerce(name: str, value: str) -> Any:
             f"Invalid value for {name!r}: NUL characters are not allowed.", param=name
         )
     if name in _INTEGERS:
-        try:
-            return int(value)
-        except ValueError:
+        # As a JSON body would carry it: ASCII digits, within 64 bits (int() would also
+        # take other scripts' digits, spaces, underscores and any size).
+        if not _INTEGER.fullmatch(value):
             raise InvalidParameter(
                 f"Invalid value for {name!r}: {value!r} is not an integer.", param=name
-            ) from None
+            )
+        return int(value)
     if name in _BOOLEANS:
         if value.lower() not in ("true", "false"):
             raise InvalidParameter(

@@ -128,10 +128,28 @@ IMAGES_BODY: dict[str, Any] = {
     "additionalProperties": True,
 }
 
+_SOURCE_TEXT = {
+    "type": "string",
+    "description": "A file id (file_…), a data URI (data:image/png;base64,…) or an http(s) URL.",
+    "pattern": "^(file_[A-Za-z0-9]{1,60}$|[Dd][Aa][Tt][Aa]:|[Hh][Tt][Tt][Pp][Ss]?://)",
+}
 _SOURCE = {
-    "type": "object",
-    "description": "An uploaded file's id, or an image as a base64 data URI.",
-    "properties": {"file_id": {"type": "string"}, "image_url": {"type": "string"}},
+    "description": "A source image: as text, or as {file_id} or {image_url}.",
+    "anyOf": [
+        _SOURCE_TEXT,
+        {
+            "type": "object",
+            "required": ["file_id"],
+            "properties": {"file_id": _SOURCE_TEXT},
+            "additionalProperties": False,
+        },
+        {
+            "type": "object",
+            "required": ["image_url"],
+            "properties": {"image_url": _SOURCE_TEXT},
+            "additionalProperties": False,
+        },
+    ],
 }
 
 EDITS_JSON_BODY: dict[str, Any] = {
@@ -191,6 +209,33 @@ def creating_work(body: dict[str, Any], *, estimates: bool = False) -> dict[str,
     """``openapi_extra`` of a POST that creates work: its body and its headers."""
     parameters = [*CREATES_WORK["parameters"], *([_DRY_RUN] if estimates else [])]
     return {**body, "parameters": parameters}
+
+
+UPSCALE_JSON_BODY: dict[str, Any] = {
+    "type": "object",
+    "required": ["image"],
+    "description": "The image to upscale; other fields are the upscaler's own parameters.",
+    "properties": {
+        "image": _SOURCE_TEXT,
+        "image_url": _SOURCE_TEXT,
+        "model": {"type": "string", "description": "Default: the catalog's upscaler."},
+        "upscale_factor": {"type": "number", "exclusiveMinimum": 0},
+        "response_format": {"type": "string", "enum": ["url", "b64_json"]},
+        **_WRAPPER,
+    },
+    "additionalProperties": True,
+}
+
+UPSCALE_MULTIPART_BODY: dict[str, Any] = {
+    "type": "object",
+    "required": ["image"],
+    "properties": {
+        "image": {"type": "string", "format": "binary"},
+        "model": {"type": "string"},
+        "upscale_factor": {"type": "number", "exclusiveMinimum": 0},
+        "response_format": {"type": "string", "enum": ["url", "b64_json"]},
+    },
+}
 
 
 def json_body(schema: dict[str, Any] | type[BaseModel], *, required: bool = True) -> dict[str, Any]:

@@ -9,22 +9,35 @@ covers (about 24 megapixels for Topaz) are refused with 400 ``upscale_too_large`
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from imagegate.api import schemas
 from imagegate.api.common import json_object
 from imagegate.api.deps import CurrentMember, GatewayDep
 from imagegate.api.edits import _coerce, _source
 from imagegate.api.images import generate_response
+from imagegate.api.openapi import (
+    AUTHENTICATED,
+    GENERATION_ERRORS,
+    UPSCALE_JSON_BODY,
+    UPSCALE_MULTIPART_BODY,
+    creating_work,
+    errors,
+    request_body,
+)
 from imagegate.api.responses import JSONResponse
+from imagegate.api.schemas import ok
 from imagegate.errors import InvalidParameter, InvalidRequest
 from imagegate.gateway import Gateway
 from imagegate.services.generation import upscale_body
 
-router = APIRouter(prefix="/v1/images", tags=["images"])
+router = APIRouter(prefix="/v1/images", tags=["images"], responses=errors(*AUTHENTICATED))
 
 _NUMBERS = ("upscale_factor", "face_enhancement_creativity", "face_enhancement_strength")
 
@@ -59,14 +72,19 @@ async def _from_multipart(request: Request) -> tuple[dict[str, Any], FormData]:
     return body, form
 
 
+# A JSON number, as a JSON body would carry it (float() would also take "inf", "nan",
+# spaces, underscores and other scripts' digits).
+_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+
+
 def _number(name: str, value: str) -> float | int:
-    try:
-        number = float(value)
-    except ValueError:
+    number = float(value) if _NUMBER.fullmatch(value) else math.nan
+    if not math.isfinite(number):
         raise InvalidParameter(
             f"Invalid value for {name!r}: {value!r} is not a number.", param=name
-        ) from None
-    return int(number) if number.is_integer() else number
+        )
+    # Integral values become integers only within 64 bits, as in a JSON body.
+    return int(number) if number.is_integer() and abs(number) < 2**63 else number
 
 
 def _prepare(gateway: Gateway, body: dict[str, Any]) -> dict[str, Any]:
@@ -74,7 +92,20 @@ def _prepare(gateway: Gateway, body: dict[str, Any]) -> dict[str, Any]:
     return upscale_body(gateway.catalog, body)
 
 
-@router.post("/upscale", response_model=None)
+@router.post(
+    "/upscale",
+    response_model=None,
+    responses={
+        **ok(schemas.ImagesResponse),
+        **ok(schemas.Job, 202, "Prefer: respond-async (or a wait that ran out): the job."),
+        **errors(*GENERATION_ERRORS, 415),
+    },
+    openapi_extra=creating_work(
+        request_body(
+            {"multipart/form-data": UPSCALE_MULTIPART_BODY, "application/json": UPSCALE_JSON_BODY}
+        )
+    ),
+)
 async def upscale_image(
     request: Request, member: CurrentMember, gateway: GatewayDep
 ) -> JSONResponse:

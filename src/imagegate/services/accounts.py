@@ -425,6 +425,7 @@ async def signed_in(db: Database, token: str) -> SignedIn | None:
         member_id=member.id,
         role=member.role,
         key_id=key_id or "console",
+        operator=bool(member.operator),
     )
     return SignedIn(principal, member.name, csrf)
 

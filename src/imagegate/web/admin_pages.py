@@ -3,6 +3,7 @@ usage and the audit log. Each change goes through the same service as the admin 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -326,12 +327,26 @@ async def credits_page(request: Request, user: Admin) -> Response:
     return await _credits_page(request, user)
 
 
+_CREDITS = re.compile(r"^\d{1,12}(\.\d{1,3})?$")
+
+
+def _form_credits(value: str) -> int:
+    """A form's credit amount as the API reads a JSON number (a form field is text)."""
+    if not _CREDITS.match(value):
+        raise InvalidParameter(
+            "Invalid value for 'amount': a positive number of credits with at most 3 decimals.",
+            param="amount",
+        )
+    # Up to 12 digits and 3 decimals survive the float exactly (shortest repr round trip).
+    return parse_credits(float(value) if "." in value else int(value))
+
+
 @router.post("/settings/credits")
 async def grant_credits(request: Request, user: Admin, form: AdminForm) -> Response:
     gateway = _gateway(request)
     note = text(form, "note").strip()[:500] or None
     try:
-        amount = parse_credits(text(form, "amount").strip())
+        amount = _form_credits(text(form, "amount").strip())
         async with gateway.db.session() as session:
             await billing.grant(
                 session,
