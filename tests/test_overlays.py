@@ -5,18 +5,20 @@ them so, and a broken overlay is refused with its file, line and field."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from typer.testing import CliRunner
 
+from imagegate.app import create_app
 from imagegate.catalog import load_catalog
 from imagegate.catalog.overlay import CatalogError
 from imagegate.cli import app as cli_app
 from imagegate.config import Settings
 from imagegate.errors import ProviderNotConfigured
+from imagegate.gateway import Gateway
 from imagegate.providers.endpoints import register_endpoints
 from imagegate.providers.registry import ProviderRegistry
 from tests.billing_support import grant
@@ -89,16 +91,30 @@ def settings(
     )
 
 
-@pytest.fixture
-async def member(client: httpx.AsyncClient) -> AsyncIterator[httpx.AsyncClient]:
-    _, secret = await new_member(client)
-    async with as_key(client, secret) as member_client:
-        yield member_client
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway on these settings and an admin's client, in the test's own task."""
+    gateway = Gateway(settings)
+    app = create_app(settings, gateway=gateway)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://testserver",
+            headers={"Authorization": f"Bearer {gateway.first_admin_key}"},
+        ) as client,
+    ):
+        yield client
 
 
 async def test_lists_prices_and_routes_the_overlay(
-    client: httpx.AsyncClient, gateway: Any, upstream: FakeCompatible
+    settings: Settings, upstream: FakeCompatible
 ) -> None:
+    async with serving(settings) as client:
+        await _lists_prices_and_routes(client, upstream)
+
+
+async def _lists_prices_and_routes(client: httpx.AsyncClient, upstream: FakeCompatible) -> None:
     models = {m["id"]: m for m in (await client.get("/v1/models?all=true")).json()["data"]}
     assert "dall-e-3" not in models
     assert (await client.get("/v1/models/dall-e-3")).status_code == 404
@@ -143,18 +159,21 @@ async def test_lists_prices_and_routes_the_overlay(
     assert (await client.get("/v1/credits")).json()["available"] == 9
 
 
-async def test_members_need_the_admins_leave_for_unfiltered_models(
-    client: httpx.AsyncClient, member: httpx.AsyncClient, gateway: Any
-) -> None:
-    await _enable(client, "flux-self")
-    await grant(client, 10)
-    body = {"model": "flux-self", "prompt": "a lighthouse"}
-    refused = await member.post("/v1/images/generations", json=body)
-    assert_error(refused, 403, "unfiltered_model_not_allowed", "model")
-    settings = await client.patch("/v1/admin/settings", json={"unfiltered_models_allowed": True})
-    assert settings.json()["unfiltered_models_allowed"] is True
-    allowed = await member.post("/v1/images/generations", json=body)
-    assert allowed.status_code == 200, allowed.text
+async def test_members_need_the_admins_leave_for_unfiltered_models(settings: Settings) -> None:
+    async with serving(settings) as client:
+        _, secret = await new_member(client)
+        async with as_key(client, secret) as member:
+            await _enable(client, "flux-self")
+            await grant(client, 10)
+            body = {"model": "flux-self", "prompt": "a lighthouse"}
+            refused = await member.post("/v1/images/generations", json=body)
+            assert_error(refused, 403, "unfiltered_model_not_allowed", "model")
+            changed = await client.patch(
+                "/v1/admin/settings", json={"unfiltered_models_allowed": True}
+            )
+            assert changed.json()["unfiltered_models_allowed"] is True
+            allowed = await member.post("/v1/images/generations", json=body)
+            assert allowed.status_code == 200, allowed.text
 
 
 def _write(tmp_path: Path, text: str) -> Path:
