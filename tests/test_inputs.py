@@ -18,6 +18,8 @@ from PIL import Image
 
 from imagegate.config import Settings
 from imagegate.gateway import Gateway
+from imagegate.providers.base import ProviderRequest, ProviderResult
+from imagegate.providers.fake import FakeProvider
 from imagegate.services import files
 from imagegate.services.keys import Principal
 from imagegate.store.tables import utcnow
@@ -300,6 +302,8 @@ async def test_refused_requests_leave_nothing_behind(
         response = await call
         assert 400 <= response.status_code < 500, response.text
     await enable_models(gateway, "seedream_v5_edit")
+    # fal configured (never called: the hold is refused first), the workspace has no credits
+    gateway.providers.register(FakeProvider(_never_called, name="fal"))
     no_credits = await client.post(
         "/v1/images/edits",
         files={"image": ("a.png", image, "image/png")},
@@ -308,6 +312,10 @@ async def test_refused_requests_leave_nothing_behind(
     assert_error(no_credits, 402, "insufficient_credits")
     assert stored_files(gateway) == []
     assert (await client.get("/v1/files")).json()["data"] == []
+
+
+async def _never_called(request: ProviderRequest) -> ProviderResult:
+    raise AssertionError("a refused request reached the provider")
 
 
 def _rss() -> int:
