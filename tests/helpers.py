@@ -42,7 +42,17 @@ async def enable_models(gateway: Any, *slugs: str) -> None:
     async with gateway.db.session() as session:
         workspace = (await session.execute(select(Workspace).limit(1))).scalar_one()
         for slug in slugs:
-            session.add(WorkspaceModel(workspace_id=workspace.id, model=slug, enabled=True))
+            row = (
+                await session.execute(
+                    select(WorkspaceModel).where(
+                        WorkspaceModel.workspace_id == workspace.id, WorkspaceModel.model == slug
+                    )
+                )
+            ).scalar_one_or_none()
+            if row is None:  # the first start may have enabled it already
+                session.add(WorkspaceModel(workspace_id=workspace.id, model=slug, enabled=True))
+            else:
+                row.enabled = True
 
 
 def api_routes(routes: Sequence[BaseRoute], prefix: str = "") -> list[APIRoute]:

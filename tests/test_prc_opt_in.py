@@ -77,6 +77,12 @@ def test_the_migration_keeps_an_existing_sqlite_workspace(tmp_path: Path) -> Non
                 "VALUES ('mem_1', 'ws_1', 'a', 'admin', '2026-01-01 00:00:00')"
             )
         )
+        connection.execute(
+            text(
+                "INSERT INTO api_keys (id, workspace_id, member_id, name, prefix, secret_hash, created_at) "
+                "VALUES ('key_1', 'ws_1', 'mem_1', 'k', 'ig_x', 'h', '2026-01-01 00:00:00')"
+            )
+        )
     with engine.begin() as connection:
         command.upgrade(alembic_config(connection), "head")
         allowed = connection.execute(text("SELECT prc_models_allowed FROM workspaces")).all()

@@ -20,7 +20,6 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from imagegate.catalog.overlay import CatalogError
 from imagegate.config import Settings
 from imagegate.errors import ImagegateError
 
@@ -67,16 +66,8 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
         reason = str(exc) or type(exc).__name__
         message = f"cannot reach the gateway {where}: {reason}".replace("  ", " ")
         raise _say_and_exit(message) from None
-    except ImagegateError as exc:  # the in-process gateway refused to start (e.g. catalog)
+    except ImagegateError as exc:  # the in-process gateway refused to start
         raise _say_and_exit(f"{exc.code}: {exc.message}", 2) from None
-    except ValueError as exc:
-        # Imported here: the catalog's models take a quarter second to import, which a
-        # command that calls a remote gateway does not need.
-        from imagegate.catalog.loader import CatalogError
-
-        if not isinstance(exc, CatalogError):  # e.g. a catalog folder that does not exist
-            raise
-        raise _say_and_exit(f"catalog: {exc}", 2) from None
 
 
 def _has_request(exc: httpx.TransportError) -> bool:
@@ -678,7 +669,13 @@ def main() -> None:
     except KeyboardInterrupt:
         print(file=sys.stderr)
         raise SystemExit(130) from None
-    except CatalogError as exc:
+    except ValueError as exc:
+        # Imported here: the catalog's models take a quarter second to import, which a
+        # command that calls a remote gateway does not need.
+        from imagegate.catalog.overlay import CatalogError
+
+        if not isinstance(exc, CatalogError):
+            raise
         # A broken overlay: its file, line and field, not a traceback.
         console.print("[red]The catalog did not load:[/red]")
         console.print(str(exc), markup=False, highlight=False, soft_wrap=True)

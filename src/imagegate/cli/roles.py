@@ -9,13 +9,15 @@ ones (``imagegate serve --no-worker``) take requests, workers run the jobs, and 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from imagegate.cli.main import app, console
 from imagegate.config import Settings
-from imagegate.providers.registry import ProviderRegistry
+
+if TYPE_CHECKING:
+    from imagegate.providers.registry import ProviderRegistry
 
 
 def worker_settings(

@@ -11,13 +11,19 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from imagegate.cli.main import KeyOption, UrlOption, _client, _fail, _run, app, console
-from imagegate.services.sources import source_form
 
 EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
 
 
+def _source_form(source: str) -> str | None:
+    # Imported here: the source checks pull in the store, which other commands do not need.
+    from imagegate.services.sources import source_form
+
+    return source_form(source)
+
+
 def _default_output(source: str, factor: float, extension: str) -> Path:
-    stem = Path(source).stem if source_form(source) is None else "upscaled"
+    stem = Path(source).stem if _source_form(source) is None else "upscaled"
     return Path(f"{stem}-x{factor:g}.{extension}")
 
 
@@ -54,7 +60,7 @@ def upscale(
         fields["mock"] = True
     local = Path(source)
     data: bytes | None = None
-    if source_form(source) is None:
+    if _source_form(source) is None:
         if not local.is_file():
             console.print(f"[red]No such file: {source}[/red]")
             raise typer.Exit(2)

@@ -43,22 +43,22 @@ class McpEndpoint:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """Run the session manager while the app runs. Its task group lives in a task of
-        its own: an app's lifespan may be entered in one task and left in another (a test
-        fixture's setup and teardown), which an anyio cancel scope does not allow."""
-        ready, stop = asyncio.Event(), asyncio.Event()
+        # The session manager's task group is entered and left in a task of its own: a
+        # lifespan may be entered in one task and left in another (pytest's async fixtures
+        # do so), and anyio refuses to exit a cancel scope from another task.
+        started, stop = asyncio.Event(), asyncio.Event()
 
         async def serve() -> None:
             async with self.sessions.run():
-                ready.set()
+                started.set()
                 await stop.wait()
 
-        task = asyncio.create_task(serve(), name="mcp-sessions")
-        waiting = asyncio.create_task(ready.wait())
+        task = asyncio.create_task(serve())
+        waiting = asyncio.create_task(started.wait())
         await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
-        waiting.cancel()
         if task.done():
-            task.result()  # it failed to start: raise why
+            waiting.cancel()
+            task.result()  # the manager failed to start: raise its error
         try:
             yield
         finally:

@@ -103,7 +103,8 @@ def first_time_models(catalog: Catalog, configured_providers: list[str]) -> list
         m.slug
         for m in catalog
         if m.status != "legacy"
-        and not m.prc  # needs the admin's opt-in first
+        and not m.prc  # these two need the admin's opt-in first
+        and m.safety_filter
         and routing.is_configured(m, configured)
         and m.provider != "mock"
     ]

@@ -21,19 +21,18 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("members", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("operator", sa.Boolean(), nullable=False, server_default=sa.false())
-        )
-    with op.batch_alter_table("files", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("member_id", sa.String(length=40), nullable=True))
-        batch_op.create_index(
-            "ix_files_workspace_member", ["workspace_id", "member_id", "id"], unique=False
-        )
-    with op.batch_alter_table("jobs", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_jobs_workspace_member", ["workspace_id", "member_id", "id"], unique=False
-        )
+    # Plain ADD COLUMN and CREATE INDEX, also on SQLite: a batch copy of ``members``
+    # would drop it under the foreign keys that point at it, which fails with rows in it.
+    op.add_column(
+        "members", sa.Column("operator", sa.Boolean(), nullable=False, server_default="0")
+    )
+    op.add_column("files", sa.Column("member_id", sa.String(length=40), nullable=True))
+    op.create_index(
+        "ix_files_workspace_member", "files", ["workspace_id", "member_id", "id"], unique=False
+    )
+    op.create_index(
+        "ix_jobs_workspace_member", "jobs", ["workspace_id", "member_id", "id"], unique=False
+    )
     # Outputs belong to their job's member; earlier uploads stay the admins' alone.
     op.execute(
         "UPDATE files SET member_id ="

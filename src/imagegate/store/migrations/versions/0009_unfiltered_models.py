@@ -35,12 +35,12 @@ def _trigger(columns: tuple[str, ...]) -> str:
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("workspaces", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column(
-                "unfiltered_models_allowed", sa.Boolean(), server_default=sa.false(), nullable=False
-            )
-        )
+    # A plain ADD COLUMN, also on SQLite: a batch copy of the table would drop
+    # ``workspaces`` under the foreign keys that point at it, which fails with rows in it.
+    op.add_column(
+        "workspaces",
+        sa.Column("unfiltered_models_allowed", sa.Boolean(), server_default="0", nullable=False),
+    )
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP TRIGGER workspaces_governance_version ON workspaces")
         op.execute(_trigger(_AFTER))

@@ -18,7 +18,7 @@ down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# The columns the trigger watched after 0009 (unfiltered_models_allowed), and now.
+# The columns as 0009 left them (it added unfiltered_models_allowed).
 _BEFORE = ("default_model", "image_generation_enabled", "billing_mode", "region_policy",
            "margin_percent", "unfiltered_models_allowed")  # fmt: skip
 _AFTER = (*_BEFORE, "prc_models_allowed")
