@@ -14,7 +14,7 @@ from imagegate.catalog.spec import MICRO, MILLI, ModelSpec, PriceSpec
 # 1024 x 1024 pixels: the seeds bill 1024x1024 as 1 MP (not 2 when rounded up) and
 # 1920x1080 as 2 MP, 2048x2048 as 4 MP.
 MEGAPIXEL = 1024 * 1024
-REFERENCE_SIZE = (1024, 1024)  # the size prices are shown at (seed 000)
+REFERENCE_SIZE = (1024, 1024)  # the size prices are shown at (the admin guide's)
 
 
 def _div_half_up(numerator: int, denominator: int) -> int:
@@ -65,7 +65,7 @@ def estimate(model: ModelSpec, params: dict[str, Any], n: int, width: int, heigh
 def actual_cost(model: ModelSpec, params: dict[str, Any], outputs: list[tuple[int, int]]) -> int:
     """What the images really returned cost: each priced at its own dimensions.
 
-    Per-megapixel models (FLUX.2 Pro) are captured at the true output size (seed 003).
+    Per-megapixel models (FLUX.2 Pro) are captured at the true output size (the jobs API price list).
     """
     price = model.price
     return sum(to_credits(price, unit_price(price, params, w, h)) for w, h in outputs)

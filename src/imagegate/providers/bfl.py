@@ -37,7 +37,7 @@ PASS_THROUGH = (
     "steps", "guidance", "input_image", "input_image_2", "input_image_3", "input_image_4",
     "output_format", "interval", "transparent_bg",
 )  # fmt: skip
-# Names the seeds' (fal-style) schemas use for the same BFL inputs.
+# Names the catalog's (fal-style) schemas use for the same BFL inputs.
 RENAMES = {
     "num_inference_steps": "steps",
     "guidance_scale": "guidance",

@@ -552,7 +552,7 @@ def plan_native(model: ModelSpec, body: dict[str, Any]) -> Plan:
     """A jobs-API body: the model's own parameters plus the wrapper fields.
 
     With neither ``format`` nor the model's size field, the model's ``format_mapping``
-    default applies (seed 002: ``format`` defaults per model).
+    default applies (the image model reference: ``format`` defaults per model).
     """
     native = {k: v for k, v in body.items() if k not in WRAPPER_FIELDS}
     mapping = model.sizes.format_mapping
@@ -682,7 +682,7 @@ def _submit_statement(holding: bool, keyed: bool) -> Select[int, bool]:
 
 Planner = Callable[[ModelSpec, dict[str, Any]], Plan]
 
-# The flat upscale price covers outputs up to about 24 megapixels (seed 002, Topaz).
+# The flat upscale price covers outputs up to about 24 megapixels (the image model reference, Topaz).
 DEFAULT_UPSCALE_MAX_PIXELS = 24_000_000
 # Body fields that may hold source images, besides each model's reference parameter.
 SOURCE_FIELDS = ("reference_files", "mask", "mask_file")

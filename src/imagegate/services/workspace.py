@@ -444,7 +444,7 @@ async def set_model_enabled(
     enabled: bool,
     replacement: str | None = None,
 ) -> Change:
-    """Enable or disable a model under seed 000's rules (see docs/admin.md)."""
+    """Enable or disable a model under the Manage image models rules (see docs/admin.md)."""
     model = _catalog_model(catalog, name, "slug")
     workspace = await lock_workspace(session, actor.workspace_id)
     rows = await _model_rows(session, catalog, workspace.id)
