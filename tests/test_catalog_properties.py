@@ -3,6 +3,7 @@ is priced and sized; every one they reject is a 400 that names a parameter."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -34,7 +35,11 @@ def valid_value(model: ModelSpec, name: str, spec: ParamSpec) -> st.SearchStrate
     options: list[st.SearchStrategy[Any]] = []
     for kind in spec.types:
         if kind == "string":
-            if spec.enum:
+            limit = model.limits.references
+            if name == "mask" or (limit is not None and limit.field == name):
+                # An image parameter takes an image: a URL (fetched only at submit).
+                options.append(st.just("https://example.com/in.png"))
+            elif spec.enum:
                 options.append(st.sampled_from(spec.enum))
             else:
                 low = spec.min_length or 0
@@ -171,7 +176,8 @@ def test_every_rejected_request_is_a_400_naming_the_param(
     assert isinstance(error, InvalidParameter)
     assert error.status_code == 400
     assert error.param is not None
-    assert error.param.split(".")[0] == name, (error.param, error.message)
+    # The parameter, or an item or field of it (image_urls[0], image_size.width).
+    assert re.split(r"[.\[]", error.param)[0] == name, (error.param, error.message)
     assert error.message
 
 
