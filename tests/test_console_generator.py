@@ -207,7 +207,7 @@ def test_errors_inline_and_the_switch_to_the_default(
     page.get_by_role("button", name="Generate").click()
     expect(page.locator("#form-error")).to_contain_text("is not enabled in this workspace")
 
-    # a model no configured provider serves: said inline, before any credits are held
+    # no credits: the estimate does not fit the balance, said inline
     page.request.patch(
         console.url + "/v1/admin/image-models/paid-image", data={"enabled": True}, headers=admin
     )
@@ -216,7 +216,7 @@ def test_errors_inline_and_the_switch_to_the_default(
     expect(page.locator("#estimate")).to_contain_text("2 credits")
     page.get_by_label("Prompt").fill("a red bicycle")
     page.get_by_role("button", name="Generate").click()
-    expect(page.locator("#form-error")).to_contain_text("is configured on this gateway")
+    expect(page.locator("#form-error")).to_contain_text("credits; 0 are available")
     expect(page.locator("#balance")).to_have_text("0")
 
     # image generation off: members see no generator
