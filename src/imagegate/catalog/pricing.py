@@ -65,7 +65,8 @@ def estimate(model: ModelSpec, params: dict[str, Any], n: int, width: int, heigh
 def actual_cost(model: ModelSpec, params: dict[str, Any], outputs: list[tuple[int, int]]) -> int:
     """What the images really returned cost: each priced at its own dimensions.
 
-    Per-megapixel models (FLUX.2 Pro) are captured at the true output size (the jobs API price list).
+    Per-megapixel models (FLUX.2 Pro) are captured at the true output size (as the jobs
+    API price list says).
     """
     price = model.price
     return sum(to_credits(price, unit_price(price, params, w, h)) for w, h in outputs)

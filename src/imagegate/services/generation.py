@@ -682,7 +682,8 @@ def _submit_statement(holding: bool, keyed: bool) -> Select[int, bool]:
 
 Planner = Callable[[ModelSpec, dict[str, Any]], Plan]
 
-# The flat upscale price covers outputs up to about 24 megapixels (the image model reference, Topaz).
+# The flat upscale price covers outputs up to about 24 megapixels (Topaz, in the image
+# model reference).
 DEFAULT_UPSCALE_MAX_PIXELS = 24_000_000
 # Body fields that may hold source images, besides each model's reference parameter.
 SOURCE_FIELDS = ("reference_files", "mask", "mask_file")
