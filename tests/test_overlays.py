@@ -287,3 +287,13 @@ def test_a_route_of_its_own_uses_its_own_key_and_says_what_to_set(tmp_path: Path
     adapter = present.get("bfl:flux-2-pro")
     assert adapter.name == "bfl:flux-2-pro"
     assert getattr(adapter, "base_urls", {})["eu"] == "https://proxy.test/v1"
+
+
+async def test_a_tier_whose_model_is_hidden_is_refused_naming_the_tier(settings: Settings) -> None:
+    (settings.catalog_dirs[0] / "zz-hide.yaml").write_text("hide: [flux_schnell]\n")
+    async with serving(settings) as client:
+        response = await client.post(
+            "/v1/images/generations", json={"prompt": "p", "tier": "draft"}
+        )
+    error = assert_error(response, 400, "invalid_parameter", "tier")
+    assert "hidden by the operator" in error["message"]

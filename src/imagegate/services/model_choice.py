@@ -82,7 +82,12 @@ async def choose_model(
         return await _auto_model(session, catalog, principal, use_case)
     if name is None and tier is not None:
         preset = catalog.resolve(choices.tiers[tier])
-        assert preset is not None  # the loader checks choice.yaml's names
+        if preset is None:  # the operator's overlay hides the preset's model
+            raise InvalidParameter(
+                f"The tier {tier!r} is not offered on this gateway (its model "
+                f"{choices.tiers[tier]!r} is hidden by the operator). Name a model instead.",
+                param="tier",
+            )
         return ModelChoice(preset, "tier", notices=(f"tier {tier!r} uses {preset.slug}.",))
     if name is not None:
         if not isinstance(name, str) or not name:
