@@ -375,6 +375,16 @@ def keys_create(
     ] = "member",
 ) -> None:
     """Create a member of the first workspace and an API key for them; prints the key once."""
+    secret = new_member_key(name, "admin" if admin else "member")
+    console.print(
+        f"Created a{'n admin' if admin else ' member'} key for {name!r}. It is shown only once:"
+    )
+    out.print(secret)
+
+
+def new_member_key(name: str, role: str, *, operator: bool = False) -> str:
+    """A new member of the first workspace (on the local data dir) and its API key's
+    secret; announces the first admin key if this call created the workspace."""
     from sqlalchemy import select
 
     from imagegate.gateway import Gateway
@@ -392,19 +402,13 @@ def keys_create(
                 workspace = (
                     await session.execute(select(Workspace).order_by(Workspace.created_at).limit(1))
                 ).scalar_one()
-                member = await create_member(
-                    session, workspace, name, "admin" if admin else "member"
-                )
+                member = await create_member(session, workspace, name, role, operator=operator)
                 _, secret = await create_key(session, member, name)
             return secret
         finally:
             await gateway.stop()
 
-    secret = _run(main())
-    console.print(
-        f"Created a{'n admin' if admin else ' member'} key for {name!r}. It is shown only once:"
-    )
-    out.print(secret)
+    return _run(main())
 
 
 async def _admin_call(
