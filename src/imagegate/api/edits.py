@@ -9,17 +9,16 @@ input images.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.datastructures import FormData, UploadFile
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imagegate.api import schemas
 from imagegate.api.common import json_object
 from imagegate.api.deps import CurrentMember, GatewayDep
 from imagegate.api.images import generate_response
+from imagegate.api.multipart import read_form, source_part, text_field
 from imagegate.api.openapi import (
     AUTHENTICATED,
     EDITS_JSON_BODY,
@@ -32,73 +31,29 @@ from imagegate.api.openapi import (
 from imagegate.api.responses import JSONResponse
 from imagegate.api.schemas import ok
 from imagegate.errors import InvalidParameter, InvalidRequest, NotFound
-from imagegate.services.sources import Upload, not_a_source, source_form
+from imagegate.services.sources import source_form
 
 router = APIRouter(prefix="/v1/images", tags=["images"], responses=errors(*AUTHENTICATED))
 
 MAX_SOURCE_IMAGES = 16
-_INTEGERS = ("n", "seed", "output_compression", "partial_images")
-_BOOLEANS = ("mock", "sync_mode")
-_INTEGER = re.compile(r"-?[0-9]{1,18}")
 _MULTIPART_NAMES = {"reference_files": "image"}
 _JSON_NAMES = {"reference_files": "images"}
 
 
-def _coerce(name: str, value: str) -> Any:
-    """Form fields arrive as text; give the few numeric and boolean ones their type."""
-    if "\x00" in value:
-        raise InvalidParameter(
-            f"Invalid value for {name!r}: NUL characters are not allowed.", param=name
-        )
-    if name in _INTEGERS:
-        # As a JSON body would carry it: ASCII digits, within 64 bits (int() would also
-        # take other scripts' digits, spaces, underscores and any size).
-        if not _INTEGER.fullmatch(value):
-            raise InvalidParameter(
-                f"Invalid value for {name!r}: {value!r} is not an integer.", param=name
-            )
-        return int(value)
-    if name in _BOOLEANS:
-        if value.lower() not in ("true", "false"):
-            raise InvalidParameter(
-                f"Invalid value for {name!r}: expected true or false.", param=name
-            )
-        return value.lower() == "true"
-    return value
-
-
-def _source(value: Any, param: str) -> Any:
-    """A multipart part as a source image: a file part as an upload, text as it is."""
-    if isinstance(value, UploadFile):
-        return Upload(value.file, value.size or 0, value.filename, value.content_type)
-    if not isinstance(value, str) or source_form(value) is None:
-        raise not_a_source(param)
-    return value
-
-
 async def _from_multipart(request: Request) -> tuple[dict[str, Any], FormData]:
-    try:
-        form = await request.form(max_files=MAX_SOURCE_IMAGES + 1, max_fields=64)
-    except StarletteHTTPException as exc:
-        if exc.status_code != 400:
-            raise
-        raise InvalidRequest(
-            f"The multipart body cannot be read: {exc.detail}",
-            code="invalid_multipart",
-            param="image",
-        ) from None
+    form = await read_form(request, max_files=MAX_SOURCE_IMAGES + 1, max_fields=64, param="image")
     body: dict[str, Any] = {}
     images: list[Any] = []
     try:
         for name, value in form.multi_items():
             if name in ("image", "image[]"):
-                images.append(_source(value, "image"))
+                images.append(source_part(value, "image"))
             elif name == "mask":
-                body["mask"] = _source(value, "mask")
+                body["mask"] = source_part(value, "mask")
             elif isinstance(value, UploadFile):
                 raise InvalidParameter(f"Unexpected file in field {name!r}.", param=name)
             else:
-                body[name] = _coerce(name, value)
+                body[name] = text_field(name, value)
         if len(images) > MAX_SOURCE_IMAGES:
             raise InvalidParameter(
                 f"At most {MAX_SOURCE_IMAGES} images can be edited at once.", param="image"

@@ -13,11 +13,11 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from starlette.datastructures import FormData, UploadFile
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imagegate.api import schemas
 from imagegate.api.common import file_object, json_object
 from imagegate.api.deps import CurrentMember, GatewayDep, current_member
+from imagegate.api.multipart import read_form
 from imagegate.api.openapi import AUTHENTICATED, errors, request_body
 from imagegate.api.responses import JSONResponse
 from imagegate.api.schemas import ok
@@ -58,16 +58,9 @@ FILE_ID = re.compile(r"^file_[0-9a-z]{26}$")
 
 
 async def _form(request: Request) -> FormData:
-    try:
-        return await request.form(max_files=1, max_fields=10)
-    except StarletteHTTPException as exc:  # malformed multipart, or more than one file
-        if exc.status_code != 400:
-            raise
-        raise InvalidRequest(
-            f"The multipart body cannot be read: {exc.detail} Send one 'file' and a 'purpose'.",
-            code="invalid_multipart",
-            param="file",
-        ) from None
+    return await read_form(
+        request, max_files=1, max_fields=10, param="file", hint=" Send one 'file' and a 'purpose'."
+    )
 
 
 async def _upload(request: Request, member: Principal, gateway: Gateway) -> JSONResponse:

@@ -9,19 +9,16 @@ covers (about 24 megapixels for Topaz) are refused with 400 ``upscale_too_large`
 
 from __future__ import annotations
 
-import math
-import re
 from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.datastructures import FormData, UploadFile
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imagegate.api import schemas
 from imagegate.api.common import json_object
 from imagegate.api.deps import CurrentMember, GatewayDep
-from imagegate.api.edits import _coerce, _source
 from imagegate.api.images import generate_response
+from imagegate.api.multipart import read_form, source_part, text_field
 from imagegate.api.openapi import (
     AUTHENTICATED,
     GENERATION_ERRORS,
@@ -43,48 +40,22 @@ _NUMBERS = ("upscale_factor", "face_enhancement_creativity", "face_enhancement_s
 
 
 async def _from_multipart(request: Request) -> tuple[dict[str, Any], FormData]:
-    try:
-        form = await request.form(max_files=2, max_fields=64)
-    except StarletteHTTPException as exc:
-        if exc.status_code != 400:
-            raise
-        raise InvalidRequest(
-            f"The multipart body cannot be read: {exc.detail}",
-            code="invalid_multipart",
-            param="image",
-        ) from None
+    form = await read_form(request, max_files=2, max_fields=64, param="image")
     body: dict[str, Any] = {}
     try:
         for name, value in form.multi_items():
             if name in ("image", "image_url"):
                 if "image" in body:
                     raise InvalidParameter("Send one image to upscale.", param="image")
-                body["image"] = _source(value, "image")
+                body["image"] = source_part(value, "image")
             elif isinstance(value, UploadFile):
                 raise InvalidParameter(f"Unexpected file in field {name!r}.", param=name)
-            elif name in _NUMBERS:
-                body[name] = _number(name, value)
             else:
-                body[name] = _coerce(name, value)
+                body[name] = text_field(name, value, _NUMBERS)
     except BaseException:
         await form.close()
         raise
     return body, form
-
-
-# A JSON number, as a JSON body would carry it (float() would also take "inf", "nan",
-# spaces, underscores and other scripts' digits).
-_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
-
-
-def _number(name: str, value: str) -> float | int:
-    number = float(value) if _NUMBER.fullmatch(value) else math.nan
-    if not math.isfinite(number):
-        raise InvalidParameter(
-            f"Invalid value for {name!r}: {value!r} is not a number.", param=name
-        )
-    # Integral values become integers only within 64 bits, as in a JSON body.
-    return int(number) if number.is_integer() and abs(number) < 2**63 else number
 
 
 def _prepare(gateway: Gateway, body: dict[str, Any]) -> dict[str, Any]:
